@@ -1,0 +1,70 @@
+//! The command line as the user typed it: clap types only.
+//!
+//! Nothing here is validated beyond what clap does; [`crate::config`] turns the environment into a
+//! [`crate::config::Config`], and each command in [`crate::commands`] reads the arguments it owns.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ENV_HELP: &str = "\
+Configuration comes from environment variables (see README.md for the table). Variables may also be \
+put in an env file: `.env` in the working directory is read when it exists, or the file named by \
+--env-file. Values already set in the process environment win over the file.";
+
+/// Ships LLM usage (tokens and cost per UTC day, app, user and model) from a self-hosted Dify to a
+/// metering API. Run it once per schedule tick; it exits with a code that says what happened.
+#[derive(Debug, Parser)]
+#[command(name = "exporter", version, about, after_help = ENV_HELP)]
+pub struct Cli {
+    /// Read environment variables from this file (default: `.env` in the working directory, if present).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration, take the run lock, run the export job once, and exit.
+    Run(RunArgs),
+    /// Validate everything `run` would validate and print the effective configuration (secrets masked).
+    ValidateConfig(ValidateConfigArgs),
+    /// Print the next fire times of CRON_SCHEDULE in UTC, one RFC 3339 instant per line.
+    NextRuns(NextRunsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {}
+
+#[derive(Debug, Args)]
+pub struct ValidateConfigArgs {
+    /// Also check that the CronJob and crontab files under DIR carry the schedule of CRON_SCHEDULE.
+    #[arg(long, value_name = "DIR")]
+    pub check_deploy: Option<PathBuf>,
+    /// Output format of the report.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct NextRunsArgs {
+    /// How many fire times to print.
+    #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub count: u32,
+    /// Print fire times strictly after this RFC 3339 instant (default: now).
+    #[arg(long, value_name = "INSTANT")]
+    pub from: Option<DateTime<Utc>>,
+    /// Use this schedule instead of CRON_SCHEDULE.
+    #[arg(long, value_name = "EXPR")]
+    pub schedule: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}

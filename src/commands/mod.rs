@@ -1,0 +1,59 @@
+//! One module per subcommand, and [`execute`], which loads the environment, starts logging on the
+//! right stream and dispatches.
+
+mod next_runs;
+mod run;
+mod validate_config;
+
+use tracing::{error, warn};
+
+use crate::cli::{Cli, Command};
+use crate::config::Problems;
+use crate::environment::Environment;
+use crate::exit::Exit;
+use crate::logging::{self, Json, LogSettings, LogStream};
+
+/// Runs the parsed command line to its exit status. Errors are logged here, once.
+#[must_use]
+pub fn execute(cli: Cli) -> Exit {
+    let environment = Environment::load(cli.env_file.as_deref());
+    let settings = environment
+        .as_ref()
+        .map(LogSettings::from_env_lenient)
+        .unwrap_or_default();
+    // `run` logs to stdout; commands whose product is stdout log to stderr.
+    let (stream, run_id) = match &cli.command {
+        Command::Run(_) => (LogStream::Stdout, Some(uuid::Uuid::now_v7().to_string())),
+        Command::ValidateConfig(_) | Command::NextRuns(_) => (LogStream::Stderr, None),
+    };
+    logging::init(settings, stream, run_id);
+
+    let environment = match environment {
+        Ok(environment) => environment,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "cannot load the environment");
+            return Exit::Failure;
+        }
+    };
+    if !environment.missing_example_keys.is_empty() {
+        warn!(
+            keys = ?Json(&environment.missing_example_keys),
+            "variables listed in .env.example are not set in .env or the environment"
+        );
+    }
+
+    match cli.command {
+        Command::Run(args) => run::run(&environment, &args),
+        Command::ValidateConfig(args) => validate_config::validate_config(&environment, &args),
+        Command::NextRuns(args) => next_runs::next_runs(&environment, &args),
+    }
+}
+
+/// Logs every configuration problem in one `error` line.
+fn log_problems(problems: &Problems) {
+    let list: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+    error!(
+        problems = ?Json(&list),
+        "configuration is invalid; fix the variables named in `problems`"
+    );
+}

@@ -1,0 +1,562 @@
+//! The environment, validated: raw strings in, a typed [`Config`] out, or every problem at once.
+//!
+//! envy deserializes the variables into [`RawEnv`], where every field is an optional string, so
+//! deserialization itself cannot fail on a bad value; the typed checks below then collect every
+//! problem, each naming its variable and the rule, instead of stopping at the first. `run` and
+//! `validate-config` share this one path, so the two can never disagree about what is valid.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+use uuid::Uuid;
+
+use crate::environment::Environment;
+use crate::logging::{LogFormat, LogSettings};
+use crate::schedule::Schedule;
+use crate::secret::{MASK, Secret};
+
+/// The schedule used when `CRON_SCHEDULE` is unset.
+pub const DEFAULT_SCHEDULE: &str = "0 0 * * *";
+
+/// The variables as strings, exactly as found (blank values already dropped).
+#[derive(Debug, Default, Deserialize)]
+struct RawEnv {
+    dify_api_url: Option<String>,
+    dify_api_token: Option<String>,
+    dify_workspace_id: Option<String>,
+    dify_email: Option<String>,
+    dify_password: Option<String>,
+    external_api_url: Option<String>,
+    external_api_token: Option<String>,
+    cron_schedule: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+    graceful_shutdown_timeout: Option<String>,
+    max_retry: Option<String>,
+    http_timeout: Option<String>,
+    state_dir: Option<String>,
+    allow_insecure_http: Option<String>,
+}
+
+/// The validated configuration of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URL of Dify, without a trailing slash; console paths are appended to it.
+    pub dify_api_url: Url,
+    /// How to authenticate to Dify's console API.
+    pub dify_auth: DifyAuth,
+    /// Full URL of the metering endpoint that receives the POSTs (nothing is appended).
+    pub external_api_url: Url,
+    /// Sent as `Authorization: Bearer` to the metering API.
+    pub external_api_token: Secret,
+    /// When the deployment starts the program; used for `next-runs` and the start-up log.
+    pub schedule: Schedule,
+    /// Log level and line format.
+    pub log: LogSettings,
+    /// How long a graceful stop may take before the program gives up and exits 1.
+    pub graceful_shutdown_timeout: Duration,
+    /// Retries of one HTTP request within a run (not counting the first attempt).
+    pub max_retry: u32,
+    /// Time limit of one HTTP request, connection included.
+    pub http_timeout: Duration,
+    /// Directory of the lock file and the state database.
+    pub state_dir: PathBuf,
+    /// Whether plain `http://` to non-loopback hosts was explicitly allowed.
+    pub allow_insecure_http: bool,
+}
+
+/// The ways Dify's console API can be reached.
+#[derive(Debug, Clone)]
+pub enum DifyAuth {
+    /// An admin API key acting as the owner of one workspace (`X-WORKSPACE-ID`).
+    AdminKey { key: Secret, workspace_id: Uuid },
+    /// A console access token sent as `Authorization: Bearer`.
+    ConsoleToken(Secret),
+    /// Console login with an account's email and password.
+    Login { email: String, password: Secret },
+}
+
+/// One thing wrong with the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The variable at fault (or the first of a pair).
+    pub variable: &'static str,
+    /// What is wrong and what is allowed; never contains a secret.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.variable, self.message)
+    }
+}
+
+/// Every problem found, in the order of the configuration table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "configuration is invalid ({n} problem{}): ",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+impl Config {
+    /// Validates the environment.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its variable.
+    pub fn from_env(env: &Environment) -> Result<Config, Problems> {
+        // Every field is an optional string, so envy can only fail on a non-string shape, which an
+        // environment cannot produce; treat it as "all unset" rather than panicking.
+        let raw: RawEnv = envy::from_iter(env.iter()).unwrap_or_default();
+        let mut check = Checker::default();
+
+        let allow_insecure_http = check
+            .parse_with(
+                "ALLOW_INSECURE_HTTP",
+                raw.allow_insecure_http.as_deref(),
+                parse_bool,
+            )
+            .unwrap_or(false);
+        let dify_api_url = check.url(
+            "DIFY_API_URL",
+            raw.dify_api_url.as_deref(),
+            allow_insecure_http,
+        );
+        let dify_auth = check.dify_auth(&raw);
+        let external_api_url = check.url(
+            "EXTERNAL_API_URL",
+            raw.external_api_url.as_deref(),
+            allow_insecure_http,
+        );
+        let external_api_token =
+            check.required("EXTERNAL_API_TOKEN", raw.external_api_token.as_deref());
+        let schedule = check.parse_with(
+            "CRON_SCHEDULE",
+            Some(raw.cron_schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE)),
+            |text| Schedule::parse(text).map_err(|e| e.to_string()),
+        );
+        let level = check.parse_with("LOG_LEVEL", raw.log_level.as_deref(), parse_level);
+        let format = check.parse_with("LOG_FORMAT", raw.log_format.as_deref(), LogFormat::from_str);
+        let graceful_shutdown_timeout = check.seconds(
+            "GRACEFUL_SHUTDOWN_TIMEOUT",
+            raw.graceful_shutdown_timeout.as_deref(),
+            30,
+            3600,
+        );
+        let max_retry = check
+            .parse_with("MAX_RETRY", raw.max_retry.as_deref(), |t| {
+                parse_in_range(t, 0, 10)
+            })
+            .unwrap_or(3);
+        let http_timeout = check.seconds("HTTP_TIMEOUT", raw.http_timeout.as_deref(), 30, 600);
+        let state_dir = check.state_dir(raw.state_dir.as_deref());
+
+        if !check.problems.is_empty() {
+            return Err(Problems(check.problems));
+        }
+        // Every `None` above pushed a problem, so all of these are present.
+        let missing = || Problems(vec![]);
+        Ok(Config {
+            dify_api_url: dify_api_url.ok_or_else(missing)?,
+            dify_auth: dify_auth.ok_or_else(missing)?,
+            external_api_url: external_api_url.ok_or_else(missing)?,
+            external_api_token: external_api_token.ok_or_else(missing)?,
+            schedule: schedule.ok_or_else(missing)?,
+            log: LogSettings {
+                level: level.unwrap_or(tracing::Level::INFO),
+                format: format.unwrap_or_default(),
+            },
+            graceful_shutdown_timeout: graceful_shutdown_timeout.ok_or_else(missing)?,
+            max_retry,
+            http_timeout: http_timeout.ok_or_else(missing)?,
+            state_dir: state_dir.ok_or_else(missing)?,
+            allow_insecure_http,
+        })
+    }
+
+    /// The effective configuration as (variable, value) pairs, secrets masked, in table order.
+    #[must_use]
+    pub fn masked(&self) -> Vec<(&'static str, String)> {
+        let (token, workspace, email, password) = match &self.dify_auth {
+            DifyAuth::AdminKey { workspace_id, .. } => {
+                (MASK.to_owned(), workspace_id.to_string(), unset(), unset())
+            }
+            DifyAuth::ConsoleToken(_) => (MASK.to_owned(), unset(), unset(), unset()),
+            DifyAuth::Login { email, .. } => (unset(), unset(), email.clone(), MASK.to_owned()),
+        };
+        vec![
+            ("DIFY_API_URL", masked_url(&self.dify_api_url)),
+            ("DIFY_API_TOKEN", token),
+            ("DIFY_WORKSPACE_ID", workspace),
+            ("DIFY_EMAIL", email),
+            ("DIFY_PASSWORD", password),
+            ("EXTERNAL_API_URL", masked_url(&self.external_api_url)),
+            ("EXTERNAL_API_TOKEN", MASK.to_owned()),
+            ("CRON_SCHEDULE", self.schedule.expression().to_owned()),
+            ("LOG_LEVEL", self.log.level.as_str().to_ascii_lowercase()),
+            ("LOG_FORMAT", self.log.format.to_string()),
+            (
+                "GRACEFUL_SHUTDOWN_TIMEOUT",
+                self.graceful_shutdown_timeout.as_secs().to_string(),
+            ),
+            ("MAX_RETRY", self.max_retry.to_string()),
+            ("HTTP_TIMEOUT", self.http_timeout.as_secs().to_string()),
+            ("STATE_DIR", self.state_dir.display().to_string()),
+            ("ALLOW_INSECURE_HTTP", self.allow_insecure_http.to_string()),
+        ]
+    }
+}
+
+fn unset() -> String {
+    "(unset)".to_owned()
+}
+
+/// A URL for display: a password inside it is a secret too.
+#[must_use]
+pub fn masked_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // Setting a password only fails on URLs that cannot have one, and this one has one.
+        let _ = shown.set_password(Some(MASK));
+    }
+    shown.to_string().trim_end_matches('/').to_owned()
+}
+
+/// Collects problems while converting values; each method returns `None` after recording one.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, variable: &'static str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            variable,
+            message: message.into(),
+        });
+    }
+
+    /// Parses an optional value; `None` input means "use the default" and yields `None` quietly.
+    fn parse_with<T>(
+        &mut self,
+        variable: &'static str,
+        value: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let value = value?;
+        match parse(value.trim()) {
+            Ok(parsed) => Some(parsed),
+            Err(rule) => {
+                self.problem(variable, format!("`{}` {rule}", value.trim()));
+                None
+            }
+        }
+    }
+
+    fn required(&mut self, variable: &'static str, value: Option<&str>) -> Option<Secret> {
+        if let Some(value) = value {
+            Some(Secret::new(value.trim().to_owned()))
+        } else {
+            self.problem(variable, "is required and not set");
+            None
+        }
+    }
+
+    fn url(
+        &mut self,
+        variable: &'static str,
+        value: Option<&str>,
+        allow_insecure: bool,
+    ) -> Option<Url> {
+        let Some(value) = value else {
+            self.problem(
+                variable,
+                "is required and not set (an absolute http(s) URL)",
+            );
+            return None;
+        };
+        match parse_url(value.trim(), allow_insecure) {
+            Ok(url) => Some(url),
+            Err(rule) => {
+                // The value may carry a password; show it only in masked form.
+                let shown = Url::parse(value.trim())
+                    .map_or_else(|_| value.trim().to_owned(), |u| masked_url(&u));
+                self.problem(variable, format!("`{shown}` {rule}"));
+                None
+            }
+        }
+    }
+
+    fn seconds(
+        &mut self,
+        variable: &'static str,
+        value: Option<&str>,
+        default: u64,
+        max: u64,
+    ) -> Option<Duration> {
+        match value {
+            None => Some(Duration::from_secs(default)),
+            Some(_) => self
+                .parse_with(variable, value, |t| parse_in_range(t, 1, max))
+                .map(Duration::from_secs),
+        }
+    }
+
+    fn state_dir(&mut self, value: Option<&str>) -> Option<PathBuf> {
+        let path = PathBuf::from(value.unwrap_or("./data"));
+        if path.exists() && !path.is_dir() {
+            self.problem(
+                "STATE_DIR",
+                format!("`{}` exists and is not a directory", path.display()),
+            );
+            return None;
+        }
+        Some(path)
+    }
+
+    fn dify_auth(&mut self, raw: &RawEnv) -> Option<DifyAuth> {
+        let token = raw.dify_api_token.as_deref();
+        let workspace = raw.dify_workspace_id.as_deref();
+        let email = raw.dify_email.as_deref();
+        let password = raw.dify_password.as_deref();
+
+        let workspace_id = self.parse_with("DIFY_WORKSPACE_ID", workspace, |t| {
+            Uuid::parse_str(t)
+                .map_err(|_| "is not a UUID (like 0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47)".to_owned())
+        });
+        let workspace_ok = workspace.is_none() || workspace_id.is_some();
+
+        match (email, password) {
+            (Some(_), None) => {
+                self.problem(
+                    "DIFY_PASSWORD",
+                    "must be set together with DIFY_EMAIL (both or neither)",
+                );
+                return None;
+            }
+            (None, Some(_)) => {
+                self.problem(
+                    "DIFY_EMAIL",
+                    "must be set together with DIFY_PASSWORD (both or neither)",
+                );
+                return None;
+            }
+            _ => {}
+        }
+
+        match (token, email.zip(password)) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "DIFY_API_TOKEN",
+                    "is set together with DIFY_EMAIL and DIFY_PASSWORD; set either the token or the login pair, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    "DIFY_API_TOKEN",
+                    "is required unless DIFY_EMAIL and DIFY_PASSWORD are set (an admin API key with DIFY_WORKSPACE_ID, or a console access token)",
+                );
+                None
+            }
+            (None, Some((email, password))) => {
+                if workspace.is_some() {
+                    self.problem(
+                        "DIFY_WORKSPACE_ID",
+                        "selects admin-API-key authentication and needs DIFY_API_TOKEN; unset it to log in with DIFY_EMAIL",
+                    );
+                    return None;
+                }
+                if !email.contains('@') {
+                    self.problem("DIFY_EMAIL", format!("`{email}` is not an email address"));
+                    return None;
+                }
+                Some(DifyAuth::Login {
+                    email: email.trim().to_owned(),
+                    password: Secret::new(password.to_owned()),
+                })
+            }
+            (Some(token), None) => {
+                let key = Secret::new(token.trim().to_owned());
+                match workspace_id {
+                    Some(workspace_id) => Some(DifyAuth::AdminKey { key, workspace_id }),
+                    None if workspace_ok => Some(DifyAuth::ConsoleToken(key)),
+                    None => None,
+                }
+            }
+        }
+    }
+}
+
+fn parse_url(text: &str, allow_insecure: bool) -> Result<Url, String> {
+    let mut url = Url::parse(text).map_err(|e| {
+        format!("is not an absolute URL ({e}); expected e.g. https://dify.example.com")
+    })?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_insecure || is_loopback(&url) => {}
+        "http" => {
+            return Err(
+                "uses plain http to a non-loopback host, which would send tokens in clear text; \
+                        use https, or set ALLOW_INSECURE_HTTP=true if the network is trusted"
+                    .to_owned(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "has scheme `{other}`; only http and https are allowed"
+            ));
+        }
+    }
+    if url.host().is_none() {
+        return Err("has no host".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query string or fragment".to_owned());
+    }
+    // A trailing slash is ignored so that `https://dify/` and `https://dify` mean the same.
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("is not a boolean; allowed: true, false".to_owned()),
+    }
+}
+
+fn parse_level(text: &str) -> Result<tracing::Level, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "error" => Ok(tracing::Level::ERROR),
+        "warn" => Ok(tracing::Level::WARN),
+        "info" => Ok(tracing::Level::INFO),
+        "debug" => Ok(tracing::Level::DEBUG),
+        _ => Err("is not a log level; allowed: error, warn, info, debug".to_owned()),
+    }
+}
+
+fn parse_in_range<T>(text: &str, min: T, max: T) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display + Copy,
+{
+    match text.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!("is not a whole number from {min} to {max}")),
+    }
+}
+
+impl LogSettings {
+    /// The log settings alone, best effort: invalid values fall back to the defaults so that the
+    /// problem can still be logged (and is reported by [`Config::from_env`]).
+    #[must_use]
+    pub fn from_env_lenient(env: &Environment) -> LogSettings {
+        LogSettings {
+            level: env
+                .get("LOG_LEVEL")
+                .and_then(|t| parse_level(t.trim()).ok())
+                .unwrap_or(tracing::Level::INFO),
+            format: env
+                .get("LOG_FORMAT")
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: [(&str, &str); 4] = [
+        ("DIFY_API_URL", "https://dify.example.com/"),
+        ("DIFY_API_TOKEN", "console-token"),
+        ("EXTERNAL_API_URL", "https://meter.example.com/usage"),
+        ("EXTERNAL_API_TOKEN", "meter-token"),
+    ];
+
+    fn config(extra: &[(&'static str, &'static str)]) -> Result<Config, Problems> {
+        let mut pairs: Vec<(&str, &str)> = VALID.to_vec();
+        pairs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        pairs.extend(extra.iter().copied().filter(|(_, v)| !v.is_empty()));
+        Config::from_env(&Environment::from_pairs(pairs))
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.dify_api_url.as_str(), "https://dify.example.com/");
+        assert_eq!(config.max_retry, 3);
+        assert_eq!(config.graceful_shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(config.schedule.expression(), DEFAULT_SCHEDULE);
+        assert!(matches!(config.dify_auth, DifyAuth::ConsoleToken(_)));
+    }
+
+    #[test]
+    fn loopback_http_is_allowed_and_other_http_is_not() {
+        assert!(config(&[("DIFY_API_URL", "http://127.0.0.1:5001")]).is_ok());
+        assert!(config(&[("DIFY_API_URL", "http://[::1]:5001")]).is_ok());
+        assert!(config(&[("DIFY_API_URL", "http://localhost")]).is_ok());
+        let err = config(&[("DIFY_API_URL", "http://dify.internal")]).unwrap_err();
+        assert!(err.0[0].message.contains("ALLOW_INSECURE_HTTP"), "{err}");
+        assert!(
+            config(&[
+                ("DIFY_API_URL", "http://dify.internal"),
+                ("ALLOW_INSECURE_HTTP", "true")
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_password_inside_a_url_is_masked_in_problems_and_output() {
+        let err =
+            config(&[("EXTERNAL_API_URL", "ftp://user:hunter2@meter.example.com")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let ok = config(&[(
+            "EXTERNAL_API_URL",
+            "https://user:hunter2@meter.example.com/x",
+        )])
+        .unwrap();
+        assert!(!format!("{:?}", ok.masked()).contains("hunter2"));
+    }
+
+    #[test]
+    fn workspace_id_makes_the_token_an_admin_key() {
+        let config =
+            config(&[("DIFY_WORKSPACE_ID", "0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47")]).unwrap();
+        assert!(matches!(config.dify_auth, DifyAuth::AdminKey { .. }));
+    }
+}

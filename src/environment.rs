@@ -1,0 +1,157 @@
+//! Where configuration values come from: the process environment and an optional env file.
+//!
+//! The file is read into a map instead of being written into the process environment, so nothing
+//! here mutates global state and tests can hand in any set of variables. Values already in the
+//! process environment win over the file (the dotenv convention, documented in `--help`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// The file read when `--env-file` is not given and it exists in the working directory.
+const DEFAULT_ENV_FILE: &str = ".env";
+/// The template shipped with the tool; keys missing from the environment are worth a warning.
+const EXAMPLE_ENV_FILE: &str = ".env.example";
+
+/// The merged variables, and what an operator should hear about how they were found.
+#[derive(Debug, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, String>,
+    /// The env file that was read, if any.
+    pub env_file: Option<PathBuf>,
+    /// Keys of `.env.example` that neither the file nor the process environment set.
+    pub missing_example_keys: Vec<String>,
+}
+
+impl Environment {
+    /// Reads the process environment and the env file.
+    ///
+    /// `explicit_file` is `--env-file`: when given it must exist. Otherwise `.env` in the working
+    /// directory is read if present.
+    pub fn load(explicit_file: Option<&Path>) -> Result<Environment> {
+        let process: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Self::load_with(process, explicit_file, Path::new("."))
+    }
+
+    fn load_with(
+        process: BTreeMap<String, String>,
+        explicit_file: Option<&Path>,
+        working_dir: &Path,
+    ) -> Result<Environment> {
+        let env_file = match explicit_file {
+            Some(path) if !path.is_file() => {
+                bail!("--env-file {}: no such file", path.display())
+            }
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(working_dir.join(DEFAULT_ENV_FILE)).filter(|p| p.is_file()),
+        };
+
+        let mut vars = match &env_file {
+            Some(path) => read_env_file(path)?,
+            None => BTreeMap::new(),
+        };
+        vars.extend(process);
+
+        let default_file = working_dir.join(DEFAULT_ENV_FILE);
+        let example_file = working_dir.join(EXAMPLE_ENV_FILE);
+        let missing_example_keys = if default_file.is_file() && example_file.is_file() {
+            read_env_file(&example_file)?
+                .into_keys()
+                .filter(|key| !vars.contains_key(key))
+                .collect()
+        } else {
+            Vec::new()
+        };
+
+        Ok(Environment {
+            vars,
+            env_file,
+            missing_example_keys,
+        })
+    }
+
+    /// Builds an environment from explicit pairs (tests, and commands that need one variable).
+    #[cfg(test)]
+    pub(crate) fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Environment {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ..Environment::default()
+        }
+    }
+
+    /// The value of one variable; empty and blank values count as unset.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// All variables, for deserializing with envy.
+    pub fn iter(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.vars
+            .iter()
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+    }
+}
+
+fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
+    // dotenvy's error names the line but not the file; the file is what the operator needs.
+    let context = || format!("cannot read env file {}", path.display());
+    dotenvy::from_path_iter(path)
+        .with_context(context)?
+        .map(|item| item.with_context(context))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn process_environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), ".env", "LOG_LEVEL=debug\nMAX_RETRY=5\n");
+        let process = BTreeMap::from([("LOG_LEVEL".to_owned(), "warn".to_owned())]);
+        let env = Environment::load_with(process, None, dir.path()).unwrap();
+        assert_eq!(env.get("LOG_LEVEL"), Some("warn"));
+        assert_eq!(env.get("MAX_RETRY"), Some("5"));
+    }
+
+    #[test]
+    fn a_named_file_that_is_missing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.env");
+        let err = Environment::load_with(BTreeMap::new(), Some(&missing), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("nope.env: no such file"), "{err}");
+    }
+
+    #[test]
+    fn keys_of_the_example_missing_from_the_environment_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), ".env", "A=1\n");
+        write(dir.path(), ".env.example", "A=x\nB=y\n# C=z\nD=w\n");
+        let process = BTreeMap::from([("D".to_owned(), "4".to_owned())]);
+        let env = Environment::load_with(process, None, dir.path()).unwrap();
+        assert_eq!(env.missing_example_keys, ["B"]);
+    }
+
+    #[test]
+    fn blank_values_count_as_unset() {
+        let env = Environment::from_pairs([("A", "  "), ("B", "x")]);
+        assert_eq!(env.get("A"), None);
+        assert_eq!(env.iter().count(), 1);
+    }
+}

@@ -1,0 +1,296 @@
+//! HTTP requests with retries, backoff and cancellation, shared by every remote call.
+//!
+//! A request is retried on connection errors, timeouts, 429 and 5xx, up to `MAX_RETRY` times, with
+//! exponential backoff and full jitter (a random wait between zero and the doubled ceiling, which
+//! spreads retries of many clients), honouring `Retry-After` in seconds or as an HTTP date. A stop
+//! signal never interrupts a request in flight, but no new attempt and no backoff wait starts after
+//! it: [`RequestError::Cancelled`] comes back instead.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng as _;
+use reqwest::{RequestBuilder, StatusCode, header};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// First backoff ceiling; doubled per retry.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// Backoff ceiling.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// The longest `Retry-After` honoured; a server asking for more is treated as failing now, since a
+/// run-once job is better off ending and being started again by its schedule.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// How much of an error body is kept for messages.
+const ERROR_BODY_LIMIT: usize = 4096;
+
+/// The outcome callers branch on: stopped, answered with an error status, or unreachable.
+#[derive(Debug, Error)]
+pub enum RequestError {
+    #[error("stopped before {endpoint} was requested (shutdown in progress)")]
+    Cancelled { endpoint: String },
+    #[error("{endpoint} answered {status}{}", detail_suffix(.detail))]
+    Status {
+        endpoint: String,
+        status: StatusCode,
+        /// The server's message or the start of its body.
+        detail: String,
+        /// The raw body (first 4 KiB).
+        body: String,
+    },
+    #[error("{endpoint} could not be reached")]
+    Transport {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+/// Counters for the run summary.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl RequestStats {
+    /// Attempts made, retries included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+    /// Attempts that were retries.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
+/// A reqwest client (keep-alive pool) plus the retry policy and the run's stop token.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    max_retry: u32,
+    cancel: CancellationToken,
+    stats: Arc<RequestStats>,
+}
+
+/// A successful answer: status and the whole body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: String,
+}
+
+impl HttpClient {
+    /// Builds the client. `timeout` bounds each attempt, connection included.
+    pub fn new(
+        timeout: Duration,
+        max_retry: u32,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("dify-usage-exporter/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .build()?;
+        Ok(HttpClient {
+            client,
+            max_retry,
+            cancel,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The underlying client, to build requests with.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The run's counters.
+    pub fn stats(&self) -> &RequestStats {
+        &self.stats
+    }
+
+    /// Sends the request built by `build` (called once per attempt), retrying transient failures.
+    /// `endpoint` names the request in logs and errors, e.g. `GET /console/api/apps`.
+    pub async fn send(
+        &self,
+        endpoint: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Answer, RequestError> {
+        let mut attempt: u32 = 0;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(RequestError::Cancelled {
+                    endpoint: endpoint.to_owned(),
+                });
+            }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = attempt_once(endpoint, build()).await;
+            let (error, retry_after) = match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(failure) => failure,
+            };
+            if !is_transient(&error) || attempt >= self.max_retry {
+                return Err(error);
+            }
+            attempt += 1;
+            let delay = match retry_after {
+                Some(asked) if asked > MAX_RETRY_AFTER => return Err(error),
+                Some(asked) => asked,
+                None => backoff(attempt),
+            };
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                endpoint,
+                attempt,
+                max_retry = self.max_retry,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                error = %error,
+                "retrying request"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.cancel.cancelled() => {
+                    return Err(RequestError::Cancelled { endpoint: endpoint.to_owned() });
+                }
+            }
+        }
+    }
+}
+
+/// One attempt; on failure also the server's `Retry-After`, if any.
+async fn attempt_once(
+    endpoint: &str,
+    request: RequestBuilder,
+) -> Result<Answer, (RequestError, Option<Duration>)> {
+    let transport = |source| {
+        (
+            RequestError::Transport {
+                endpoint: endpoint.to_owned(),
+                source,
+            },
+            None,
+        )
+    };
+    let response = request.send().await.map_err(transport)?;
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let body = response.text().await.map_err(transport)?;
+    debug!(
+        endpoint,
+        status = status.as_u16(),
+        bytes = body.len(),
+        "request finished"
+    );
+    if status.is_success() {
+        return Ok(Answer { status, body });
+    }
+    let body: String = truncate(&body, ERROR_BODY_LIMIT).to_owned();
+    Err((
+        RequestError::Status {
+            endpoint: endpoint.to_owned(),
+            status,
+            detail: error_detail(&body),
+            body,
+        },
+        retry_after,
+    ))
+}
+
+fn is_transient(error: &RequestError) -> bool {
+    match error {
+        RequestError::Cancelled { .. } => false,
+        RequestError::Transport { .. } => true,
+        RequestError::Status { status, .. } => {
+            *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+        }
+    }
+}
+
+/// Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))].
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::rng().random_range(0..=millis))
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 section 10.2.3).
+fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((when - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The `message` of a JSON error body (Dify and most APIs), else the start of the body.
+fn error_detail(body: &str) -> String {
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned));
+    message.unwrap_or_else(|| truncate(body.trim(), 200).to_owned())
+}
+
+fn truncate(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            header::RETRY_AFTER,
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert(header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn backoff_stays_under_its_doubling_ceiling() {
+        for attempt in 1..=10 {
+            let ceiling = BACKOFF_BASE
+                .saturating_mul(1 << (attempt - 1))
+                .min(BACKOFF_CAP);
+            assert!(backoff(attempt) <= ceiling);
+        }
+    }
+
+    #[test]
+    fn error_detail_prefers_the_json_message() {
+        assert_eq!(
+            error_detail(r#"{"code":"x","message":"Token has expired.","status":401}"#),
+            "Token has expired."
+        );
+        assert_eq!(error_detail("<html>login</html>"), "<html>login</html>");
+    }
+}

@@ -1,0 +1,35 @@
+//! `dify-usage-exporter`: ships LLM usage out of a self-hosted Dify into a metering API.
+//!
+//! The binary (`src/main.rs`) only parses the command line and maps the outcome to an exit code;
+//! everything else lives here so integration tests and benchmarks drive the same code.
+//!
+//! # Layout
+//! - [`cli`]: clap types, nothing resolved.
+//! - [`commands`]: one module per subcommand; loads the environment and starts logging.
+//! - [`config`]: environment variables to a validated [`config::Config`], all problems at once.
+//! - [`deploy_check`]: do the CronJob and crontab files carry the configured schedule?
+//! - [`dify`]: Dify's console API client and its typed answers.
+//! - [`environment`]: process environment merged with the env file.
+//! - [`exit`]: every exit code, in one enum.
+//! - [`http`]: HTTP with retries, backoff, `Retry-After` and cancellation.
+//! - [`job`]: the export job that one run performs.
+//! - [`lock`]: the run lock in `STATE_DIR`.
+//! - [`logging`]: one JSON object per log line.
+//! - [`schedule`]: the portable cron grammar and UTC fire times.
+//! - [`secret`]: strings that print as `***`.
+//! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod deploy_check;
+pub mod dify;
+pub mod environment;
+pub mod exit;
+pub mod http;
+pub mod job;
+pub mod lock;
+pub mod logging;
+pub mod schedule;
+pub mod secret;
+pub mod shutdown;
