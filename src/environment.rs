@@ -104,12 +104,29 @@ impl Environment {
 }
 
 fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
-    // dotenvy's error names the line but not the file; the file is what the operator needs.
     let context = || format!("cannot read env file {}", path.display());
-    dotenvy::from_path_iter(path)
-        .with_context(context)?
-        .map(|item| item.with_context(context))
-        .collect()
+    let mut vars = BTreeMap::new();
+    for item in dotenvy::from_path_iter(path).with_context(context)? {
+        match item {
+            Ok((key, value)) => {
+                vars.insert(key, value);
+            }
+            // dotenvy's message quotes the offending text, which may be a secret: name the line only.
+            Err(dotenvy::Error::LineParse(fragment, _)) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let line = text
+                    .lines()
+                    .position(|l| l.contains(fragment.trim()))
+                    .map_or_else(|| "a line".to_owned(), |i| format!("line {}", i + 1));
+                bail!(
+                    "{}: {line} is not NAME=value; quote values that contain spaces, e.g. CRON_SCHEDULE=\"15 0 * * *\"",
+                    context()
+                );
+            }
+            Err(err) => return Err(err).with_context(context),
+        }
+    }
+    Ok(vars)
 }
 
 #[cfg(test)]
@@ -146,6 +163,16 @@ mod tests {
         let process = BTreeMap::from([("D".to_owned(), "4".to_owned())]);
         let env = Environment::load_with(process, None, dir.path()).unwrap();
         assert_eq!(env.missing_example_keys, ["B"]);
+    }
+
+    #[test]
+    fn a_malformed_line_is_named_by_number_without_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), ".env", "A=1\nDIFY_API_TOKEN=secret value here\n");
+        let err = Environment::load_with(BTreeMap::new(), None, dir.path()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("line 2 is not NAME=value"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
     }
 
     #[test]
