@@ -243,6 +243,20 @@ pub fn masked_url(url: &Url) -> String {
     shown.to_string().trim_end_matches('/').to_owned()
 }
 
+/// Masks a `user:password@` part of text that did not even parse as a URL.
+fn mask_userinfo(text: &str) -> String {
+    let authority_start = text.find("://").map_or(0, |i| i + 3);
+    let authority = &text[authority_start..];
+    let authority_end = authority.find(['/', '?', '#']).unwrap_or(authority.len());
+    match authority[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = authority[..at].split(':').next().unwrap_or("");
+            format!("{}{user}:{MASK}{}", &text[..authority_start], &authority[at..])
+        }
+        None => text.to_owned(),
+    }
+}
+
 /// Collects problems while converting values; each method returns `None` after recording one.
 #[derive(Default)]
 struct Checker {
@@ -301,7 +315,7 @@ impl Checker {
             Err(rule) => {
                 // The value may carry a password; show it only in masked form.
                 let shown = Url::parse(value.trim())
-                    .map_or_else(|_| value.trim().to_owned(), |u| masked_url(&u));
+                    .map_or_else(|_| mask_userinfo(value.trim()), |u| masked_url(&u));
                 self.problem(variable, format!("`{shown}` {rule}"));
                 None
             }
@@ -551,6 +565,13 @@ mod tests {
         )])
         .unwrap();
         assert!(!format!("{:?}", ok.masked()).contains("hunter2"));
+    }
+
+    #[test]
+    fn userinfo_is_masked_even_in_text_that_is_not_a_url() {
+        assert_eq!(mask_userinfo("https://u:p@w@host name/x"), "https://u:***@host name/x");
+        assert_eq!(mask_userinfo("u:p@host"), "u:***@host");
+        assert_eq!(mask_userinfo("https://host/a@b"), "https://host/a@b");
     }
 
     #[test]

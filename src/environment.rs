@@ -168,7 +168,11 @@ mod tests {
     #[test]
     fn a_malformed_line_is_named_by_number_without_its_text() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), ".env", "A=1\nDIFY_API_TOKEN=secret value here\n");
+        write(
+            dir.path(),
+            ".env",
+            "A=1\nDIFY_API_TOKEN=secret value here\n",
+        );
         let err = Environment::load_with(BTreeMap::new(), None, dir.path()).unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains("line 2 is not NAME=value"), "{text}");

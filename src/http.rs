@@ -111,11 +111,13 @@ impl HttpClient {
     }
 
     /// The underlying client, to build requests with.
+    #[must_use]
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }
 
     /// The run's counters.
+    #[must_use]
     pub fn stats(&self) -> &RequestStats {
         &self.stats
     }

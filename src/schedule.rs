@@ -1,13 +1,13 @@
-//! `CRON_SCHEDULE` in the portable grammar: the subset of 5-field cron that Kubernetes CronJob
+//! `CRON_SCHEDULE` in the portable grammar: the subset of 5-field cron that Kubernetes
 //! (robfig/cron v3 `ParseStandard`) and Vixie/cronie crontab both accept *and* read the same way.
 //!
-//! The program never waits for its schedule (the CronJob or crontab starts it). This module exists
-//! so that `validate-config` refuses a schedule that one of the two schedulers would reject or
-//! interpret differently, and so that `next-runs` and the start-up log can show fire times in UTC.
+//! The program never waits for its schedule; Kubernetes or crontab starts it. This module lets
+//! `validate-config` refuse a schedule that one of the two would reject or interpret differently,
+//! and gives `next-runs` and the start-up log fire times in UTC.
 //!
 //! Fire times come from the `cron` crate, but only behind this module's own parser: the crate
 //! wants a seconds field, numbers Sunday 1 and always ANDs the two day fields, whereas cron's
-//! shared rule ORs them when both are restricted. A validated schedule is therefore expanded into
+//! shared rule ORs them when both are restricted. So a validated schedule is expanded into
 //! explicit number lists in the crate's numbering, and the OR case becomes two crate schedules
 //! whose fire times are merged.
 
@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
-/// Why a schedule was rejected, as one sentence fragment naming the offending field or item.
+/// Why a schedule was rejected: one sentence fragment naming the offending field or item.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct ScheduleError {
@@ -26,6 +26,10 @@ fn fail<T>(reason: String) -> Result<T, ScheduleError> {
     Err(ScheduleError { reason })
 }
 
+macro_rules! bail {
+    ($($arg:tt)*) => { return fail(format!($($arg)*)) };
+}
+
 struct Field {
     label: &'static str,
     min: u32,
@@ -33,58 +37,40 @@ struct Field {
     names: &'static [&'static str],
 }
 
-const MONTH_NAMES: [&str; 12] = [
+const fn field(label: &'static str, min: u32, max: u32, names: &'static [&'static str]) -> Field {
+    Field {
+        label,
+        min,
+        max,
+        names,
+    }
+}
+
+const MONTHS: [&str; 12] = [
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
 ];
-const DAY_NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 const FIELDS: [Field; 5] = [
-    Field {
-        label: "minute",
-        min: 0,
-        max: 59,
-        names: &[],
-    },
-    Field {
-        label: "hour",
-        min: 0,
-        max: 23,
-        names: &[],
-    },
-    Field {
-        label: "day-of-month",
-        min: 1,
-        max: 31,
-        names: &[],
-    },
-    Field {
-        label: "month",
-        min: 1,
-        max: 12,
-        names: &MONTH_NAMES,
-    },
-    Field {
-        label: "day-of-week",
-        min: 0,
-        max: 6,
-        names: &DAY_NAMES,
-    },
+    field("minute", 0, 59, &[]),
+    field("hour", 0, 23, &[]),
+    field("day-of-month", 1, 31, &[]),
+    field("month", 1, 12, &MONTHS),
+    field("day-of-week", 0, 6, &WEEKDAYS),
 ];
 const ALL_DOM: u64 = 0xFFFF_FFFE; // bits 1..=31
 const ALL_DOW: u64 = 0x7F; // bits 0..=6
-const FIELD_LIST: &str = "5 fields (minute hour day-of-month month day-of-week)";
-const ITEM_FORMS: &str = "items are `*`, `*/S`, `N`, `A-B` or `A-B/S`";
+const DAYS_IN: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+const FIVE: &str = "5 fields (minute hour day-of-month month day-of-week)";
+const ITEMS: &str = "items are `*`, `*/S`, `N`, `A-B` or `A-B/S`";
+const SUNDAY: &str = " (write Sunday as 0 or SUN; Kubernetes rejects 7)";
+const RULE: [&str; 2] = ["both day fields", "either day field"];
 
 impl Field {
     fn allowed(&self) -> String {
+        let range = format!("{}-{}", self.min, self.max);
         match (self.names.first(), self.names.last()) {
-            (Some(a), Some(b)) => format!(
-                "{}-{} or {}-{}",
-                self.min,
-                self.max,
-                a.to_uppercase(),
-                b.to_uppercase()
-            ),
-            _ => format!("{}-{}", self.min, self.max),
+            (Some(a), Some(b)) => format!("{range} or {}-{}", a.to_uppercase(), b.to_uppercase()),
+            _ => range,
         }
     }
 }
@@ -118,18 +104,16 @@ impl Schedule {
     /// # Errors
     /// Anything outside the portable grammar, and schedules that would never fire.
     pub fn parse(expression: &str) -> Result<Schedule, ScheduleError> {
-        let expression = expression.trim();
-        let fields = parse_fields(expression)?;
-        let (primary, secondary) = if fields.either_day {
-            (
-                engine(&fields, fields.dom, ALL_DOW)?,
-                Some(engine(&fields, ALL_DOM, fields.dow)?),
-            )
+        let expression = expression.trim().to_owned();
+        let fields = parse_fields(&expression)?;
+        let f = &fields;
+        let (primary, secondary) = if f.either_day {
+            (engine(f, f.dom, ALL_DOW)?, Some(engine(f, ALL_DOM, f.dow)?))
         } else {
-            (engine(&fields, fields.dom, fields.dow)?, None)
+            (engine(f, f.dom, f.dow)?, None)
         };
         Ok(Schedule {
-            expression: expression.to_owned(),
+            expression,
             fields,
             primary,
             secondary,
@@ -142,8 +126,8 @@ impl Schedule {
         &self.expression
     }
 
-    /// Fire times strictly after `after`, ascending, in UTC. Endless in practice, but the `cron`
-    /// crate stops at the end of year 2100.
+    /// Fire times strictly after `after`, ascending, in UTC. Endless in practice, although the
+    /// `cron` crate stops after the year 2100.
     pub fn fire_times_after(
         &self,
         after: DateTime<Utc>,
@@ -153,16 +137,13 @@ impl Schedule {
         std::iter::from_fn(move || {
             let Some(b) = b.as_mut() else { return a.next() };
             match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x == y => {
-                    b.next();
-                    a.next()
-                }
+                (Some(x), Some(y)) if x == y => b.next().and(a.next()), // once, not twice
                 (Some(x), Some(y)) if x > y => b.next(),
                 (Some(_), _) => a.next(),
                 (None, _) => b.next(),
             }
         })
-        // The crate adds one second to `after`; this keeps the contract even if that changes.
+        // The crate adds one second to `after`; this keeps the contract should that change.
         .skip_while(move |t| *t <= after)
     }
 
@@ -186,125 +167,88 @@ fn members(mask: u64) -> impl Iterator<Item = u32> {
 
 /// Builds a `cron` crate schedule from explicit lists, so none of its own parsing rules matter.
 fn engine(f: &Fields, dom: u64, dow: u64) -> Result<cron::Schedule, ScheduleError> {
-    let list = |mask: u64, shift: u32| {
-        members(mask)
-            .map(|v| (v + shift).to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    // The crate numbers Sunday 1, cron numbers it 0.
-    let text = format!(
-        "0 {} {} {} {} {}",
-        list(f.minute, 0),
-        list(f.hour, 0),
-        list(dom, 0),
-        list(f.month, 0),
-        list(dow, 1)
-    );
-    cron::Schedule::from_str(&text).map_err(|e| ScheduleError {
-        reason: format!("internal error: the cron crate rejected `{text}`: {e}"),
-    })
+    let mut text = String::from("0");
+    // The crate numbers Sunday 1 where cron numbers it 0.
+    for (mask, shift) in [(f.minute, 0), (f.hour, 0), (dom, 0), (f.month, 0), (dow, 1)] {
+        let list: Vec<String> = members(mask).map(|v| (v + shift).to_string()).collect();
+        text = format!("{text} {}", list.join(","));
+    }
+    cron::Schedule::from_str(&text).or_else(|e| fail(format!("internal error: cron crate: {e}")))
 }
 
 fn parse_fields(text: &str) -> Result<Fields, ScheduleError> {
     if text.is_empty() {
-        return fail(format!(
-            "the schedule is empty; give {FIELD_LIST} or a macro such as `@daily`"
-        ));
+        bail!("the schedule is empty; give {FIVE} or a macro such as `@daily`");
     }
     // Kubernetes splits on any whitespace, crontab only on spaces and tabs.
     if let Some(c) = text
         .chars()
-        .find(|&c| c.is_whitespace() && c != ' ' && c != '\t')
+        .find(|&c| c.is_whitespace() && !matches!(c, ' ' | '\t'))
     {
-        return fail(format!(
-            "fields must be separated by spaces or tabs, not {c:?}"
-        ));
+        bail!("fields must be separated by spaces or tabs, not {c:?}");
     }
     if text.starts_with('@') {
         return parse_fields(expand_macro(text)?);
     }
     let parts: Vec<&str> = text.split_whitespace().collect();
     if parts[0].contains('=') {
-        return fail(format!(
-            "time-zone prefix `{}` is not allowed (Kubernetes rejects it and crontab does not support it); give the 5 fields only",
-            parts[0]
-        ));
+        let prefix = parts[0];
+        bail!(
+            "time-zone prefix `{prefix}` is not allowed (Kubernetes rejects it, crontab lacks it)"
+        );
     }
-    if parts.len() != 5 {
-        let extra = if parts.len() > 5 {
-            "; seconds, years and commands are not allowed"
-        } else {
-            ""
-        };
-        return fail(format!(
-            "expected {FIELD_LIST} but found {}{extra}",
-            parts.len()
-        ));
+    match parts.len() {
+        5 => {}
+        n if n < 5 => bail!("expected {FIVE} but found {n}"),
+        n => bail!("expected {FIVE} but found {n}; seconds, years and commands are not allowed"),
     }
-    let mut sets = [0; 5];
-    let mut robfig_star = [false; 5];
+    let (mut sets, mut robfig_star) = ([0; 5], [false; 5]);
     for (i, field) in FIELDS.iter().enumerate() {
         (sets[i], robfig_star[i]) = parse_field(field, parts[i])?;
     }
-    // robfig marks a day field "star" only for a `*` or `*/1` item; Vixie for any field starting
-    // with `*`. Where the two mark different fields the day-matching modes could differ.
-    let (dom_text, dow_text) = (parts[2], parts[4]);
+    // robfig calls a day field unrestricted only for a `*` or `*/1` item, Vixie for any field
+    // starting with `*`; where they differ the two can match days differently.
+    let vixie_star = |i: usize| parts[i].starts_with('*');
     let robfig_either = !robfig_star[2] && !robfig_star[4];
-    let vixie_either = !dom_text.starts_with('*') && !dow_text.starts_with('*');
+    let vixie_either = !vixie_star(2) && !vixie_star(4);
     if robfig_either != vixie_either {
-        let rule = |either| {
-            if either {
-                "a day matches if either day field matches"
-            } else {
-                "a day must match both day fields"
-            }
-        };
-        let (i, other) = if robfig_star[2] == dom_text.starts_with('*') {
-            (4, 2)
+        let i = if robfig_star[2] == vixie_star(2) {
+            4
         } else {
-            (2, 4)
+            2
         };
-        let (f, text) = (&FIELDS[i], parts[i]);
+        let (f, text, other_label) = (&FIELDS[i], parts[i], FIELDS[6 - i].label);
         let fix = if text.starts_with("*/") {
-            format!(
-                "write it as `{}`",
-                text.replacen('*', &format!("{}-{}", f.min, f.max), 1)
-            )
+            format!("write it as `{}-{}{}`", f.min, f.max, &text[1..])
         } else {
             "write it as just `*`".to_owned()
         };
-        return fail(format!(
-            "{} `{text}` with {} `{}` is read differently by Kubernetes ({}) and crontab ({}); {fix}, or set {} to `*`",
+        bail!(
+            "{} `{text}` with {other_label} `{}` is read differently by Kubernetes (a day must \
+             match {}) and crontab (a day must match {}); {fix}, or set {other_label} to `*`",
             f.label,
-            FIELDS[other].label,
-            parts[other],
-            rule(robfig_either),
-            rule(vixie_either),
-            FIELDS[other].label
-        ));
+            parts[6 - i],
+            RULE[usize::from(robfig_either)],
+            RULE[usize::from(vixie_either)],
+        );
     }
+    let [minute, hour, dom, month, dow] = sets;
     let fields = Fields {
-        minute: sets[0],
-        hour: sets[1],
-        dom: sets[2],
-        month: sets[3],
-        dow: sets[4],
+        minute,
+        hour,
+        dom,
+        month,
+        dow,
         either_day: robfig_either,
     };
     // 28 consecutive years hold every (month, day, weekday) combination, Feb 29 included.
     let fires = (2001..=2028).any(|y| {
-        members(fields.month).any(|m| {
-            (1..=31).any(|d| {
-                NaiveDate::from_ymd_opt(y, m, d).is_some_and(|date| fields.day_matches(date))
-            })
-        })
+        let on = |m, d| NaiveDate::from_ymd_opt(y, m, d).is_some_and(|day| fields.matches(day));
+        members(month).any(|m| (1..=31).any(|d| on(m, d)))
     });
     if !fires {
-        return fail(format!(
-            "day-of-month `{dom_text}` never falls in month `{}`, so the schedule would never fire",
-            parts[3]
-        ));
+        let (d, m) = (parts[2], parts[3]);
+        bail!("day-of-month `{d}` never falls in month `{m}`, so it would never fire");
     }
     Ok(fields)
 }
@@ -321,212 +265,154 @@ fn expand_macro(text: &str) -> Result<&'static str, ScheduleError> {
     ];
     let word = text.split_whitespace().next().unwrap_or(text);
     let lower = word.to_ascii_lowercase();
-    let known = MACROS
-        .iter()
-        .find(|(name, _)| *name == lower)
-        .map(|(_, expansion)| *expansion);
-    match known {
-        Some(_) if word != lower => fail(format!("macro `{word}` must be lowercase (`{lower}`)")),
-        Some(expansion) if word == text => Ok(expansion),
-        Some(_) => fail(format!(
-            "macro `{word}` must stand alone; nothing may follow it"
-        )),
-        None if lower == "@every" => fail(format!(
-            "`{word}` is a Kubernetes-only extension that crontab does not accept; write 5 fields such as `0 * * * *`"
-        )),
-        None if lower == "@reboot" => fail(format!(
-            "`{word}` has no meaning for a Kubernetes CronJob; write 5 fields"
-        )),
-        None => fail(format!(
-            "unknown macro `{word}`; allowed: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"
-        )),
+    match MACROS.iter().find(|(name, _)| *name == lower) {
+        Some(_) if word != lower => bail!("macro `{word}` must be lowercase (`{lower}`)"),
+        Some((_, expansion)) if word == text => Ok(expansion),
+        Some(_) => bail!("macro `{word}` must stand alone; nothing may follow it"),
+        None if lower == "@reboot" => {
+            bail!("`{word}` is not accepted by Kubernetes; write 5 fields")
+        }
+        None if lower == "@every" => {
+            bail!("`{word}` is a Kubernetes extension that crontab lacks; write 5 fields")
+        }
+        None => bail!(
+            "unknown macro `{word}`; allowed: @yearly @annually @monthly @weekly \
+             @daily @midnight @hourly"
+        ),
     }
 }
 
-/// Returns the field's values as a bit mask, and whether robfig/cron marks it as a star field.
+/// Returns the field's values as a bit mask, and whether robfig/cron calls it unrestricted.
 fn parse_field(f: &Field, text: &str) -> Result<(u64, bool), ScheduleError> {
     let label = f.label;
     if text.contains('?') {
-        return fail(format!(
-            "{label} `{text}`: `?` is not accepted by crontab; use `*`"
-        ));
+        bail!("{label} `{text}`: `?` is not accepted by crontab; use `*`");
     }
     if text.contains('#') {
-        return fail(format!(
-            "{label} `{text}`: `#` (nth weekday) is not supported by Kubernetes or crontab"
-        ));
+        bail!("{label} `{text}`: `#` is not supported by Kubernetes or crontab");
     }
     if let Some(c) = text
         .chars()
         .find(|&c| !c.is_ascii_alphanumeric() && !"*,/-".contains(c))
     {
-        return fail(format!(
-            "{label} `{text}` contains `{c}`; use only digits, names, `*`, `,`, `-` and `/`"
-        ));
+        bail!("{label} `{text}` contains `{c}`; {ITEMS}");
     }
     let (mut mask, mut star) = (0u64, false);
     for item in text.split(',') {
         if item.is_empty() {
-            return fail(format!(
-                "{label} `{text}` has an empty list item; separate items with single commas"
-            ));
+            bail!("{label} `{text}` has an empty list item");
         }
         if item.matches('/').count() > 1 || item.matches('-').count() > 1 {
-            return fail(format!("{label} item `{item}` is malformed; {ITEM_FORMS}"));
+            bail!("{label} item `{item}` is malformed; {ITEMS}");
         }
         let (base, step) = match item.split_once('/') {
             None => (item, 1),
-            Some((base, step)) => (base, parse_step(f, item, step)?),
+            Some((base, step)) => (base, parse_step(label, item, step)?),
         };
-        let (lo, hi) = if base == "*" {
-            (f.min, f.max)
-        } else if let Some((a, b)) = base.split_once('-') {
-            let (lo, hi) = (parse_value(f, item, a)?, parse_value(f, item, b)?);
-            if lo > hi {
-                return fail(format!(
-                    "{label} range `{base}` is reversed; write the smaller value first (ranges do not wrap around)"
-                ));
-            }
-            (lo, hi)
-        } else {
-            let v = parse_value(f, item, base)?;
-            if item.contains('/') {
-                return fail(format!(
-                    "{label} `{item}` has a step but no range (Kubernetes reads it as `{base}-{}/{step}`, crontab rejects it); write the range out",
+        let (lo, hi) = match base.split_once('-') {
+            _ if base == "*" => (f.min, f.max),
+            Some((a, b)) => (parse_value(f, item, a)?, parse_value(f, item, b)?),
+            None if item.contains('/') => {
+                bail!(
+                    "{label} `{item}` has a step but no range; write `{base}-{}/{step}`",
                     f.max
-                ));
+                )
             }
-            (v, v)
+            None => parse_value(f, item, base).map(|v| (v, v))?,
         };
+        if lo > hi {
+            bail!("{label} range `{base}` is reversed; write the smaller value first");
+        }
         star |= base == "*" && step == 1;
         mask |= (lo..=hi).step_by(step).fold(0, |m, v| m | 1 << v);
     }
     Ok((mask, star))
 }
 
-fn parse_step(f: &Field, item: &str, step: &str) -> Result<usize, ScheduleError> {
+fn parse_step(label: &str, item: &str, step: &str) -> Result<usize, ScheduleError> {
     if step.is_empty() || !step.bytes().all(|b| b.is_ascii_digit()) {
-        return fail(format!(
-            "{} item `{item}` needs a whole-number step after `/`",
-            f.label
-        ));
+        bail!("{label} item `{item}` needs a whole-number step after `/`");
     }
     match step.parse::<u32>() {
-        Ok(0) => fail(format!("{} step in `{item}` must be at least 1", f.label)),
-        Ok(n) => usize::try_from(n).map_err(|_| ScheduleError {
-            reason: format!("{} step in `{item}` is too large", f.label),
-        }),
-        Err(_) => fail(format!("{} step in `{item}` is too large", f.label)),
+        Ok(0) => bail!("{label} step in `{item}` must be at least 1"),
+        Ok(n) => Ok(n as usize),
+        Err(_) => bail!("{label} step in `{item}` is too large"),
     }
 }
 
 fn parse_value(f: &Field, item: &str, v: &str) -> Result<u32, ScheduleError> {
-    let label = f.label;
+    let (label, allowed) = (f.label, f.allowed());
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        // An overlong number is simply out of range.
-        let n = v.parse::<u32>().unwrap_or(u32::MAX);
-        if n < f.min || n > f.max {
-            let hint = if label == "day-of-week" && n == 7 {
-                " (write Sunday as 0 or SUN; Kubernetes rejects 7)"
-            } else {
-                ""
-            };
-            return fail(format!(
-                "{label} `{v}` is out of range {}-{}{hint}",
-                f.min, f.max
-            ));
+        let n = v.parse::<u32>().unwrap_or(u32::MAX); // overlong is simply out of range
+        if (f.min..=f.max).contains(&n) {
+            return Ok(n);
         }
-        return Ok(n);
+        let hint = if f.max == 6 && n == 7 { SUNDAY } else { "" };
+        bail!("{label} `{v}` is out of range {}-{}{hint}", f.min, f.max);
     }
-    if let Some((_, n)) = f
-        .names
-        .iter()
-        .zip(f.min..)
-        .find(|(name, _)| name.eq_ignore_ascii_case(v))
-    {
-        return Ok(n);
-    }
-    let reason = if v.is_empty() || v.contains('*') {
-        format!("{label} item `{item}` is malformed; {ITEM_FORMS}")
-    } else if matches!(
-        v.trim_start_matches(|c: char| c.is_ascii_digit())
-            .to_ascii_uppercase()
-            .as_str(),
-        "L" | "W" | "LW"
-    ) {
-        format!("{label} `{v}`: `L` and `W` are not supported by Kubernetes or crontab")
-    } else if let Some(owner) = FIELDS
-        .iter()
-        .find(|o| o.names.iter().any(|n| n.eq_ignore_ascii_case(v)))
-    {
-        format!(
-            "{label} `{v}` is a {} name; {label} takes {}",
-            owner.label,
-            f.allowed()
-        )
-    } else if f.names.is_empty() {
-        format!(
-            "{label} `{v}` is not a number; {label} takes {}",
-            f.allowed()
-        )
-    } else {
-        format!(
-            "{label} `{v}` is not a valid value; {label} takes {} (names have three letters)",
-            f.allowed()
-        )
+    let named = |g: &Field| {
+        g.names
+            .iter()
+            .zip(g.min..)
+            .find(|(n, _)| n.eq_ignore_ascii_case(v))
     };
-    fail(reason)
+    if let Some((_, n)) = named(f) {
+        return Ok(n);
+    }
+    let suffix = v
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .to_ascii_uppercase();
+    if v.is_empty() || v.contains('*') {
+        bail!("{label} item `{item}` is malformed; {ITEMS}");
+    } else if matches!(suffix.as_str(), "L" | "W" | "LW") {
+        bail!("{label} `{v}`: `L` and `W` are not supported by Kubernetes or crontab");
+    } else if let Some(owner) = FIELDS.iter().find(|o| named(o).is_some()) {
+        bail!(
+            "{label} `{v}` is a {} name; {label} takes {allowed}",
+            owner.label
+        );
+    } else if f.names.is_empty() {
+        bail!("{label} `{v}` is not a number; {label} takes {allowed}");
+    }
+    bail!("{label} `{v}` is not valid; {label} takes {allowed} (3-letter names)")
 }
 
 impl Fields {
-    fn day_matches(&self, date: NaiveDate) -> bool {
+    fn matches(&self, date: NaiveDate) -> bool {
         let dom = self.dom >> date.day() & 1 == 1;
         let dow = self.dow >> date.weekday().num_days_from_sunday() & 1 == 1;
-        if self.either_day {
-            dom || dow
-        } else {
-            dom && dow
-        }
+        (dom && dow) || (self.either_day && (dom || dow))
     }
 
     /// A normal form in which different spellings of the same fire times compare equal: days that
     /// exist in none of the months are dropped, and day rules that match every day collapse.
     fn canonical(&self) -> Fields {
-        const DAYS_IN: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
         let up_to = |months: u64| {
-            let last = members(months)
-                .map(|m| DAYS_IN[m as usize - 1])
-                .max()
-                .unwrap_or(0);
-            ALL_DOM & ((1u64 << (last + 1)) - 1)
+            let last = members(months).map(|m| DAYS_IN[m as usize - 1]).max();
+            ALL_DOM & ((1u64 << (last.unwrap_or(0) + 1)) - 1)
         };
-        let (mut month, mut dom, mut dow, mut either) = (
-            self.month,
-            self.dom & up_to(self.month),
-            self.dow,
-            self.either_day,
-        );
-        let (dom_all, dow_all) = (dom == up_to(month), dow == ALL_DOW);
-        if (either && (dom_all || dow_all)) || (dom_all && dow_all) {
+        let (mut month, mut dom, mut dow) = (self.month, self.dom & up_to(self.month), self.dow);
+        let (all_days, all_weekdays) = (dom == up_to(month), dow == ALL_DOW);
+        let mut either = self.either_day;
+        if (either && (all_days || all_weekdays)) || (all_days && all_weekdays) {
             (dom, dow, either) = (ALL_DOM, ALL_DOW, false);
         } else if either && dom == 0 {
             (dom, either) = (ALL_DOM, false);
-        } else if !either && dom_all {
+        } else if !either && all_days {
             dom = ALL_DOM;
-        } else if !either && dow_all {
-            // Months in which none of the days exist never fire.
+        } else if !either && all_weekdays {
+            let has_day = |m: &u32| members(dom).any(|d| d <= DAYS_IN[*m as usize - 1]);
             month = members(month)
-                .filter(|&m| members(dom).any(|d| d <= DAYS_IN[m as usize - 1]))
+                .filter(has_day)
                 .fold(0, |acc, m| acc | 1 << m);
             dom &= up_to(month);
         }
         Fields {
-            minute: self.minute,
-            hour: self.hour,
-            dom,
             month,
+            dom,
             dow,
             either_day: either,
+            ..*self
         }
     }
 }
@@ -535,95 +421,82 @@ impl Fields {
 mod tests {
     use super::*;
 
-    fn instant(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .expect("reference instant")
-            .with_timezone(&Utc)
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).map_or_else(|e| panic!("{s}: {e}"), |t| t.to_utc())
     }
 
-    fn reason(expression: &str) -> String {
-        Schedule::parse(expression)
-            .expect_err(expression)
-            .to_string()
+    fn sched(s: &str) -> Schedule {
+        Schedule::parse(s).unwrap_or_else(|e| panic!("{s:?} rejected: {e}"))
+    }
+
+    fn first(s: &str, after: &str, n: usize) -> Vec<DateTime<Utc>> {
+        sched(s).fire_times_after(at(after)).take(n).collect()
     }
 
     #[test]
     fn reproduces_robfig_reference() {
         let data = include_str!("../../shared/testdata/cron-reference.tsv");
-        let mut checked = 0;
-        for line in data
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        {
-            let cols: Vec<&str> = line.split('\t').collect();
-            assert_eq!(cols.len(), 3, "malformed reference line {line:?}");
-            let schedule =
-                Schedule::parse(cols[0]).unwrap_or_else(|e| panic!("{:?} rejected: {e}", cols[0]));
-            let expected: Vec<DateTime<Utc>> = cols[2].split(' ').map(instant).collect();
-            let got: Vec<DateTime<Utc>> = schedule
-                .fire_times_after(instant(cols[1]))
-                .take(expected.len())
-                .collect();
+        let lines: Vec<&str> = data.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(lines.len() >= 100, "only {} reference lines", lines.len());
+        for line in lines {
+            let [expr, start, times] = line.split('\t').collect::<Vec<_>>()[..] else {
+                panic!("malformed reference line {line:?}")
+            };
+            let want: Vec<_> = times.split(' ').map(at).collect();
             assert_eq!(
-                got, expected,
-                "fire times of {:?} after {}",
-                cols[0], cols[1]
+                first(expr, start, want.len()),
+                want,
+                "{expr:?} after {start}"
             );
-            checked += 1;
         }
-        assert!(checked >= 100, "only {checked} reference lines");
     }
 
     #[test]
     fn rejects_every_reject_line() {
         let data = include_str!("../../shared/testdata/cron-reject.txt");
-        for line in data.lines().filter(|l| !l.starts_with('#')).chain([""]) {
+        // The file has no blank line today, so the empty schedule is added explicitly.
+        for line in data
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .chain(["", " \t"])
+        {
             assert!(Schedule::parse(line).is_err(), "{line:?} was accepted");
         }
     }
 
     #[test]
-    fn strictly_after_even_on_a_fire_time() {
-        let s = Schedule::parse("*/15 * * * *").unwrap();
-        let at = instant("2026-01-01T00:15:00Z");
+    fn strictly_after_and_merged_without_duplicates() {
+        let quarter = at("2026-01-01T00:15:00Z");
         assert_eq!(
-            s.fire_times_after(at).next(),
-            Some(instant("2026-01-01T00:30:00Z"))
+            first("*/15 * * * *", "2026-01-01T00:15:00Z", 1),
+            [at("2026-01-01T00:30:00Z")]
         );
-        let just_before = at - chrono::Duration::nanoseconds(1);
-        assert_eq!(s.fire_times_after(just_before).next(), Some(at));
-    }
-
-    #[test]
-    fn or_mode_merges_without_duplicates() {
-        // Dec 1 2026 is a Tuesday: it matches both day fields and must appear once.
-        let s = Schedule::parse("0 0 1 * TUE").unwrap();
-        let got: Vec<_> = s
-            .fire_times_after(instant("2026-11-30T00:00:00Z"))
-            .take(3)
-            .collect();
+        let just_before = quarter - chrono::Duration::nanoseconds(1);
+        assert_eq!(
+            sched("*/15 * * * *").fire_times_after(just_before).next(),
+            Some(quarter)
+        );
+        // 2026-12-01 is a Tuesday, so it matches both day fields and must appear once.
         let want = [
             "2026-12-01T00:00:00Z",
             "2026-12-08T00:00:00Z",
             "2026-12-15T00:00:00Z",
-        ]
-        .map(instant);
-        assert_eq!(got, want);
+        ];
+        assert_eq!(
+            first("0 0 1 * TUE", "2026-11-30T00:00:00Z", 3),
+            want.map(at)
+        );
     }
 
     #[test]
     fn same_meaning_compares_fire_times_not_text() {
-        let same = |a: &str, b: &str| {
-            Schedule::parse(a)
-                .unwrap()
-                .same_meaning(&Schedule::parse(b).unwrap())
-        };
+        let same = |a: &str, b: &str| sched(a).same_meaning(&sched(b));
         for (a, b) in [
             ("@daily", "0 0 * * *"),
             ("@midnight", "@daily"),
             ("0 0 * * SUN-SAT", "0 0 * * *"),
-            ("0 0 * * 0-6", "0 0 * * *"),
-            ("0 0 1 * 0-6", "0 0 * * *"), // OR with a full day-of-week is every day
+            ("0 0 * * 0-6", "0 0 * * *"), // restricted but full; ANDed with `*`: every day
+            ("0 0 1 * 0-6", "0 0 * * *"), // ORed with a full day-of-week: every day too
             ("0 0 1-31 * *", "0 0 * * *"),
             ("@weekly", "0 0 * * sun"),
             ("@yearly", "0 0 1 jan *"),
@@ -634,86 +507,114 @@ mod tests {
         ] {
             assert!(same(a, b), "{a} vs {b}");
         }
-        for (a, b) in [
-            ("15 0 * * *", "0 0 * * *"),
-            ("0 0 1 * 1", "0 0 1 * *"),
-            ("0 0 1 * 1", "0 0 * * 1"),
-            ("@monthly", "@yearly"),
-        ] {
-            assert!(!same(a, b), "{a} vs {b}");
-        }
+        assert!(!same("15 0 * * *", "0 0 * * *"));
+        assert!(!same("0 0 1 * 1", "0 0 1 * *"));
+        assert!(!same("0 0 1 * 1", "0 0 * * 1"));
+        assert!(!same("@monthly", "@yearly"));
     }
 
     #[test]
     fn keeps_trimmed_expression_and_parses_via_from_str() {
-        let s: Schedule = " \t0 0 * * MON-FRI ".parse().unwrap();
+        let s: Schedule = " \t0 0 * * MON-FRI ".parse().expect("valid");
         assert_eq!(s.expression(), "0 0 * * MON-FRI");
     }
 
     #[test]
-    fn error_messages_are_readable() {
-        for (input, want) in [
-            (
-                "0 0 * * 7",
-                "day-of-week `7` is out of range 0-6 (write Sunday as 0 or SUN; Kubernetes rejects 7)",
-            ),
-            (
-                "",
-                "the schedule is empty; give 5 fields (minute hour day-of-month month day-of-week) or a macro such as `@daily`",
-            ),
-            (
-                "0 0 * *",
-                "expected 5 fields (minute hour day-of-month month day-of-week) but found 4",
-            ),
-            (
-                "0 0 * MON *",
-                "month `MON` is a day-of-week name; month takes 1-12 or JAN-DEC",
-            ),
-            (
-                "5/15 * * * *",
-                "minute `5/15` has a step but no range (Kubernetes reads it as `5-59/15`, crontab rejects it); write the range out",
-            ),
-            (
-                "30-10 * * * *",
-                "minute range `30-10` is reversed; write the smaller value first (ranges do not wrap around)",
-            ),
-            ("*/0 * * * *", "minute step in `*/0` must be at least 1"),
-            ("@DAILY", "macro `@DAILY` must be lowercase (`@daily`)"),
-            (
-                "0 0 31 2 *",
-                "day-of-month `31` never falls in month `2`, so the schedule would never fire",
-            ),
-            (
-                "0 0 */2 * 1",
-                "day-of-month `*/2` with day-of-week `1` is read differently by Kubernetes (a day matches if either day field matches) and crontab (a day must match both day fields); write it as `1-31/2`, or set day-of-week to `*`",
-            ),
+    fn day_fields_read_differently_are_rejected_both_ways() {
+        // robfig ORs (no star bit), Vixie ANDs (starts with `*`); then the reverse (`*` item).
+        for bad in [
+            "0 0 */2 * */3",
+            "0 0 5,* * 1",
+            "0 0 1 * 3,*/1",
+            "0 0 */2,5 * 1",
         ] {
-            assert_eq!(reason(input), want, "for {input:?}");
+            assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn ambiguous_day_fields_are_rejected_both_ways() {
-        // robfig ORs (neither field keeps its star bit), Vixie ANDs (both start with `*`).
-        assert!(Schedule::parse("0 0 */2 * */3").is_err());
-        // robfig ANDs (`*` item), Vixie ORs (field does not start with `*`).
-        assert!(Schedule::parse("0 0 5,* * 1").is_err());
-        // Agreeing cases stay accepted.
         for ok in [
             "0 0 */2 * *",
             "0 0 * * */2",
             "0 0 */1 * 1",
             "0 0 1-31/2 * 1",
+            "0 0 5,*/2 * 1",
         ] {
-            assert!(Schedule::parse(ok).is_ok(), "{ok}");
+            sched(ok);
         }
     }
 
     #[test]
-    fn random_input_never_panics() {
-        const ALPHABET: &[u8] = b"0123456789*,/-?#LW@ \tjanMONsundaly=+";
-        const PIECES: [&str; 12] = [
-            "*", "*/2", "0", "5", "59", "1-5", "3-1", "MON", "jan", "7", "2-9/3", "/",
+    fn error_messages_are_readable() {
+        let reason = |s: &str| Schedule::parse(s).expect_err(s).to_string();
+        for (input, want) in [
+            (
+                "0 0 * * 7",
+                format!("day-of-week `7` is out of range 0-6{SUNDAY}"),
+            ),
+            (
+                "",
+                format!("the schedule is empty; give {FIVE} or a macro such as `@daily`"),
+            ),
+            ("0 0 * *", format!("expected {FIVE} but found 4")),
+            (
+                "0 0 * MON *",
+                "month `MON` is a day-of-week name; month takes 1-12 or JAN-DEC".into(),
+            ),
+            (
+                "5/15 * * * *",
+                "minute `5/15` has a step but no range; write `5-59/15`".into(),
+            ),
+            (
+                "0 0 * * FRI-SUN",
+                "day-of-week range `FRI-SUN` is reversed; write the smaller value first".into(),
+            ),
+            (
+                "*/0 * * * *",
+                "minute step in `*/0` must be at least 1".into(),
+            ),
+            (
+                "@DAILY",
+                "macro `@DAILY` must be lowercase (`@daily`)".into(),
+            ),
+            (
+                "0 0 31 2 *",
+                "day-of-month `31` never falls in month `2`, so it would never fire".into(),
+            ),
+        ] {
+            assert_eq!(reason(input), want, "for {input:?}");
+        }
+        assert_eq!(
+            reason("0 0 * * 7"),
+            "day-of-week `7` is out of range 0-6 (write Sunday as 0 or SUN; Kubernetes rejects 7)"
+        );
+        assert_eq!(
+            reason("0 0 */2 * 1"),
+            "day-of-month `*/2` with day-of-week `1` is read differently by Kubernetes (a day must \
+             match either day field) and crontab (a day must match both day fields); write it as \
+             `1-31/2`, or set day-of-week to `*`"
+        );
+    }
+
+    /// An independent oracle: walks day by day and applies the field sets directly.
+    fn brute_force(f: &Fields, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let days = after.date_naive().iter_days().take(3 * 366);
+        let months = days.filter(|d| f.month >> d.month() & 1 == 1 && f.matches(*d));
+        let hours =
+            months.flat_map(|d| members(f.hour).filter_map(move |h| d.and_hms_opt(h, 0, 0)));
+        let minutes = hours
+            .flat_map(|t| members(f.minute).map(move |m| t + chrono::Duration::minutes(m.into())));
+        minutes
+            .map(|t| t.and_utc())
+            .filter(|t| *t > after)
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn random_input_never_panics_and_matches_brute_force() {
+        const CHARS: &[u8] = b"0123456789*,/-?#LW@ \tjanMONsundaly=+";
+        // The first ten pieces are valid in every field, so many schedules get accepted.
+        const PIECES: [&str; 16] = [
+            "*", "*/2", "*/5", "1", "5", "1-5", "2-9/3", "3-6", "1-3/1", "4,2", "0", "59", "3-1",
+            "MON", "jan", "/",
         ];
         let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move |bound: usize| {
@@ -722,31 +623,24 @@ mod tests {
             seed ^= seed << 17;
             usize::try_from(seed % bound as u64).unwrap_or(0)
         };
-        let from = instant("2026-01-01T00:00:00Z");
-        for round in 0..600 {
+        let mut accepted = 0;
+        for round in 0..1000 {
             let text: String = if round % 2 == 0 {
                 (0..next(24))
-                    .map(|_| char::from(ALPHABET[next(ALPHABET.len())]))
+                    .map(|_| char::from(CHARS[next(CHARS.len())]))
                     .collect()
             } else {
-                (0..5)
-                    .map(|_| {
-                        (0..=next(2))
-                            .map(|_| PIECES[next(PIECES.len())])
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                let mut piece = || PIECES[if next(5) == 0 { next(16) } else { next(10) }];
+                [(); 5].map(|()| piece()).join(" ")
             };
             if let Ok(s) = Schedule::parse(&text) {
-                let times: Vec<_> = s.fire_times_after(from).take(3).collect();
-                assert!(
-                    times.windows(2).all(|w| w[0] < w[1]),
-                    "{text:?} not ascending"
-                );
-                assert!(!times.is_empty(), "{text:?} accepted but never fires");
+                let after = at("2026-01-01T00:00:00Z")
+                    + chrono::Duration::seconds(i64::try_from(next(1 << 25)).unwrap_or(0));
+                let times: Vec<_> = s.fire_times_after(after).take(3).collect();
+                assert_eq!(times, brute_force(&s.fields, after, 3), "{text:?}");
+                accepted += 1;
             }
         }
+        assert!(accepted > 100, "only {accepted} random schedules accepted");
     }
 }

@@ -1,1 +1,15 @@
-//! placeholder
+//! The one integration-test binary: every test drives the built `exporter` binary, against real
+//! HTTP servers on 127.0.0.1, real files in temporary directories and real signals.
+
+mod support;
+
+// Configuration: required variables, malformed values, masking, env files.
+mod config;
+// The run lock: held, contended, and after SIGKILL.
+mod lock;
+// `exporter run` against a fake Dify: log schema, app counts, auth headers, retries, errors.
+mod run;
+// Fire times against the reference data, rejections, and --check-deploy.
+mod schedule;
+// SIGTERM/SIGINT while a request is in flight, and the shutdown timeout.
+mod shutdown;

@@ -94,12 +94,12 @@ async fn run_job(config: &Config, started: Instant) -> Exit {
             return Exit::Failure;
         }
     };
-    let stats = http.clone();
+    let http_stats = http.clone();
     let job = job::run(config, http, &cancel);
     tokio::pin!(job);
 
     let (result, signal) = tokio::select! {
-        result = &mut job => (result, None),
+        result = &mut job => (Some(result), None),
         signal = signals.recv() => {
             let timeout = config.graceful_shutdown_timeout;
             warn!(
@@ -108,36 +108,37 @@ async fn run_job(config: &Config, started: Instant) -> Exit {
                 "stop requested; letting in-flight work finish"
             );
             cancel.cancel();
-            if let Ok(result) = tokio::time::timeout(timeout, &mut job).await {
-                (result, Some(signal))
-            } else {
+            let result = tokio::time::timeout(timeout, &mut job).await.ok();
+            if result.is_none() {
                 error!(
                     signal = signal.name(),
                     timeout_s = timeout.as_secs(),
                     "graceful stop did not finish within GRACEFUL_SHUTDOWN_TIMEOUT; exiting with work in flight"
                 );
-                return Exit::Failure;
             }
+            (result, Some(signal))
         }
     };
 
     let (outcome, exit, report) = match (result, signal) {
-        (Ok(report), None) => ("completed", Exit::Success, report),
-        (Ok(report), Some(signal)) => ("stopped", signal.exit(), report),
-        (Err(err), Some(signal)) if is_cancellation(&err) => {
+        (None, _) => ("abandoned", Exit::Failure, JobReport::default()),
+        (Some(Ok(report)), None) => ("completed", Exit::Success, report),
+        (Some(Ok(report)), Some(signal)) => ("stopped", signal.exit(), report),
+        (Some(Err(err)), Some(signal)) if is_cancellation(&err) => {
             ("stopped", signal.exit(), JobReport::default())
         }
-        (Err(err), _) => {
+        (Some(Err(err)), _) => {
             error!(error = format!("{err:#}"), "run failed");
             ("failed", Exit::Failure, JobReport::default())
         }
     };
+    let stats = http_stats.stats();
     info!(
         outcome,
         exit_code = exit.code(),
         apps = report.apps(),
-        dify_requests = stats.stats().requests(),
-        retries = stats.stats().retries(),
+        dify_requests = stats.requests(),
+        retries = stats.retries(),
         duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "run finished"
     );

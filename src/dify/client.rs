@@ -54,7 +54,7 @@ impl DifyClient {
                 self.authorize(self.http.client().get(&url).query(query))
             })
             .await
-            .map_err(|error| explain(error))?;
+            .map_err(explain)?;
         parse(&endpoint, &answer.body)
     }
 

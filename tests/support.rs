@@ -1,0 +1,278 @@
+//! A small builder for driving the `exporter` binary, and fakes of the servers it talks to.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// Recognisable secret values: none of them may ever appear in any output.
+pub(crate) const DIFY_TOKEN: &str = "dify-canary-7f3a9c51";
+pub(crate) const EXTERNAL_TOKEN: &str = "meter-canary-2b8e4177";
+pub(crate) const PASSWORD: &str = "pw-canary-93d1e0aa";
+pub(crate) const CANARIES: [&str; 3] = [DIFY_TOKEN, EXTERNAL_TOKEN, PASSWORD];
+
+/// The path of the apps listing.
+pub(crate) const APPS_PATH: &str = "/console/api/apps";
+
+/// One invocation of `exporter` with a clean environment and its own working directory.
+#[must_use]
+pub(crate) struct Exporter {
+    command: Command,
+    dir: TempDir,
+}
+
+impl Exporter {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_exporter"));
+        command.env_clear().current_dir(dir.path());
+        Exporter { command, dir }
+    }
+
+    /// A configuration that validates, pointing Dify at `dify_url`, with canary secrets.
+    pub(crate) fn configured(dify_url: &str) -> Self {
+        Exporter::new()
+            .env("DIFY_API_URL", dify_url)
+            .env("DIFY_API_TOKEN", DIFY_TOKEN)
+            .env("EXTERNAL_API_URL", "http://127.0.0.1:9/usage")
+            .env("EXTERNAL_API_TOKEN", EXTERNAL_TOKEN)
+            .env("MAX_RETRY", "3")
+    }
+
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    pub(crate) fn env_remove(mut self, key: &str) -> Self {
+        self.command.env_remove(key);
+        self
+    }
+
+    pub(crate) fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(
+        mut self,
+        args: I,
+    ) -> Self {
+        self.command.args(args);
+        self
+    }
+
+    /// Writes a file into the working directory.
+    pub(crate) fn file(self, name: &str, text: &str) -> Self {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+        self
+    }
+
+    /// The working directory (also the default `STATE_DIR` parent).
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs to completion.
+    #[track_caller]
+    pub(crate) fn run(mut self) -> Finished {
+        let output = self.command.output().unwrap();
+        Finished::new(output, self.dir)
+    }
+
+    /// Starts the process with piped output, for signal tests.
+    pub(crate) fn spawn(mut self) -> Running {
+        let child = self
+            .command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Running {
+            child,
+            dir: self.dir,
+        }
+    }
+}
+
+/// A started `exporter`.
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) dir: TempDir,
+}
+
+impl Running {
+    pub(crate) fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    #[track_caller]
+    pub(crate) fn wait(self) -> Finished {
+        let output = self.child.wait_with_output().unwrap();
+        Finished::new(output, self.dir)
+    }
+}
+
+/// A finished invocation.
+pub(crate) struct Finished {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    /// Keeps the working directory alive until the assertions are done.
+    _dir: TempDir,
+}
+
+impl Finished {
+    fn new(output: Output, dir: TempDir) -> Self {
+        let finished = Finished {
+            code: output.status.code(),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+            _dir: dir,
+        };
+        finished.assert_no_secrets();
+        finished
+    }
+
+    /// Every canary secret is absent from both streams (checked for every invocation).
+    #[track_caller]
+    fn assert_no_secrets(&self) {
+        for canary in CANARIES {
+            assert!(
+                !self.stdout.contains(canary),
+                "secret in stdout:\n{}",
+                self.stdout
+            );
+            assert!(
+                !self.stderr.contains(canary),
+                "secret in stderr:\n{}",
+                self.stderr
+            );
+        }
+    }
+
+    #[track_caller]
+    pub(crate) fn code(&self, expected: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(expected),
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Stdout parsed as JSON lines; panics on a line that is not a JSON object.
+    #[track_caller]
+    pub(crate) fn stdout_lines(&self) -> Vec<Value> {
+        json_lines(&self.stdout)
+    }
+
+    #[track_caller]
+    pub(crate) fn stderr_lines(&self) -> Vec<Value> {
+        json_lines(&self.stderr)
+    }
+
+    /// The log line with this message (on stdout, where `run` logs).
+    #[track_caller]
+    pub(crate) fn log(&self, message: &str) -> Value {
+        self.stdout_lines()
+            .into_iter()
+            .find(|line| line["message"] == message)
+            .unwrap_or_else(|| panic!("no log line {message:?} in:\n{}", self.stdout))
+    }
+}
+
+#[track_caller]
+pub(crate) fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| {
+            let value: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(value.is_object(), "not an object: {line}");
+            value
+        })
+        .collect()
+}
+
+/// `n` apps, cycling through the five modes, as Dify lists them.
+pub(crate) fn apps(n: usize) -> Vec<Value> {
+    const MODES: [&str; 5] = [
+        "workflow",
+        "advanced-chat",
+        "chat",
+        "agent-chat",
+        "completion",
+    ];
+    (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("00000000-0000-4000-8000-{i:012}"),
+                "name": format!("App {i}"),
+                "mode": MODES[i % MODES.len()],
+                "model_config": null,
+                "icon": "🤖",
+            })
+        })
+        .collect()
+}
+
+/// Serves `apps` through `GET /console/api/apps`, 100 per page, as Dify does.
+pub(crate) async fn serve_apps(server: &MockServer, apps: &[Value]) {
+    let pages: Vec<&[Value]> = apps.chunks(100).collect();
+    for (i, chunk) in pages.iter().enumerate() {
+        let page = i + 1;
+        Mock::given(method("GET"))
+            .and(path(APPS_PATH))
+            .and(wiremock::matchers::query_param("page", page.to_string()))
+            .and(wiremock::matchers::query_param("limit", "100"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "page": page, "limit": 100, "total": apps.len(),
+                "has_more": page < pages.len(), "data": chunk,
+            })))
+            .mount(server)
+            .await;
+    }
+}
+
+/// A responder that reports each request on a channel the moment it arrives, then answers with
+/// `template` (whose delay, if any, starts after the report): lets a test act while a request is
+/// in flight without guessing with sleeps.
+pub(crate) struct Announce {
+    arrived: std::sync::Mutex<mpsc::Sender<()>>,
+    template: ResponseTemplate,
+}
+
+impl Announce {
+    pub(crate) fn new(template: ResponseTemplate) -> (Self, mpsc::Receiver<()>) {
+        let (sender, receiver) = mpsc::channel();
+        (
+            Announce {
+                arrived: std::sync::Mutex::new(sender),
+                template,
+            },
+            receiver,
+        )
+    }
+}
+
+impl Respond for Announce {
+    fn respond(&self, _request: &Request) -> ResponseTemplate {
+        let _ = self.arrived.lock().unwrap().send(());
+        self.template.clone()
+    }
+}
+
+/// How long a test waits for an event before declaring it lost.
+pub(crate) const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A page of one app, with the given delay: a slow Dify.
+pub(crate) fn slow_apps_page(delay: Duration) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(
+            serde_json::json!({"page":1,"limit":100,"total":1,"has_more":false,"data":apps(1)}),
+        )
+        .set_delay(delay)
+}
