@@ -251,7 +251,11 @@ fn mask_userinfo(text: &str) -> String {
     match authority[..authority_end].rfind('@') {
         Some(at) => {
             let user = authority[..at].split(':').next().unwrap_or("");
-            format!("{}{user}:{MASK}{}", &text[..authority_start], &authority[at..])
+            format!(
+                "{}{user}:{MASK}{}",
+                &text[..authority_start],
+                &authority[at..]
+            )
         }
         None => text.to_owned(),
     }
@@ -569,7 +573,10 @@ mod tests {
 
     #[test]
     fn userinfo_is_masked_even_in_text_that_is_not_a_url() {
-        assert_eq!(mask_userinfo("https://u:p@w@host name/x"), "https://u:***@host name/x");
+        assert_eq!(
+            mask_userinfo("https://u:p@w@host name/x"),
+            "https://u:***@host name/x"
+        );
         assert_eq!(mask_userinfo("u:p@host"), "u:***@host");
         assert_eq!(mask_userinfo("https://host/a@b"), "https://host/a@b");
     }

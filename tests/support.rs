@@ -29,7 +29,8 @@ pub(crate) struct Exporter {
 impl Exporter {
     pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_exporter"));
+        // assert_cmd finds the binary cargo built for this test run (also with a custom build-dir).
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin!("exporter"));
         command.env_clear().current_dir(dir.path());
         Exporter { command, dir }
     }
