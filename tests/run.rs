@@ -328,3 +328,27 @@ async fn an_unreachable_dify_names_the_url_variable() {
         .to_owned();
     assert!(error.starts_with("check DIFY_API_URL and that Dify is reachable: GET /console/api/apps could not be reached"), "{error}");
 }
+
+#[tokio::test]
+async fn log_level_drops_lines_below_it() {
+    let dify = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(APPS_PATH))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&dify)
+        .await;
+    serve_apps(&dify, &apps(1)).await;
+
+    let finished = Exporter::configured(&dify.uri())
+        .env("LOG_LEVEL", "warn")
+        .args(["run"])
+        .run();
+    finished.code(0);
+    let messages: Vec<Value> = finished
+        .stdout_lines()
+        .into_iter()
+        .map(|l| l["message"].clone())
+        .collect();
+    assert_eq!(messages, [json!("retrying request")]);
+}
