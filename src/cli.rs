@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const ENV_HELP: &str = "\
@@ -37,7 +37,18 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Collect and aggregate, print the records as JSON lines on stdout (log on stderr), send
+    /// nothing, change no state.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// First UTC day to export (inclusive, YYYY-MM-DD); with --to, backfills those days.
+    #[arg(long, value_name = "DAY", requires = "to")]
+    pub from: Option<NaiveDate>,
+    /// Last UTC day to export (inclusive, YYYY-MM-DD); at most yesterday.
+    #[arg(long, value_name = "DAY", requires = "from")]
+    pub to: Option<NaiveDate>,
+}
 
 #[derive(Debug, Args)]
 pub struct ValidateConfigArgs {

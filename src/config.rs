@@ -15,6 +15,7 @@ use serde::Deserialize;
 use url::Url;
 use uuid::Uuid;
 
+use crate::dify::{DifyAuth, PasswordEncoding};
 use crate::environment::Environment;
 use crate::logging::{LogFormat, LogSettings};
 use crate::schedule::Schedule;
@@ -31,6 +32,9 @@ struct RawEnv {
     dify_workspace_id: Option<String>,
     dify_email: Option<String>,
     dify_password: Option<String>,
+    dify_password_encoding: Option<String>,
+    dify_fetch_days: Option<String>,
+    dify_concurrency: Option<String>,
     external_api_url: Option<String>,
     external_api_token: Option<String>,
     cron_schedule: Option<String>,
@@ -50,6 +54,10 @@ pub struct Config {
     pub dify_api_url: Url,
     /// How to authenticate to Dify's console API.
     pub dify_auth: DifyAuth,
+    /// Days collected by a run without `--from/--to` (until the state database keeps a watermark).
+    pub dify_fetch_days: u32,
+    /// Requests to Dify in flight at once.
+    pub dify_concurrency: usize,
     /// Full URL of the metering endpoint that receives the POSTs (nothing is appended).
     pub external_api_url: Url,
     /// Sent as `Authorization: Bearer` to the metering API.
@@ -68,17 +76,6 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Whether plain `http://` to non-loopback hosts was explicitly allowed.
     pub allow_insecure_http: bool,
-}
-
-/// The ways Dify's console API can be reached.
-#[derive(Debug, Clone)]
-pub enum DifyAuth {
-    /// An admin API key acting as the owner of one workspace (`X-WORKSPACE-ID`).
-    AdminKey { key: Secret, workspace_id: Uuid },
-    /// A console access token sent as `Authorization: Bearer`.
-    ConsoleToken(Secret),
-    /// Console login with an account's email and password.
-    Login { email: String, password: Secret },
 }
 
 /// One thing wrong with the environment.
@@ -144,6 +141,16 @@ impl Config {
             allow_insecure_http,
         );
         let dify_auth = check.dify_auth(&raw);
+        let dify_fetch_days = check
+            .parse_with("DIFY_FETCH_DAYS", raw.dify_fetch_days.as_deref(), |t| {
+                parse_in_range(t, 1, 366)
+            })
+            .unwrap_or(7);
+        let dify_concurrency = check
+            .parse_with("DIFY_CONCURRENCY", raw.dify_concurrency.as_deref(), |t| {
+                parse_in_range(t, 1, 64)
+            })
+            .unwrap_or(8);
         let external_api_url = check.url(
             "EXTERNAL_API_URL",
             raw.external_api_url.as_deref(),
@@ -180,6 +187,8 @@ impl Config {
         Ok(Config {
             dify_api_url: dify_api_url.ok_or_else(missing)?,
             dify_auth: dify_auth.ok_or_else(missing)?,
+            dify_fetch_days,
+            dify_concurrency,
             external_api_url: external_api_url.ok_or_else(missing)?,
             external_api_token: external_api_token.ok_or_else(missing)?,
             schedule: schedule.ok_or_else(missing)?,
@@ -198,12 +207,24 @@ impl Config {
     /// The effective configuration as (variable, value) pairs, secrets masked, in table order.
     #[must_use]
     pub fn masked(&self) -> Vec<(&'static str, String)> {
-        let (token, workspace, email, password) = match &self.dify_auth {
-            DifyAuth::AdminKey { workspace_id, .. } => {
-                (MASK.to_owned(), workspace_id.to_string(), unset(), unset())
-            }
-            DifyAuth::ConsoleToken(_) => (MASK.to_owned(), unset(), unset(), unset()),
-            DifyAuth::Login { email, .. } => (unset(), unset(), email.clone(), MASK.to_owned()),
+        let (token, workspace, email, password, encoding) = match &self.dify_auth {
+            DifyAuth::AdminKey { workspace_id, .. } => (
+                MASK.to_owned(),
+                workspace_id.to_string(),
+                unset(),
+                unset(),
+                unset(),
+            ),
+            DifyAuth::ConsoleToken(_) => (MASK.to_owned(), unset(), unset(), unset(), unset()),
+            DifyAuth::Login {
+                email, encoding, ..
+            } => (
+                unset(),
+                unset(),
+                email.clone(),
+                MASK.to_owned(),
+                encoding.to_string(),
+            ),
         };
         vec![
             ("DIFY_API_URL", masked_url(&self.dify_api_url)),
@@ -211,6 +232,9 @@ impl Config {
             ("DIFY_WORKSPACE_ID", workspace),
             ("DIFY_EMAIL", email),
             ("DIFY_PASSWORD", password),
+            ("DIFY_PASSWORD_ENCODING", encoding),
+            ("DIFY_FETCH_DAYS", self.dify_fetch_days.to_string()),
+            ("DIFY_CONCURRENCY", self.dify_concurrency.to_string()),
             ("EXTERNAL_API_URL", masked_url(&self.external_api_url)),
             ("EXTERNAL_API_TOKEN", MASK.to_owned()),
             ("CRON_SCHEDULE", self.schedule.expression().to_owned()),
@@ -364,6 +388,13 @@ impl Checker {
                 .map_err(|_| "is not a UUID (like 0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47)".to_owned())
         });
         let workspace_ok = workspace.is_none() || workspace_id.is_some();
+        let encoding = self
+            .parse_with(
+                "DIFY_PASSWORD_ENCODING",
+                raw.dify_password_encoding.as_deref(),
+                PasswordEncoding::from_str,
+            )
+            .unwrap_or_default();
 
         match (email, password) {
             (Some(_), None) => {
@@ -413,6 +444,7 @@ impl Checker {
                 Some(DifyAuth::Login {
                     email: email.trim().to_owned(),
                     password: Secret::new(password.to_owned()),
+                    encoding,
                 })
             }
             (Some(token), None) => {

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng as _;
 use reqwest::{RequestBuilder, StatusCode, header};
 use thiserror::Error;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -82,11 +83,14 @@ pub struct HttpClient {
     max_retry: u32,
     cancel: CancellationToken,
     stats: Arc<RequestStats>,
+    /// At most this many attempts in flight at once (`DIFY_CONCURRENCY`); backoff waits hold none.
+    in_flight: Option<Arc<Semaphore>>,
 }
 
-/// A successful answer: status and the whole body.
+/// A successful answer: status, headers and the whole body.
 pub struct Answer {
     pub status: StatusCode,
+    pub headers: header::HeaderMap,
     pub body: String,
 }
 
@@ -107,7 +111,17 @@ impl HttpClient {
             max_retry,
             cancel,
             stats: Arc::default(),
+            in_flight: None,
         })
+    }
+
+    /// The same client (pool, counters, stop token) with at most `limit` attempts in flight.
+    #[must_use]
+    pub fn with_concurrency(&self, limit: usize) -> Self {
+        HttpClient {
+            in_flight: Some(Arc::new(Semaphore::new(limit))),
+            ..self.clone()
+        }
     }
 
     /// The underlying client, to build requests with.
@@ -129,6 +143,16 @@ impl HttpClient {
         endpoint: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Answer, RequestError> {
+        self.send_with(endpoint, is_transient, build).await
+    }
+
+    /// [`send`](Self::send) with the caller's rule for which failures are worth another attempt.
+    pub async fn send_with(
+        &self,
+        endpoint: &str,
+        is_transient: impl Fn(&RequestError) -> bool,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Answer, RequestError> {
         let mut attempt: u32 = 0;
         loop {
             if self.cancel.is_cancelled() {
@@ -136,8 +160,14 @@ impl HttpClient {
                     endpoint: endpoint.to_owned(),
                 });
             }
+            let permit = match &self.in_flight {
+                // The semaphore is never closed, so acquiring only fails if it were.
+                Some(limit) => Some(limit.clone().acquire_owned().await.ok()),
+                None => None,
+            };
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = attempt_once(endpoint, build()).await;
+            drop(permit);
             let (error, retry_after) = match outcome {
                 Ok(answer) => return Ok(answer),
                 Err(failure) => failure,
@@ -187,6 +217,7 @@ async fn attempt_once(
     let response = request.send().await.map_err(transport)?;
     let status = response.status();
     let retry_after = retry_after(response.headers());
+    let headers = response.headers().clone();
     let body = response.text().await.map_err(transport)?;
     debug!(
         endpoint,
@@ -195,7 +226,11 @@ async fn attempt_once(
         "request finished"
     );
     if status.is_success() {
-        return Ok(Answer { status, body });
+        return Ok(Answer {
+            status,
+            headers,
+            body,
+        });
     }
     let body: String = truncate(&body, ERROR_BODY_LIMIT).to_owned();
     Err((

@@ -8,9 +8,10 @@
 //! - [`commands`]: one module per subcommand; loads the environment and starts logging.
 //! - [`config`]: environment variables to a validated [`config::Config`], all problems at once.
 //! - [`deploy_check`]: do the CronJob and crontab files carry the configured schedule?
-//! - [`dify`]: Dify's console API client and its typed answers.
+//! - [`dify`]: Dify's console API: auth for every version, client, typed answers, collectors.
 //! - [`environment`]: process environment merged with the env file.
 //! - [`exit`]: every exit code, in one enum.
+//! - [`export`]: usage summed into records, and the wire format.
 //! - [`http`]: HTTP with retries, backoff, `Retry-After` and cancellation.
 //! - [`job`]: the export job that one run performs.
 //! - [`lock`]: the run lock in `STATE_DIR`.
@@ -18,6 +19,7 @@
 //! - [`schedule`]: the portable cron grammar and UTC fire times.
 //! - [`secret`]: strings that print as `***`.
 //! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token.
+//! - [`window`]: the UTC days a run covers.
 
 pub mod cli;
 pub mod commands;
@@ -26,6 +28,7 @@ pub mod deploy_check;
 pub mod dify;
 pub mod environment;
 pub mod exit;
+pub mod export;
 pub mod http;
 pub mod job;
 pub mod lock;
@@ -33,3 +36,4 @@ pub mod logging;
 pub mod schedule;
 pub mod secret;
 pub mod shutdown;
+pub mod window;

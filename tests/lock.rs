@@ -7,7 +7,9 @@ use nix::sys::signal::Signal;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer};
 
-use crate::support::{APPS_PATH, Announce, EVENT_TIMEOUT, Exporter, slow_apps_page};
+use crate::support::{
+    APPS_PATH, Announce, EVENT_TIMEOUT, Exporter, serve_no_usage, slow_apps_page,
+};
 
 #[tokio::test]
 async fn a_held_lock_makes_run_exit_1_at_once() {
@@ -49,6 +51,7 @@ async fn a_held_lock_makes_run_exit_1_at_once() {
 #[tokio::test]
 async fn ten_runs_started_together_do_the_job_once() {
     let dify = MockServer::start().await;
+    serve_no_usage(&dify).await;
     Mock::given(method("GET"))
         .and(path(APPS_PATH))
         .respond_with(slow_apps_page(Duration::from_secs(3)))
@@ -74,12 +77,20 @@ async fn ten_runs_started_together_do_the_job_once() {
         loser.code(1);
         loser.log("run lock is held by another run");
     }
-    assert_eq!(dify.received_requests().await.unwrap().len(), 1);
+    let requests = dify.received_requests().await.unwrap();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.url.path() == APPS_PATH)
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_killed_run_leaves_no_stale_lock() {
     let dify = MockServer::start().await;
+    serve_no_usage(&dify).await;
     let (announce, arrived) = Announce::new(slow_apps_page(Duration::from_secs(30)));
     Mock::given(method("GET"))
         .and(path(APPS_PATH))

@@ -3,6 +3,8 @@
 
 mod support;
 
+// `run --dry-run` against the Dify simulator: exact records for every auth variant and mode.
+mod collect;
 // Configuration: required variables, malformed values, masking, env files.
 mod config;
 // The run lock: held, contended, and after SIGKILL.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{APPS_PATH, DIFY_TOKEN, Exporter, apps, serve_apps};
+use crate::support::{APPS_PATH, DIFY_TOKEN, Exporter, apps, serve_apps, serve_no_usage};
 
 const WORKSPACE: &str = "0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47";
 
@@ -103,12 +103,14 @@ async fn a_valid_run_lists_every_app_and_logs_by_the_schema() {
     let summary = &finished.log("run finished")["context"];
     assert_eq!(summary["outcome"], "completed");
     assert_eq!(summary["apps"], 138);
-    assert_eq!(summary["dify_requests"], 2);
+    // 2 pages of apps, the account timezone, one log page per workflow app, one run page per
+    // advanced-chat app, and token costs plus daily messages for each chat-type app's one day.
+    assert_eq!(summary["dify_requests"], 2 + 1 + 28 + 28 + 81 * 2);
     assert_eq!(summary["retries"], 0);
     assert_eq!(summary["exit_code"], 0);
 
     let requests = dify.received_requests().await.unwrap();
-    assert_eq!(requests.len(), 2);
+    assert_eq!(requests.len(), 221);
     for request in requests {
         assert_eq!(
             request.headers["authorization"],
@@ -127,6 +129,7 @@ async fn a_valid_run_lists_every_app_and_logs_by_the_schema() {
 #[tokio::test]
 async fn an_admin_key_is_sent_with_the_workspace_header() {
     let dify = MockServer::start().await;
+    serve_no_usage(&dify).await;
     Mock::given(method("GET"))
         .and(path(APPS_PATH))
         .and(header(
@@ -179,9 +182,10 @@ async fn transient_failures_are_retried() {
             .contains("503")
     );
     let summary = &finished.log("run finished")["context"];
+    // Three attempts at the apps, then the usage of a workflow, an advanced-chat and a chat app.
     assert_eq!(
         (summary["dify_requests"].clone(), summary["retries"].clone()),
-        (json!(3), json!(2))
+        (json!(3 + 5), json!(2))
     );
     assert_eq!(finished.log("apps listed")["context"]["apps"], 3);
 }

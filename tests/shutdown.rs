@@ -7,7 +7,9 @@ use nix::sys::signal::Signal;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer};
 
-use crate::support::{APPS_PATH, Announce, EVENT_TIMEOUT, Exporter, slow_apps_page};
+use crate::support::{
+    APPS_PATH, Announce, EVENT_TIMEOUT, Exporter, serve_no_usage, slow_apps_page,
+};
 
 /// Starts a run whose apps request Dify answers after `delay`, and sends `signal` once the
 /// request has arrived.
@@ -17,6 +19,7 @@ async fn signal_during_request(
     timeout: &str,
 ) -> (crate::support::Finished, Duration) {
     let dify = MockServer::start().await;
+    serve_no_usage(&dify).await;
     let (announce, arrived) = Announce::new(slow_apps_page(delay));
     Mock::given(method("GET"))
         .and(path(APPS_PATH))

@@ -43,6 +43,8 @@ impl Exporter {
             .env("EXTERNAL_API_URL", "http://127.0.0.1:9/usage")
             .env("EXTERNAL_API_TOKEN", EXTERNAL_TOKEN)
             .env("MAX_RETRY", "3")
+            // One day keeps the fakes' request counts small and exact.
+            .env("DIFY_FETCH_DAYS", "1")
     }
 
     pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
@@ -220,8 +222,37 @@ pub(crate) fn apps(n: usize) -> Vec<Value> {
         .collect()
 }
 
-/// Serves `apps` through `GET /console/api/apps`, 100 per page, as Dify does.
+/// Answers every usage endpoint with "nothing in the window", so a run's job succeeds on any apps.
+pub(crate) async fn serve_no_usage(server: &MockServer) {
+    let empty_page =
+        serde_json::json!({"page": 1, "limit": 100, "total": 0, "has_more": false, "data": []});
+    let answers = [
+        (
+            r"/account/profile$",
+            serde_json::json!({"id": "u1", "email": "owner@example.com", "timezone": "UTC"}),
+        ),
+        (r"/workflow-app-logs$", empty_page.clone()),
+        (
+            r"/workflow-runs$",
+            serde_json::json!({"limit": 100, "has_more": false, "data": []}),
+        ),
+        (
+            r"/statistics/(token-costs|daily-messages)$",
+            serde_json::json!({"data": []}),
+        ),
+    ];
+    for (pattern, body) in answers {
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::path_regex(pattern))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(server)
+            .await;
+    }
+}
+
+/// Serves `apps` through `GET /console/api/apps`, 100 per page, as Dify does, and no usage.
 pub(crate) async fn serve_apps(server: &MockServer, apps: &[Value]) {
+    serve_no_usage(server).await;
     let pages: Vec<&[Value]> = apps.chunks(100).collect();
     for (i, chunk) in pages.iter().enumerate() {
         let page = i + 1;

@@ -21,9 +21,16 @@ pub fn execute(cli: Cli) -> Exit {
         .as_ref()
         .map(LogSettings::from_env_lenient)
         .unwrap_or_default();
-    // `run` logs to stdout; commands whose product is stdout log to stderr.
+    // `run` logs to stdout; commands whose product is stdout (`--dry-run` records too) log to stderr.
     let (stream, run_id) = match &cli.command {
-        Command::Run(_) => (LogStream::Stdout, Some(uuid::Uuid::now_v7().to_string())),
+        Command::Run(args) => {
+            let stream = if args.dry_run {
+                LogStream::Stderr
+            } else {
+                LogStream::Stdout
+            };
+            (stream, Some(uuid::Uuid::now_v7().to_string()))
+        }
         Command::ValidateConfig(_) | Command::NextRuns(_) => (LogStream::Stderr, None),
     };
     logging::init(settings, stream, run_id);

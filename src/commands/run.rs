@@ -17,14 +17,15 @@ use crate::config::Config;
 use crate::environment::Environment;
 use crate::exit::Exit;
 use crate::http::{HttpClient, RequestError};
-use crate::job::{self, JobReport};
+use crate::job::{self, JobPlan, JobReport};
 use crate::lock::{LockError, RunLock};
 use crate::logging::Json;
 use crate::shutdown::StopSignals;
+use crate::window::Window;
 
 /// Runs the export once and returns the exit status.
 #[must_use]
-pub(super) fn run(environment: &Environment, _args: &RunArgs) -> Exit {
+pub(super) fn run(environment: &Environment, args: &RunArgs) -> Exit {
     let started = Instant::now();
     let config = match Config::from_env(environment) {
         Ok(config) => config,
@@ -46,7 +47,27 @@ pub(super) fn run(environment: &Environment, _args: &RunArgs) -> Exit {
         "run starting"
     );
 
-    let _lock = match RunLock::acquire(&config.state_dir) {
+    let today = Utc::now().date_naive();
+    let window = match (args.from, args.to) {
+        (Some(from), Some(to)) => match Window::backfill(from, to, today) {
+            Ok(window) => window,
+            Err(err) => {
+                error!(error = %err, "invalid --from/--to");
+                return Exit::Failure;
+            }
+        },
+        _ => Window::last_days(today, config.dify_fetch_days),
+    };
+    let plan = JobPlan {
+        window,
+        dry_run: args.dry_run,
+    };
+
+    // A dry run changes no state, so it neither creates STATE_DIR nor waits for a real run.
+    let _lock = match (!plan.dry_run)
+        .then(|| RunLock::acquire(&config.state_dir))
+        .transpose()
+    {
         Ok(lock) => lock,
         Err(err @ LockError::Held { .. }) => {
             error!(error = %err, "run lock is held by another run");
@@ -71,14 +92,14 @@ pub(super) fn run(environment: &Environment, _args: &RunArgs) -> Exit {
             return Exit::Failure;
         }
     };
-    let exit = runtime.block_on(run_job(&config, started));
+    let exit = runtime.block_on(run_job(&config, plan, started));
     // A request abandoned at the shutdown timeout may leave a DNS lookup on the blocking pool;
     // do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     exit
 }
 
-async fn run_job(config: &Config, started: Instant) -> Exit {
+async fn run_job(config: &Config, plan: JobPlan, started: Instant) -> Exit {
     let mut signals = match StopSignals::install() {
         Ok(signals) => signals,
         Err(err) => {
@@ -94,8 +115,7 @@ async fn run_job(config: &Config, started: Instant) -> Exit {
             return Exit::Failure;
         }
     };
-    let http_stats = http.clone();
-    let job = job::run(config, http, &cancel);
+    let job = job::run(config, &http, plan);
     tokio::pin!(job);
 
     let (result, signal) = tokio::select! {
@@ -132,11 +152,17 @@ async fn run_job(config: &Config, started: Instant) -> Exit {
             ("failed", Exit::Failure, JobReport::default())
         }
     };
-    let stats = http_stats.stats();
+    let stats = http.stats();
     info!(
         outcome,
         exit_code = exit.code(),
+        dry_run = plan.dry_run,
+        from = %plan.window.first,
+        to = %plan.window.last,
         apps = report.apps(),
+        records = report.records,
+        total_tokens = report.total_tokens,
+        cost = ?Json(&report.cost_by_currency()),
         dify_requests = stats.requests(),
         retries = stats.retries(),
         duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

@@ -1,4 +1,4 @@
-//! The workspace's apps (`GET /apps`, page pagination).
+//! The workspace's apps (`GET /apps`, page pagination) and their modes.
 
 use std::fmt;
 
@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use super::DifyClient;
+use super::model::{App, Page};
 
 /// Dify caps list pages at 100 and answers 400 beyond that.
 const PAGE_LIMIT: u32 = 100;
@@ -37,26 +38,12 @@ impl fmt::Display for AppMode {
     }
 }
 
-/// One app, as listed.
-#[derive(Debug, Clone, Deserialize)]
-pub struct App {
-    pub id: String,
-    pub name: String,
-    pub mode: AppMode,
-}
-
-#[derive(Deserialize)]
-struct AppPage {
-    data: Vec<App>,
-    has_more: bool,
-}
-
 impl DifyClient {
     /// Every app of the workspace, through all pages.
     pub async fn list_apps(&self) -> Result<Vec<App>> {
         let mut apps = Vec::new();
         for page in 1.. {
-            let answer: AppPage = self
+            let answer: Page<App> = self
                 .get(
                     "/apps",
                     &[

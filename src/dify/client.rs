@@ -1,14 +1,18 @@
 //! One authenticated console session: every request carries the credentials, goes through the
-//! shared retrying [`HttpClient`], and comes back parsed into a typed answer or an error that names
-//! the endpoint, the status, Dify's message and what the operator should change.
+//! shared retrying [`HttpClient`] (at most `DIFY_CONCURRENCY` in flight), and comes back parsed into
+//! a typed answer or an error that names the endpoint, the status, Dify's message and what the
+//! operator should change. A login session that meets a 401 renews itself once and tries again.
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::config::DifyAuth;
+use super::auth::{DifyAuth, Session};
 use crate::http::{HttpClient, RequestError};
+
+/// How often one request may renew the session before its 401 is taken as final.
+const MAX_RENEWALS: u32 = 3;
 
 /// Every console path hangs off this prefix.
 const CONSOLE_PREFIX: &str = "/console/api";
@@ -18,26 +22,27 @@ pub struct DifyClient {
     http: HttpClient,
     /// `DIFY_API_URL` + `/console/api`, no trailing slash.
     console_url: String,
-    auth: DifyAuth,
+    session: Session,
 }
 
 impl DifyClient {
-    /// Builds the client; no request is made yet.
-    pub fn new(base_url: &Url, auth: DifyAuth, http: HttpClient) -> Result<DifyClient> {
-        if matches!(auth, DifyAuth::Login { .. }) {
-            bail!(
-                "console login with DIFY_EMAIL and DIFY_PASSWORD is not supported by this version; \
-                 set DIFY_API_TOKEN (an admin API key with DIFY_WORKSPACE_ID, or a console access token) instead"
-            );
+    /// Builds the client; no request is made yet. `concurrency` bounds the requests in flight.
+    #[must_use]
+    pub fn new(
+        base_url: &Url,
+        auth: DifyAuth,
+        http: &HttpClient,
+        concurrency: usize,
+    ) -> DifyClient {
+        let console_url = format!(
+            "{}{CONSOLE_PREFIX}",
+            base_url.as_str().trim_end_matches('/')
+        );
+        DifyClient {
+            http: http.with_concurrency(concurrency),
+            session: Session::new(auth, console_url.clone()),
+            console_url,
         }
-        Ok(DifyClient {
-            http,
-            console_url: format!(
-                "{}{CONSOLE_PREFIX}",
-                base_url.as_str().trim_end_matches('/')
-            ),
-            auth,
-        })
     }
 
     /// `GET {console}/{path}` with `query`, parsed as `T`.
@@ -46,28 +51,54 @@ impl DifyClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T> {
-        let endpoint = format!("GET {CONSOLE_PREFIX}{path}");
+        let endpoint = format!("GET {CONSOLE_PREFIX}{}", endpoint_path(path));
         let url = format!("{}{path}", self.console_url);
-        let answer = self
-            .http
-            .send(&endpoint, || {
-                self.authorize(self.http.client().get(&url).query(query))
-            })
-            .await
-            .map_err(explain)?;
-        parse(&endpoint, &answer.body)
-    }
-
-    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.auth {
-            DifyAuth::AdminKey { key, workspace_id } => request
-                .bearer_auth(key.expose())
-                .header("X-WORKSPACE-ID", workspace_id.to_string()),
-            DifyAuth::ConsoleToken(token) => request.bearer_auth(token.expose()),
-            // Refused in `new`.
-            DifyAuth::Login { .. } => request,
+        self.session.ensure(&self.http).await?;
+        let mut renewals = 0;
+        loop {
+            let (request, generation) = self
+                .session
+                .authorize(self.http.client().get(&url).query(query))
+                .await;
+            // `send` builds the request once per attempt; the credentials stay those of this pass.
+            let outcome = self
+                .http
+                .send(&endpoint, || {
+                    request
+                        .try_clone()
+                        .expect("GET requests have no streaming body")
+                })
+                .await;
+            match outcome {
+                Ok(answer) => return parse(&endpoint, &answer.body),
+                Err(RequestError::Status { status, .. })
+                    if status == StatusCode::UNAUTHORIZED
+                        && self.session.renewable()
+                        && renewals < MAX_RENEWALS =>
+                {
+                    // "Token has expired." after an hour of a long run: renew and try again. Other
+                    // requests may use up a fresh token first, hence more than one renewal.
+                    self.session.renew(&self.http, generation).await?;
+                    renewals += 1;
+                }
+                Err(error) => return Err(explain(error, self.session.renewable())),
+            }
         }
     }
+}
+
+/// The path for logs and errors, with ids folded so that messages group by endpoint.
+fn endpoint_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.len() >= 32 && segment.contains('-') {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Parses a 2xx body, naming the endpoint and the JSON path that did not fit.
@@ -89,13 +120,18 @@ fn parse<T: DeserializeOwned>(endpoint: &str, body: &str) -> Result<T> {
 }
 
 /// Adds what to change to the errors an operator can fix.
-fn explain(error: RequestError) -> anyhow::Error {
+fn explain(error: RequestError, login_session: bool) -> anyhow::Error {
     let hint = match &error {
+        RequestError::Status { status, .. }
+            if *status == StatusCode::UNAUTHORIZED && login_session =>
+        {
+            "Dify refused the session even after renewing it: check DIFY_EMAIL and DIFY_PASSWORD"
+        }
         RequestError::Status { status, detail, .. } if *status == StatusCode::UNAUTHORIZED => {
             if detail.contains("CSRF") {
                 "Dify >= 1.9.2 requires a CSRF token for console sessions, which a bare access token \
-                 lacks: set DIFY_EMAIL and DIFY_PASSWORD, or use an admin API key (DIFY_API_TOKEN with \
-                 DIFY_WORKSPACE_ID; Dify >= 1.11.0)"
+                 lacks: set DIFY_EMAIL and DIFY_PASSWORD instead of DIFY_API_TOKEN, or use an admin API key \
+                 (DIFY_API_TOKEN with DIFY_WORKSPACE_ID; Dify >= 1.11.0)"
             } else {
                 "check DIFY_API_TOKEN (and DIFY_WORKSPACE_ID when it is an admin API key)"
             }
@@ -110,4 +146,20 @@ fn explain(error: RequestError) -> anyhow::Error {
         _ => return error.into(),
     };
     anyhow::Error::new(error).context(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_folded_in_endpoint_names() {
+        assert_eq!(
+            endpoint_path(
+                "/apps/0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47/workflow-runs/1d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47/node-executions"
+            ),
+            "/apps/{id}/workflow-runs/{id}/node-executions"
+        );
+        assert_eq!(endpoint_path("/apps"), "/apps");
+    }
 }

@@ -1,8 +1,14 @@
-//! Dify's console API: the client (authentication, JSON, errors that say what to change) and the
-//! typed answers. The facts it relies on are in `shared/design/DIFY-API.md`.
+//! Dify's console API: authentication for every version, the client (JSON, retries, errors that say
+//! what to change), the typed answers, and the per-mode collectors. The facts it relies on are in
+//! `shared/design/DIFY-API.md`.
 
 mod apps;
+mod auth;
 mod client;
+pub mod collect;
+mod model;
 
-pub use apps::{App, AppMode};
+pub use apps::AppMode;
+pub use auth::{DifyAuth, PasswordEncoding};
 pub use client::DifyClient;
+pub use model::App;

@@ -1,0 +1,359 @@
+//! Dify's answers as typed structs.
+//!
+//! Every struct ignores fields it does not name, so a newer Dify that adds fields still parses. The
+//! variants DIFY-API.md marks UNCONFIRMED are accepted too: token counts as numbers or numeric strings,
+//! prices as decimal strings, numbers or `null`, in plain or exponent form (`"0E-7"`). A negative
+//! token count is refused: it would silently corrupt every total it touches.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use super::AppMode;
+
+/// A page of a page-paginated list (`/apps`, `workflow-app-logs`).
+#[derive(Debug, Deserialize)]
+pub(super) struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+/// One app as listed, with its model when it is a chat-type app.
+#[derive(Debug, Clone, Deserialize)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    pub mode: AppMode,
+    #[serde(default)]
+    pub model_config: Option<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelConfig {
+    #[serde(default)]
+    pub model: Option<ModelRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelRef {
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `GET /account/profile`: the timezone the statistics endpoints group days by.
+#[derive(Debug, Deserialize)]
+pub(super) struct Profile {
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+/// Who started a run: the fields both the app logs and the run list carry.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Creator {
+    #[serde(default)]
+    pub created_by_account: Option<Account>,
+    #[serde(default)]
+    pub created_by_end_user: Option<EndUser>,
+}
+
+impl Creator {
+    /// The user a record is attributed to: end-user session id, else account email, else empty.
+    #[must_use]
+    pub(super) fn user(&self) -> String {
+        let session = self
+            .created_by_end_user
+            .as_ref()
+            .and_then(|u| u.session_id.as_deref());
+        let email = self
+            .created_by_account
+            .as_ref()
+            .and_then(|a| a.email.as_deref());
+        session
+            .filter(|s| !s.is_empty())
+            .or(email)
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Account {
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct EndUser {
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// One entry of `workflow-app-logs`.
+#[derive(Debug, Deserialize)]
+pub(super) struct WorkflowAppLog {
+    pub workflow_run: RunRef,
+    #[serde(flatten)]
+    pub creator: Creator,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RunRef {
+    pub id: String,
+    #[serde(deserialize_with = "timestamp")]
+    pub created_at: i64,
+}
+
+/// One row of `workflow-runs`.
+#[derive(Debug, Deserialize)]
+pub(super) struct WorkflowRun {
+    pub id: String,
+    #[serde(deserialize_with = "timestamp")]
+    pub created_at: i64,
+    #[serde(flatten)]
+    pub creator: Creator,
+}
+
+/// A page of the cursor-paginated run list.
+#[derive(Debug, Deserialize)]
+pub(super) struct RunPage {
+    pub data: Vec<WorkflowRun>,
+    pub has_more: bool,
+}
+
+/// `node-executions`.
+#[derive(Debug, Deserialize)]
+pub(super) struct NodeExecutions {
+    pub data: Vec<NodeExecution>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NodeExecution {
+    pub node_type: String,
+    #[serde(default)]
+    pub process_data: Option<ProcessData>,
+    #[serde(default)]
+    pub process_data_truncated: bool,
+    #[serde(default)]
+    pub execution_metadata: Option<ExecutionMetadata>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ProcessData {
+    #[serde(default)]
+    pub model_provider: Option<String>,
+    #[serde(default)]
+    pub model_name: Option<String>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+/// The usage object of a model call (DIFY-API.md section 3).
+#[derive(Debug, Deserialize)]
+pub(super) struct Usage {
+    #[serde(deserialize_with = "tokens")]
+    pub prompt_tokens: u64,
+    #[serde(deserialize_with = "tokens")]
+    pub completion_tokens: u64,
+    #[serde(default, deserialize_with = "price")]
+    pub total_price: Decimal,
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ExecutionMetadata {
+    #[serde(default, deserialize_with = "optional_tokens")]
+    pub total_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "price")]
+    pub total_price: Decimal,
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+/// `statistics/token-costs`.
+#[derive(Debug, Deserialize)]
+pub(super) struct TokenCosts {
+    pub data: Vec<TokenCostRow>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TokenCostRow {
+    #[serde(deserialize_with = "tokens")]
+    pub token_count: u64,
+    #[serde(default, deserialize_with = "price")]
+    pub total_price: Decimal,
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+/// `statistics/daily-messages`.
+#[derive(Debug, Deserialize)]
+pub(super) struct DailyMessages {
+    pub data: Vec<DailyMessagesRow>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DailyMessagesRow {
+    #[serde(deserialize_with = "tokens")]
+    pub message_count: u64,
+}
+
+/// A count: a non-negative integer, or a string holding one.
+fn tokens<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    deserializer.deserialize_any(Lenient::<u64>::new("a non-negative whole number"))
+}
+
+fn optional_tokens<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    deserializer.deserialize_any(Lenient::<Option<u64>>::new(
+        "a non-negative whole number or null",
+    ))
+}
+
+/// A price: a decimal string (also `"0E-7"`), a number, or `null` (zero).
+fn price<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+    deserializer.deserialize_any(Lenient::<Decimal>::new("a decimal price"))
+}
+
+/// Unix seconds, as a number or a numeric string.
+fn timestamp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    deserializer.deserialize_any(Lenient::<i64>::new("Unix seconds"))
+}
+
+/// One visitor for the lenient scalar forms; `T` says what the text must parse to.
+struct Lenient<T> {
+    expected: &'static str,
+    target: std::marker::PhantomData<T>,
+}
+
+impl<T> Lenient<T> {
+    fn new(expected: &'static str) -> Self {
+        Lenient {
+            expected,
+            target: std::marker::PhantomData,
+        }
+    }
+}
+
+/// What the lenient visitor can produce.
+trait LenientValue: Sized {
+    fn from_text(text: &str) -> Option<Self>;
+    fn from_null() -> Option<Self> {
+        None
+    }
+}
+
+impl LenientValue for u64 {
+    fn from_text(text: &str) -> Option<Self> {
+        text.trim().parse().ok()
+    }
+}
+
+impl LenientValue for i64 {
+    fn from_text(text: &str) -> Option<Self> {
+        text.trim().parse().ok()
+    }
+}
+
+impl LenientValue for Option<u64> {
+    fn from_text(text: &str) -> Option<Self> {
+        u64::from_text(text).map(Some)
+    }
+    fn from_null() -> Option<Self> {
+        Some(None)
+    }
+}
+
+impl LenientValue for Decimal {
+    fn from_text(text: &str) -> Option<Self> {
+        let text = text.trim();
+        Decimal::from_str(text)
+            .or_else(|_| Decimal::from_scientific(text))
+            .ok()
+    }
+    fn from_null() -> Option<Self> {
+        Some(Decimal::ZERO)
+    }
+}
+
+impl<T: LenientValue> Visitor<'_> for Lenient<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expected)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        // serde_json hands over non-integers as f64; its shortest round-trip text is the decimal
+        // that was written, so parsing that text loses nothing a 7-decimal price has.
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        T::from_text(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        T::from_null().ok_or_else(|| E::invalid_type(de::Unexpected::Unit, &self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_accepts_strings_exponents_and_null() {
+        let usage: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":"1033","completion_tokens":128,"total_tokens":1161,"total_price":"0E-7","currency":"USD"}"#,
+        )
+        .unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (1033, 128));
+        assert_eq!(usage.total_price, Decimal::ZERO);
+        let row: TokenCostRow =
+            serde_json::from_str(r#"{"token_count":5,"total_price":null}"#).unwrap();
+        assert_eq!(row.total_price, Decimal::ZERO);
+        let row: TokenCostRow =
+            serde_json::from_str(r#"{"token_count":5,"total_price":"0.0039254"}"#).unwrap();
+        assert_eq!(row.total_price.to_string(), "0.0039254");
+        let row: TokenCostRow =
+            serde_json::from_str(r#"{"token_count":5,"total_price":0.0001}"#).unwrap();
+        assert_eq!(row.total_price.to_string(), "0.0001");
+    }
+
+    #[test]
+    fn negative_tokens_are_refused() {
+        let err = serde_json::from_str::<TokenCostRow>(r#"{"token_count":-3}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("a non-negative whole number"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_user_is_session_then_email_then_empty() {
+        let both: Creator = serde_json::from_str(
+            r#"{"created_by_account":{"email":"a@x"},"created_by_end_user":{"session_id":"s1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(both.user(), "s1");
+        let account: Creator = serde_json::from_str(
+            r#"{"created_by_account":{"email":"a@x"},"created_by_end_user":null}"#,
+        )
+        .unwrap();
+        assert_eq!(account.user(), "a@x");
+        assert_eq!(Creator::default().user(), "");
+    }
+}
