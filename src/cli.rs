@@ -34,6 +34,50 @@ pub enum Command {
     ValidateConfig(ValidateConfigArgs),
     /// Print the next fire times of CRON_SCHEDULE in UTC, one RFC 3339 instant per line.
     NextRuns(NextRunsArgs),
+    /// Show the watermark, queued and dead batches with their last errors, and the last runs.
+    Status(StatusArgs),
+    /// Move dead-lettered batches back to the queue and deliver the queue now.
+    Resend(ResendArgs),
+    /// Show or set the last day whose records are queued (the next run starts after it).
+    Watermark(WatermarkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ResendArgs {
+    /// The dead batch to resend (its id from `exporter status`).
+    #[arg(long, value_name = "ID")]
+    pub batch: Option<i64>,
+    /// Resend every dead batch.
+    #[arg(long)]
+    pub all_dead: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatermarkArgs {
+    #[command(subcommand)]
+    pub action: WatermarkAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WatermarkAction {
+    /// Print the watermark.
+    Show,
+    /// Set the watermark to DAY (UTC, YYYY-MM-DD, before today); the next run exports the days after it.
+    Set {
+        /// The new watermark.
+        day: NaiveDate,
+        /// Confirm the change (there is no interactive prompt).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

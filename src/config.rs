@@ -21,6 +21,15 @@ use crate::logging::{LogFormat, LogSettings};
 use crate::schedule::Schedule;
 use crate::secret::{MASK, Secret};
 
+/// `STATE_DIR` when unset.
+pub const DEFAULT_STATE_DIR: &str = "./data";
+
+/// `STATE_DIR` alone, for the commands that need nothing else (`status`, `watermark`).
+#[must_use]
+pub fn state_dir(env: &Environment) -> PathBuf {
+    PathBuf::from(env.get("STATE_DIR").map_or(DEFAULT_STATE_DIR, str::trim))
+}
+
 /// The schedule used when `CRON_SCHEDULE` is unset.
 pub const DEFAULT_SCHEDULE: &str = "0 0 * * *";
 
@@ -37,6 +46,10 @@ struct RawEnv {
     dify_concurrency: Option<String>,
     external_api_url: Option<String>,
     external_api_token: Option<String>,
+    external_api_tenant_id: Option<String>,
+    export_lookback_days: Option<String>,
+    batch_size: Option<String>,
+    dead_letter_after: Option<String>,
     cron_schedule: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
@@ -62,6 +75,14 @@ pub struct Config {
     pub external_api_url: Url,
     /// Sent as `Authorization: Bearer` to the metering API.
     pub external_api_token: Secret,
+    /// Sent as `tenant_id` in every body when set.
+    pub external_api_tenant_id: Option<String>,
+    /// Already-exported days collected again by each run, for runs that finished late.
+    pub export_lookback_days: u32,
+    /// Most records in one POST.
+    pub batch_size: usize,
+    /// Failed runs after which a batch is dead-lettered.
+    pub dead_letter_after: u32,
     /// When the deployment starts the program; used for `next-runs` and the start-up log.
     pub schedule: Schedule,
     /// Log level and line format.
@@ -158,6 +179,23 @@ impl Config {
         );
         let external_api_token =
             check.required("EXTERNAL_API_TOKEN", raw.external_api_token.as_deref());
+        let export_lookback_days = check
+            .parse_with(
+                "EXPORT_LOOKBACK_DAYS",
+                raw.export_lookback_days.as_deref(),
+                |t| parse_in_range(t, 0, 30),
+            )
+            .unwrap_or(1);
+        let batch_size = check
+            .parse_with("BATCH_SIZE", raw.batch_size.as_deref(), |t| {
+                parse_in_range(t, 1, 5000)
+            })
+            .unwrap_or(500);
+        let dead_letter_after = check
+            .parse_with("DEAD_LETTER_AFTER", raw.dead_letter_after.as_deref(), |t| {
+                parse_in_range(t, 1, 1000)
+            })
+            .unwrap_or(10);
         let schedule = check.parse_with(
             "CRON_SCHEDULE",
             Some(raw.cron_schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE)),
@@ -191,6 +229,10 @@ impl Config {
             dify_concurrency,
             external_api_url: external_api_url.ok_or_else(missing)?,
             external_api_token: external_api_token.ok_or_else(missing)?,
+            external_api_tenant_id: raw.external_api_tenant_id.map(|t| t.trim().to_owned()),
+            export_lookback_days,
+            batch_size,
+            dead_letter_after,
             schedule: schedule.ok_or_else(missing)?,
             log: LogSettings {
                 level: level.unwrap_or(tracing::Level::INFO),
@@ -237,6 +279,16 @@ impl Config {
             ("DIFY_CONCURRENCY", self.dify_concurrency.to_string()),
             ("EXTERNAL_API_URL", masked_url(&self.external_api_url)),
             ("EXTERNAL_API_TOKEN", MASK.to_owned()),
+            (
+                "EXTERNAL_API_TENANT_ID",
+                self.external_api_tenant_id.clone().unwrap_or_else(unset),
+            ),
+            (
+                "EXPORT_LOOKBACK_DAYS",
+                self.export_lookback_days.to_string(),
+            ),
+            ("BATCH_SIZE", self.batch_size.to_string()),
+            ("DEAD_LETTER_AFTER", self.dead_letter_after.to_string()),
             ("CRON_SCHEDULE", self.schedule.expression().to_owned()),
             ("LOG_LEVEL", self.log.level.as_str().to_ascii_lowercase()),
             ("LOG_FORMAT", self.log.format.to_string()),
@@ -366,7 +418,7 @@ impl Checker {
     }
 
     fn state_dir(&mut self, value: Option<&str>) -> Option<PathBuf> {
-        let path = PathBuf::from(value.unwrap_or("./data"));
+        let path = PathBuf::from(value.unwrap_or(DEFAULT_STATE_DIR));
         if path.exists() && !path.is_dir() {
             self.problem(
                 "STATE_DIR",

@@ -115,11 +115,13 @@ impl HttpClient {
         })
     }
 
-    /// The same client (pool, counters, stop token) with at most `limit` attempts in flight.
+    /// The same client (connection pool, stop token) with its own counters and at most `limit`
+    /// attempts in flight.
     #[must_use]
     pub fn with_concurrency(&self, limit: usize) -> Self {
         HttpClient {
             in_flight: Some(Arc::new(Semaphore::new(limit))),
+            stats: Arc::default(),
             ..self.clone()
         }
     }

@@ -7,6 +7,7 @@
 //! - [`cli`]: clap types, nothing resolved.
 //! - [`commands`]: one module per subcommand; loads the environment and starts logging.
 //! - [`config`]: environment variables to a validated [`config::Config`], all problems at once.
+//! - [`deliver`]: sending the outbox to the metering API, and what each answer means.
 //! - [`deploy_check`]: do the CronJob and crontab files carry the configured schedule?
 //! - [`dify`]: Dify's console API: auth for every version, client, typed answers, collectors.
 //! - [`environment`]: process environment merged with the env file.
@@ -19,11 +20,13 @@
 //! - [`schedule`]: the portable cron grammar and UTC fire times.
 //! - [`secret`]: strings that print as `***`.
 //! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token.
+//! - [`state`]: the SQLite state database: watermark, outbox, run history.
 //! - [`window`]: the UTC days a run covers.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod deliver;
 pub mod deploy_check;
 pub mod dify;
 pub mod environment;
@@ -36,4 +39,5 @@ pub mod logging;
 pub mod schedule;
 pub mod secret;
 pub mod shutdown;
+pub mod state;
 pub mod window;

@@ -22,6 +22,10 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 /// Our own crate's target prefix: other crates (hyper, reqwest) only get through at `warn`.
 const OWN_TARGET: &str = "dify_usage_exporter";
 
+/// A field of this name holding a [`Json`] object is merged into `context` key by key:
+/// `info!(fields = ?Json(&summary), "run finished")`.
+pub const FLATTENED: &str = "fields";
+
 /// Logs a serializable value as structured JSON in `context`: `info!(config = ?Json(&map), "…")`.
 pub struct Json<'a, T: serde::Serialize>(pub &'a T);
 
@@ -176,6 +180,10 @@ struct FieldCollector {
 
 impl FieldCollector {
     fn insert(&mut self, field: &Field, value: Value) {
+        if let (FLATTENED, Value::Object(map)) = (field.name(), &value) {
+            self.fields.extend(map.clone());
+            return;
+        }
         if field.name() == "message" {
             self.message = match value {
                 Value::String(s) => s,

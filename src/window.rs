@@ -1,8 +1,9 @@
 //! Which UTC days a run covers.
 //!
-//! Usage is exported per closed UTC day, so a window never reaches today. Without `--from/--to` a run
-//! covers the last `DIFY_FETCH_DAYS` days up to yesterday (the state database of a later version
-//! replaces that with the watermark).
+//! Usage is exported per closed UTC day, so a window never reaches today. A scheduled run covers the
+//! days after the watermark up to yesterday, plus `EXPORT_LOOKBACK_DAYS` already-exported days again
+//! (runs that finished after midnight add usage to a day already sent); the first run, with no
+//! watermark yet, covers the last `DIFY_FETCH_DAYS` days. `--from/--to` names the days itself.
 
 use std::fmt;
 
@@ -24,6 +25,23 @@ impl Window {
             first: today - Days::new(u64::from(days)),
             last: today - Days::new(1),
         }
+    }
+
+    /// The window of a scheduled run; `None` when there is nothing to collect (the watermark is
+    /// yesterday and no lookback is asked for).
+    #[must_use]
+    pub fn scheduled(
+        watermark: Option<NaiveDate>,
+        today: NaiveDate,
+        lookback: u32,
+        fetch_days: u32,
+    ) -> Option<Window> {
+        let Some(watermark) = watermark else {
+            return Some(Window::last_days(today, fetch_days));
+        };
+        let last = today - Days::new(1);
+        let first = (watermark + Days::new(1)).min(today) - Days::new(u64::from(lookback));
+        (first <= last).then_some(Window { first, last })
     }
 
     /// A backfill window from `--from/--to`, checked against `today`.
@@ -90,6 +108,35 @@ mod tests {
             (day("2026-11-21"), day("2026-11-27"))
         );
         assert_eq!(window.days().count(), 7);
+    }
+
+    #[test]
+    fn a_scheduled_window_follows_the_watermark_with_lookback() {
+        let today = day("2026-11-28");
+        let window =
+            |watermark: &str, lookback| Window::scheduled(Some(day(watermark)), today, lookback, 7);
+        assert_eq!(
+            window("2026-11-25", 1),
+            Some(Window {
+                first: day("2026-11-25"),
+                last: day("2026-11-27")
+            })
+        );
+        assert_eq!(
+            window("2026-11-27", 1),
+            Some(Window {
+                first: day("2026-11-27"),
+                last: day("2026-11-27")
+            })
+        );
+        assert_eq!(window("2026-11-27", 0), None);
+        assert_eq!(
+            Window::scheduled(None, today, 1, 3),
+            Some(Window {
+                first: day("2026-11-25"),
+                last: day("2026-11-27")
+            })
+        );
     }
 
     #[test]

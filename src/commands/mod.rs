@@ -1,9 +1,13 @@
 //! One module per subcommand, and [`execute`], which loads the environment, starts logging on the
 //! right stream and dispatches.
 
+mod frame;
 mod next_runs;
+mod resend;
 mod run;
+mod status;
 mod validate_config;
+mod watermark;
 
 use tracing::{error, warn};
 
@@ -31,9 +35,13 @@ pub fn execute(cli: Cli) -> Exit {
             };
             (stream, Some(uuid::Uuid::now_v7().to_string()))
         }
-        Command::ValidateConfig(_) | Command::NextRuns(_) => (LogStream::Stderr, None),
+        Command::Resend(_) => (LogStream::Stdout, Some(uuid::Uuid::now_v7().to_string())),
+        Command::ValidateConfig(_)
+        | Command::NextRuns(_)
+        | Command::Status(_)
+        | Command::Watermark(_) => (LogStream::Stderr, None),
     };
-    logging::init(settings, stream, run_id);
+    logging::init(settings, stream, run_id.clone());
 
     let environment = match environment {
         Ok(environment) => environment,
@@ -50,9 +58,12 @@ pub fn execute(cli: Cli) -> Exit {
     }
 
     match cli.command {
-        Command::Run(args) => run::run(&environment, &args),
+        Command::Run(args) => run::run(&environment, &args, run_id.as_deref().unwrap_or_default()),
         Command::ValidateConfig(args) => validate_config::validate_config(&environment, &args),
         Command::NextRuns(args) => next_runs::next_runs(&environment, &args),
+        Command::Status(args) => status::status(&environment, &args),
+        Command::Resend(args) => resend::resend(&environment, &args),
+        Command::Watermark(args) => watermark::watermark(&environment, &args),
     }
 }
 

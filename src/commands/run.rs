@@ -1,38 +1,30 @@
-//! `exporter run`: the frame around the job — configuration, lock, signals, summary, exit code.
-//!
-//! The job gets a [`CancellationToken`]; a stop signal cancels it and the frame then waits up to
-//! `GRACEFUL_SHUTDOWN_TIMEOUT` for the job to reach a safe point. The lock guard lives until the
-//! job future is gone, so a second run can never overlap this one's work.
+//! `exporter run`: configuration, lock, the job under signal handling, the summary line, the run's
+//! entry in the state database, and the exit code.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Error;
 use chrono::{SecondsFormat, Utc};
-use tokio_util::sync::CancellationToken;
+use serde_json::json;
 use tracing::{error, info, warn};
 
+use super::frame;
 use crate::cli::RunArgs;
-use crate::config::Config;
 use crate::environment::Environment;
 use crate::exit::Exit;
-use crate::http::{HttpClient, RequestError};
-use crate::job::{self, JobPlan, JobReport};
-use crate::lock::{LockError, RunLock};
+use crate::job::{self, Days, JobPlan, JobReport};
 use crate::logging::Json;
-use crate::shutdown::StopSignals;
+use crate::state::{RunRecord, State, now_text};
 use crate::window::Window;
 
 /// Runs the export once and returns the exit status.
 #[must_use]
-pub(super) fn run(environment: &Environment, args: &RunArgs) -> Exit {
+pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Exit {
     let started = Instant::now();
-    let config = match Config::from_env(environment) {
+    let started_at = now_text();
+    let config = match frame::config(environment) {
         Ok(config) => config,
-        Err(problems) => {
-            super::log_problems(&problems);
-            return Exit::Failure;
-        }
+        Err(exit) => return exit,
     };
     let masked: BTreeMap<_, _> = config.masked().into_iter().collect();
     let next_fire_time = config
@@ -40,143 +32,116 @@ pub(super) fn run(environment: &Environment, args: &RunArgs) -> Exit {
         .fire_times_after(Utc::now())
         .next()
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
-    info!(
-        version = env!("CARGO_PKG_VERSION"),
-        config = ?Json(&masked),
-        next_fire_time,
-        "run starting"
-    );
+    info!(version = env!("CARGO_PKG_VERSION"), config = ?Json(&masked), next_fire_time, "run starting");
 
-    let today = Utc::now().date_naive();
-    let window = match (args.from, args.to) {
-        (Some(from), Some(to)) => match Window::backfill(from, to, today) {
-            Ok(window) => window,
+    let days = match (args.from, args.to) {
+        (Some(from), Some(to)) => match Window::backfill(from, to, Utc::now().date_naive()) {
+            Ok(window) => Days::Backfill(window),
             Err(err) => {
                 error!(error = %err, "invalid --from/--to");
                 return Exit::Failure;
             }
         },
-        _ => Window::last_days(today, config.dify_fetch_days),
+        _ => Days::Scheduled,
     };
     let plan = JobPlan {
-        window,
+        days,
         dry_run: args.dry_run,
+        run_id: run_id.to_owned(),
     };
 
     // A dry run changes no state, so it neither creates STATE_DIR nor waits for a real run.
-    let _lock = match (!plan.dry_run)
-        .then(|| RunLock::acquire(&config.state_dir))
-        .transpose()
-    {
-        Ok(lock) => lock,
-        Err(err @ LockError::Held { .. }) => {
-            error!(error = %err, "run lock is held by another run");
-            return Exit::Failure;
-        }
-        Err(err) => {
-            error!(
-                error = format!("{:#}", Error::new(err)),
-                "cannot take the run lock; check STATE_DIR"
-            );
-            return Exit::Failure;
+    let _lock = if plan.dry_run {
+        None
+    } else {
+        match frame::lock(&config) {
+            Ok(lock) => Some(lock),
+            Err(exit) => return exit,
         }
     };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            error!(error = %err, "cannot start the async runtime");
-            return Exit::Failure;
-        }
+    let guarded = match frame::guarded(&config, |http, cancel| {
+        let (config, plan) = (&config, &plan);
+        async move { job::run(config, &http, plan, &cancel).await }
+    }) {
+        Ok(guarded) => guarded,
+        Err(exit) => return exit,
     };
-    let exit = runtime.block_on(run_job(&config, plan, started));
-    // A request abandoned at the shutdown timeout may leave a DNS lookup on the blocking pool;
-    // do not wait for it.
-    runtime.shutdown_timeout(Duration::from_millis(100));
-    exit
-}
-
-async fn run_job(config: &Config, plan: JobPlan, started: Instant) -> Exit {
-    let mut signals = match StopSignals::install() {
-        Ok(signals) => signals,
-        Err(err) => {
-            error!(error = %err, "cannot install signal handlers");
-            return Exit::Failure;
-        }
-    };
-    let cancel = CancellationToken::new();
-    let http = match HttpClient::new(config.http_timeout, config.max_retry, cancel.clone()) {
-        Ok(http) => http,
-        Err(err) => {
-            error!(error = format!("{err:#}"), "cannot build the HTTP client");
-            return Exit::Failure;
-        }
-    };
-    let job = job::run(config, &http, plan);
-    tokio::pin!(job);
-
-    let (result, signal) = tokio::select! {
-        result = &mut job => (Some(result), None),
-        signal = signals.recv() => {
-            let timeout = config.graceful_shutdown_timeout;
-            warn!(
-                signal = signal.name(),
-                timeout_s = timeout.as_secs(),
-                "stop requested; letting in-flight work finish"
-            );
-            cancel.cancel();
-            let result = tokio::time::timeout(timeout, &mut job).await.ok();
-            if result.is_none() {
-                error!(
-                    signal = signal.name(),
-                    timeout_s = timeout.as_secs(),
-                    "graceful stop did not finish within GRACEFUL_SHUTDOWN_TIMEOUT; exiting with work in flight"
-                );
+    let (outcome, exit, report) = match guarded.stopped_or_timed_out() {
+        Some((exit, outcome)) => (outcome, exit, JobReport::default()),
+        None => match (guarded.result, guarded.signal) {
+            (Some(Ok(report)), signal) => match (report.problem(), signal) {
+                (Some(problem), _) => {
+                    error!(error = problem, "run failed");
+                    ("failed", Exit::Failure, report)
+                }
+                (None, Some(signal)) => ("stopped", signal.exit(), report),
+                (None, None) => ("completed", Exit::Success, report),
+            },
+            (Some(Err(err)), _) => {
+                error!(error = format!("{err:#}"), "run failed");
+                ("failed", Exit::Failure, JobReport::default())
             }
-            (result, Some(signal))
-        }
+            (None, _) => ("abandoned", Exit::Failure, JobReport::default()),
+        },
     };
 
-    let (outcome, exit, report) = match (result, signal) {
-        (None, _) => ("abandoned", Exit::Failure, JobReport::default()),
-        (Some(Ok(report)), None) => ("completed", Exit::Success, report),
-        (Some(Ok(report)), Some(signal)) => ("stopped", signal.exit(), report),
-        (Some(Err(err)), Some(signal)) if is_cancellation(&err) => {
-            ("stopped", signal.exit(), JobReport::default())
-        }
-        (Some(Err(err)), _) => {
-            error!(error = format!("{err:#}"), "run failed");
-            ("failed", Exit::Failure, JobReport::default())
-        }
-    };
-    let stats = http.stats();
-    info!(
-        outcome,
-        exit_code = exit.code(),
-        dry_run = plan.dry_run,
-        from = %plan.window.first,
-        to = %plan.window.last,
-        apps = report.apps(),
-        records = report.records,
-        total_tokens = report.total_tokens,
-        cost = ?Json(&report.cost_by_currency()),
-        dify_requests = stats.requests(),
-        retries = stats.retries(),
-        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "run finished"
-    );
+    let summary = json!({
+        "outcome": outcome,
+        "exit_code": exit.code(),
+        "dry_run": args.dry_run,
+        "from": report.window.map(|w| w.first.to_string()),
+        "to": report.window.map(|w| w.last.to_string()),
+        "apps": report.apps(),
+        "records": report.records,
+        "total_tokens": report.total_tokens,
+        "cost": report.cost_by_currency(),
+        "batches_queued_now": report.batches_queued_now,
+        "batches_sent": report.delivery.batches_sent,
+        "records_sent": report.delivery.records_sent,
+        "batches_queued": report.outbox.queued,
+        "batches_dead": report.outbox.dead,
+        "dify_requests": report.dify_requests,
+        "retries": report.dify_retries + guarded.http.stats().retries(),
+        "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+    info!(fields = ?Json(&summary), "run finished");
+    if !args.dry_run && outcome != "abandoned" {
+        record_run(
+            &config.state_dir,
+            run_id,
+            started_at,
+            outcome,
+            exit,
+            &summary,
+        );
+    }
     exit
 }
 
-/// Whether the job ended because it saw the stop token.
-fn is_cancellation(error: &Error) -> bool {
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<RequestError>(),
-            Some(RequestError::Cancelled { .. })
-        )
-    })
+/// Keeps the run in the state database's history; a failure here is only worth a warning.
+fn record_run(
+    state_dir: &std::path::Path,
+    run_id: &str,
+    started_at: String,
+    outcome: &str,
+    exit: Exit,
+    summary: &serde_json::Value,
+) {
+    let recorded = State::open(state_dir).and_then(|state| {
+        state.record_run(&RunRecord {
+            run_id: run_id.to_owned(),
+            started_at,
+            finished_at: now_text(),
+            outcome: outcome.to_owned(),
+            exit_code: exit.code(),
+            summary: summary.to_string(),
+        })
+    });
+    if let Err(err) = recorded {
+        warn!(
+            error = format!("{err:#}"),
+            "cannot record the run in the state database"
+        );
+    }
 }

@@ -45,6 +45,12 @@ impl DifyClient {
         }
     }
 
+    /// Requests made to Dify so far, and how many were retries.
+    #[must_use]
+    pub fn stats(&self) -> &crate::http::RequestStats {
+        self.http.stats()
+    }
+
     /// `GET {console}/{path}` with `query`, parsed as `T`.
     pub async fn get<T: DeserializeOwned>(
         &self,

@@ -1,0 +1,94 @@
+//! `exporter resend --batch ID | --all-dead`: moves dead-lettered batches back to the queue (with a
+//! fresh count of failed runs) and delivers the queue now, under the run lock and signal handling.
+
+use serde_json::json;
+use tracing::{error, info};
+
+use super::frame;
+use crate::cli::ResendArgs;
+use crate::deliver;
+use crate::environment::Environment;
+use crate::exit::Exit;
+use crate::logging::Json;
+use crate::state::State;
+
+#[must_use]
+pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
+    let config = match frame::config(environment) {
+        Ok(config) => config,
+        Err(exit) => return exit,
+    };
+    let _lock = match frame::lock(&config) {
+        Ok(lock) => lock,
+        Err(exit) => return exit,
+    };
+    let state = match State::open(&config.state_dir) {
+        Ok(state) => state,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "cannot open the state");
+            return Exit::Failure;
+        }
+    };
+    let revived = match state.revive(args.batch) {
+        Ok(0) if args.batch.is_some() => {
+            error!(
+                batch_id = args.batch,
+                "no dead-lettered batch has this id; see `exporter status`"
+            );
+            return Exit::Failure;
+        }
+        Ok(revived) => revived,
+        Err(err) => {
+            error!(
+                error = format!("{err:#}"),
+                "cannot move dead batches back to the queue"
+            );
+            return Exit::Failure;
+        }
+    };
+    info!(batches = revived, "dead batches moved back to the queue");
+
+    let guarded = match frame::guarded(&config, |http, cancel| {
+        let state = &state;
+        let config = &config;
+        async move { deliver::deliver(state, &http, config, &cancel).await }
+    }) {
+        Ok(guarded) => guarded,
+        Err(exit) => return exit,
+    };
+    if let Some((exit, _)) = guarded.stopped_or_timed_out() {
+        return exit;
+    }
+    let delivery = match guarded.result {
+        Some(Ok(delivery)) => delivery,
+        Some(Err(err)) => {
+            error!(error = format!("{err:#}"), "resend failed");
+            return Exit::Failure;
+        }
+        None => return Exit::Failure,
+    };
+    let counts = match state.counts() {
+        Ok(counts) => counts,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "cannot read the state");
+            return Exit::Failure;
+        }
+    };
+    let summary = json!({
+        "batches_revived": revived,
+        "batches_sent": delivery.batches_sent,
+        "records_sent": delivery.records_sent,
+        "batches_queued": counts.queued,
+        "batches_dead": counts.dead,
+    });
+    info!(fields = ?Json(&summary), "resend finished");
+    if let Some(error) = &delivery.config_error {
+        error!(error, "resend stopped");
+        return Exit::Failure;
+    }
+    match (counts.queued, counts.dead, guarded.signal) {
+        (_, _, Some(signal)) => signal.exit(),
+        (0, 0, None) => Exit::Success,
+        _ => Exit::Failure,
+    }
+}

@@ -1,0 +1,136 @@
+//! `exporter status`: the watermark, the outbox (queued and dead batches with their last errors)
+//! and the last runs, read without taking the lock (SQLite lets readers in beside a writer).
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+use tracing::error;
+
+use crate::cli::{OutputFormat, StatusArgs};
+use crate::config;
+use crate::environment::Environment;
+use crate::exit::Exit;
+use crate::state::{Batch, BatchState, State};
+
+/// Runs shown.
+const RUNS_SHOWN: usize = 10;
+
+#[must_use]
+pub(super) fn status(environment: &Environment, args: &StatusArgs) -> Exit {
+    let state_dir = config::state_dir(environment);
+    let report = match State::open_read_only(&state_dir)
+        .and_then(|state| state.map(|s| report(&s)).transpose())
+    {
+        Ok(report) => report,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "cannot read the state");
+            return Exit::Failure;
+        }
+    };
+    let Some(report) = report else {
+        let message = format!(
+            "no state yet: {} has no state database (no run has queued anything)",
+            state_dir.display()
+        );
+        match args.output {
+            OutputFormat::Text => println!("{message}"),
+            OutputFormat::Json => println!("{}", json!({"database": null, "message": message})),
+        }
+        return Exit::Success;
+    };
+    match args.output {
+        OutputFormat::Json => println!("{report}"),
+        OutputFormat::Text => print!("{}", text(&report)),
+    }
+    Exit::Success
+}
+
+fn report(state: &State) -> anyhow::Result<Value> {
+    let counts = state.counts()?;
+    let batch = |b: &Batch| {
+        json!({
+            "id": b.id, "first_day": b.first_day.to_string(), "last_day": b.last_day.to_string(),
+            "records": b.record_count, "tokens": b.total_tokens, "queued_at": b.created_at.to_rfc3339(),
+            "failed_runs": b.attempts, "last_attempt_at": b.last_attempt_at, "last_error": b.last_error,
+        })
+    };
+    let runs: Vec<Value> = state
+        .recent_runs(RUNS_SHOWN)?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "run_id": r.run_id, "started_at": r.started_at, "finished_at": r.finished_at, "outcome": r.outcome,
+                "exit_code": r.exit_code, "summary": serde_json::from_str::<Value>(&r.summary).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "database": state.path().display().to_string(),
+        "watermark": state.watermark()?.map(|d| d.to_string()),
+        "batches": {"queued": counts.queued, "dead": counts.dead, "sent": counts.sent},
+        "queued": state.batches(BatchState::Queued)?.iter().map(batch).collect::<Vec<_>>(),
+        "dead": state.batches(BatchState::Dead)?.iter().map(batch).collect::<Vec<_>>(),
+        "runs": runs,
+    }))
+}
+
+fn text(report: &Value) -> String {
+    let mut out = String::new();
+    let str_or = |v: &Value, default: &str| v.as_str().unwrap_or(default).to_owned();
+    let _ = writeln!(out, "state database  {}", str_or(&report["database"], ""));
+    let _ = writeln!(
+        out,
+        "watermark       {}",
+        str_or(
+            &report["watermark"],
+            "(none: the next run exports the last DIFY_FETCH_DAYS days)"
+        )
+    );
+    let b = &report["batches"];
+    let _ = writeln!(
+        out,
+        "batches         {} queued, {} dead, {} sent (kept 35 days)",
+        b["queued"], b["dead"], b["sent"]
+    );
+    for (title, key) in [("queued", "queued"), ("dead letters", "dead")] {
+        let list = report[key]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if list.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "{title}:");
+        for batch in list {
+            let _ = writeln!(
+                out,
+                "  #{:<6} {}  {:>5} records  failed runs {}  last error: {}",
+                batch["id"],
+                str_or(&batch["first_day"], ""),
+                batch["records"],
+                batch["failed_runs"],
+                str_or(&batch["last_error"], "-")
+            );
+        }
+    }
+    let runs = report["runs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !runs.is_empty() {
+        let _ = writeln!(out, "last runs:");
+        for run in runs {
+            let _ = writeln!(
+                out,
+                "  {}  {:<9} exit {:<3} records {}  sent {}  run {}",
+                str_or(&run["finished_at"], ""),
+                str_or(&run["outcome"], ""),
+                run["exit_code"],
+                run["summary"]["records"],
+                run["summary"]["batches_sent"],
+                str_or(&run["run_id"], "")
+            );
+        }
+    }
+    out
+}

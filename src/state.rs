@@ -1,0 +1,684 @@
+//! The state database: one SQLite file in `STATE_DIR` holding the watermark, the outbox of batches
+//! and a short history of runs.
+//!
+//! It is what makes the exporter impossible to lose data with: a day's records enter the outbox in
+//! the same transaction that advances the watermark, so after that commit the day cannot be lost,
+//! and a batch leaves the queue only when the receiver has acknowledged it. SQLite in WAL mode with
+//! `synchronous=FULL` survives a SIGKILL at any instant. A database that cannot be read is reported
+//! with its path and never replaced; one written by a newer exporter is refused, not downgraded.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+
+/// The database's name inside `STATE_DIR`.
+pub const DATABASE_FILE: &str = "state.db";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[r"
+    CREATE TABLE watermark (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        day TEXT NOT NULL
+    );
+    CREATE TABLE batches (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        first_day TEXT NOT NULL,
+        last_day TEXT NOT NULL,
+        record_count INTEGER NOT NULL,
+        total_tokens INTEGER NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        records TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        first_attempt_at TEXT,
+        last_attempt_at TEXT,
+        last_error TEXT,
+        finished_at TEXT
+    );
+    CREATE INDEX batches_by_state ON batches (state, id);
+    CREATE INDEX batches_by_key ON batches (idempotency_key);
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        finished_at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        exit_code INTEGER NOT NULL,
+        summary TEXT NOT NULL
+    );
+"];
+
+/// Runs kept in the history.
+const RUNS_KEPT: i64 = 50;
+/// Sent batches are kept this long (their keys stop lookback days from being sent twice).
+const SENT_KEPT_DAYS: i64 = 35;
+
+/// Where a batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchState {
+    Queued,
+    Sent,
+    Dead,
+}
+
+impl BatchState {
+    fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Queued => "queued",
+            BatchState::Sent => "sent",
+            BatchState::Dead => "dead",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "queued" => Ok(BatchState::Queued),
+            "sent" => Ok(BatchState::Sent),
+            "dead" => Ok(BatchState::Dead),
+            other => bail!("unknown batch state `{other}` in the state database"),
+        }
+    }
+}
+
+/// A batch about to be queued.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub first_day: NaiveDate,
+    pub last_day: NaiveDate,
+    pub record_count: usize,
+    pub total_tokens: u64,
+    /// Hex SHA-256 of `records`.
+    pub idempotency_key: String,
+    /// The records array exactly as it will be sent.
+    pub records: String,
+}
+
+/// A batch in the outbox.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub id: i64,
+    pub run_id: String,
+    pub created_at: DateTime<Utc>,
+    pub first_day: NaiveDate,
+    pub last_day: NaiveDate,
+    pub record_count: u64,
+    pub total_tokens: u64,
+    pub idempotency_key: String,
+    /// Empty once sent (the payload is not kept).
+    pub records: String,
+    pub state: BatchState,
+    /// Runs in which delivery failed.
+    pub attempts: u32,
+    pub first_attempt_at: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Batches per state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub queued: u64,
+    pub sent: u64,
+    pub dead: u64,
+}
+
+/// One finished run, for `status`.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub outcome: String,
+    pub exit_code: u8,
+    /// The summary line's figures as a JSON object.
+    pub summary: String,
+}
+
+/// What queueing did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Queued {
+    pub batches: usize,
+    /// Batches left out because one with the same idempotency key is already in the outbox.
+    pub unchanged: usize,
+}
+
+/// An open state database.
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl State {
+    /// Opens (creating if needed) `STATE_DIR/state.db` for reading and writing, and migrates it.
+    pub fn open(state_dir: &Path) -> Result<State> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .with_context(|| format!("cannot create STATE_DIR {}", state_dir.display()))?;
+        let path = state_dir.join(DATABASE_FILE);
+        // Created here first so that it gets mode 0600 whatever the umask.
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| {
+                format!(
+                    "cannot open the state database {} for writing",
+                    path.display()
+                )
+            })?;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| unreadable(&path))?;
+        let mut state = State { conn, path };
+        state.configure().with_context(|| unreadable(&state.path))?;
+        state.migrate()?;
+        Ok(state)
+    }
+
+    /// Opens an existing database without writing to it; `None` when there is none yet.
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<State>> {
+        let path = state_dir.join(DATABASE_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| unreadable(&path))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .with_context(|| unreadable(&path))?;
+        let state = State { conn, path };
+        let version = state.schema_version()?;
+        if version != MIGRATIONS.len() {
+            bail!(
+                "the state database {} has schema version {version}, this exporter reads version {}; {}",
+                state.path.display(),
+                MIGRATIONS.len(),
+                if version > MIGRATIONS.len() {
+                    "use the newer exporter that wrote it"
+                } else {
+                    "run `exporter run` once to upgrade it"
+                }
+            );
+        }
+        Ok(Some(state))
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&self) -> rusqlite::Result<()> {
+        self.conn.busy_timeout(Duration::from_secs(10))?;
+        // Reading the journal mode is also the first read of the file: garbage fails here.
+        let _: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        self.conn
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+    }
+
+    fn schema_version(&self) -> Result<usize> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .with_context(|| unreadable(&self.path))?;
+        Ok(usize::try_from(version).unwrap_or(usize::MAX))
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version = self.schema_version()?;
+        if version > MIGRATIONS.len() {
+            bail!(
+                "the state database {} was written by a newer exporter (schema version {version}, this one knows {}); \
+                 it was left untouched: run the newer exporter",
+                self.path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        let path = self.path.clone();
+        let tx = self.conn.transaction().with_context(|| unreadable(&path))?;
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(migration)
+                .and_then(|()| {
+                    tx.pragma_update(
+                        None,
+                        "user_version",
+                        i64::try_from(index + 1).unwrap_or(i64::MAX),
+                    )
+                })
+                .with_context(|| {
+                    format!(
+                        "cannot migrate the state database {} to schema version {}",
+                        path.display(),
+                        index + 1
+                    )
+                })?;
+        }
+        tx.commit().with_context(|| unreadable(&path))
+    }
+
+    /// The last day whose records are durably queued.
+    pub fn watermark(&self) -> Result<Option<NaiveDate>> {
+        let day: Option<String> = self
+            .conn
+            .query_row("SELECT day FROM watermark WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .with_context(|| unreadable(&self.path))?;
+        day.map(|d| parse_day(&d)).transpose()
+    }
+
+    /// Sets the watermark (operator command).
+    pub fn set_watermark(&self, day: NaiveDate) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO watermark (id, day) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET day = excluded.day",
+                params![day.to_string()],
+            )
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
+    }
+
+    /// Queues `batches` and, when given, moves the watermark to `watermark`, in one transaction.
+    /// A batch whose idempotency key is already in the outbox is left out: it would send nothing new.
+    pub fn queue(
+        &mut self,
+        run_id: &str,
+        batches: &[NewBatch],
+        watermark: Option<NaiveDate>,
+    ) -> Result<Queued> {
+        let now = now_text();
+        let path = self.path.clone();
+        let tx = self.conn.transaction().with_context(|| unwritable(&path))?;
+        let mut outcome = Queued::default();
+        {
+            let mut exists = tx
+                .prepare_cached("SELECT 1 FROM batches WHERE idempotency_key = ?1 LIMIT 1")
+                .with_context(|| unwritable(&path))?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO batches (run_id, created_at, first_day, last_day, record_count, total_tokens, \
+                     idempotency_key, records, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued')",
+                )
+                .with_context(|| unwritable(&path))?;
+            for batch in batches {
+                if exists
+                    .exists(params![batch.idempotency_key])
+                    .with_context(|| unwritable(&path))?
+                {
+                    outcome.unchanged += 1;
+                    continue;
+                }
+                insert
+                    .execute(params![
+                        run_id,
+                        now,
+                        batch.first_day.to_string(),
+                        batch.last_day.to_string(),
+                        i64::try_from(batch.record_count).unwrap_or(i64::MAX),
+                        i64::try_from(batch.total_tokens).unwrap_or(i64::MAX),
+                        batch.idempotency_key,
+                        batch.records,
+                    ])
+                    .with_context(|| unwritable(&path))?;
+                outcome.batches += 1;
+            }
+        }
+        if let Some(day) = watermark {
+            tx.execute(
+                "INSERT INTO watermark (id, day) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET day = MAX(day, excluded.day)",
+                params![day.to_string()],
+            )
+            .with_context(|| unwritable(&path))?;
+        }
+        tx.commit().with_context(|| unwritable(&path))?;
+        Ok(outcome)
+    }
+
+    /// Batches in `state`, oldest first.
+    pub fn batches(&self, state: BatchState) -> Result<Vec<Batch>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT id, run_id, created_at, first_day, last_day, record_count, total_tokens, idempotency_key, \
+                 records, state, attempts, first_attempt_at, last_attempt_at, last_error FROM batches WHERE state = ?1 ORDER BY id",
+            )
+            .with_context(|| unreadable(&self.path))?;
+        let rows = statement
+            .query_map(params![state.as_str()], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, String>(7)?,
+                    row.get::<_, String>(8)?,
+                    row.get::<_, String>(9)?,
+                    row.get::<_, i64>(10)?,
+                    row.get::<_, Option<String>>(11)?,
+                    row.get::<_, Option<String>>(12)?,
+                    row.get::<_, Option<String>>(13)?,
+                ))
+            })
+            .with_context(|| unreadable(&self.path))?;
+        let mut batches = Vec::new();
+        for row in rows {
+            let (
+                id,
+                run_id,
+                created_at,
+                first,
+                last,
+                count,
+                tokens,
+                key,
+                records,
+                state,
+                attempts,
+                first_at,
+                last_at,
+                error,
+            ) = row.with_context(|| unreadable(&self.path))?;
+            batches.push(Batch {
+                id,
+                run_id,
+                created_at: DateTime::parse_from_rfc3339(&created_at)
+                    .with_context(|| {
+                        format!("batch {id} has a bad created_at in {}", self.path.display())
+                    })?
+                    .with_timezone(&Utc),
+                first_day: parse_day(&first)?,
+                last_day: parse_day(&last)?,
+                record_count: u64::try_from(count).unwrap_or(0),
+                total_tokens: u64::try_from(tokens).unwrap_or(0),
+                idempotency_key: key,
+                records,
+                state: BatchState::parse(&state)?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                first_attempt_at: first_at,
+                last_attempt_at: last_at,
+                last_error: error,
+            });
+        }
+        Ok(batches)
+    }
+
+    /// The receiver acknowledged the batch: it leaves the queue and its payload is dropped.
+    pub fn mark_sent(&self, id: i64) -> Result<()> {
+        let now = now_text();
+        self.conn
+            .execute(
+                "UPDATE batches SET state = 'sent', records = '', finished_at = ?2, \
+                 first_attempt_at = COALESCE(first_attempt_at, ?2), last_attempt_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
+    }
+
+    /// Delivery failed in this run; the batch stays queued. Returns the runs failed so far.
+    pub fn mark_failed(&self, id: i64, error: &str) -> Result<u32> {
+        let now = now_text();
+        let attempts: i64 = self
+            .conn
+            .query_row(
+                "UPDATE batches SET attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?2), \
+                 last_attempt_at = ?2, last_error = ?3 WHERE id = ?1 RETURNING attempts",
+                params![id, now, error],
+                |row| row.get(0),
+            )
+            .with_context(|| unwritable(&self.path))?;
+        Ok(u32::try_from(attempts).unwrap_or(u32::MAX))
+    }
+
+    /// Notes an error that is not the batch's fault (a configuration problem): no attempt is counted.
+    pub fn note_error(&self, id: i64, error: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE batches SET first_attempt_at = COALESCE(first_attempt_at, ?2), last_attempt_at = ?2, \
+                 last_error = ?3 WHERE id = ?1",
+                params![id, now_text(), error],
+            )
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
+    }
+
+    /// The batch will not be delivered without an operator: `resend` brings it back.
+    pub fn mark_dead(&self, id: i64, error: &str) -> Result<()> {
+        let now = now_text();
+        self.conn
+            .execute(
+                "UPDATE batches SET state = 'dead', finished_at = ?2, last_error = ?3, \
+                 first_attempt_at = COALESCE(first_attempt_at, ?2), last_attempt_at = ?2 WHERE id = ?1",
+                params![id, now, error],
+            )
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
+    }
+
+    /// Moves dead batches back to the queue with a fresh attempt count: one (`Some(id)`) or all.
+    /// Returns how many moved.
+    pub fn revive(&self, id: Option<i64>) -> Result<usize> {
+        let moved = match id {
+            Some(id) => self.conn.execute(
+                "UPDATE batches SET state = 'queued', attempts = 0, finished_at = NULL WHERE id = ?1 AND state = 'dead'",
+                params![id],
+            ),
+            None => self.conn.execute(
+                "UPDATE batches SET state = 'queued', attempts = 0, finished_at = NULL WHERE state = 'dead'",
+                [],
+            ),
+        }
+        .with_context(|| unwritable(&self.path))?;
+        Ok(moved)
+    }
+
+    /// How many batches are in each state.
+    pub fn counts(&self) -> Result<Counts> {
+        let mut counts = Counts::default();
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM batches GROUP BY state")
+            .with_context(|| unreadable(&self.path))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .with_context(|| unreadable(&self.path))?;
+        for row in rows {
+            let (state, n) = row.with_context(|| unreadable(&self.path))?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match BatchState::parse(&state)? {
+                BatchState::Queued => counts.queued = n,
+                BatchState::Sent => counts.sent = n,
+                BatchState::Dead => counts.dead = n,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Records a finished run and forgets old runs and old sent batches.
+    pub fn record_run(&self, run: &RunRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO runs (run_id, started_at, finished_at, outcome, exit_code, summary) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run.run_id, run.started_at, run.finished_at, run.outcome, run.exit_code, run.summary],
+            )
+            .and_then(|_| {
+                self.conn.execute(
+                    "DELETE FROM runs WHERE run_id NOT IN (SELECT run_id FROM runs ORDER BY finished_at DESC LIMIT ?1)",
+                    params![RUNS_KEPT],
+                )
+            })
+            .and_then(|_| {
+                self.conn.execute(
+                    "DELETE FROM batches WHERE state = 'sent' AND finished_at < ?1",
+                    params![(Utc::now() - chrono::Duration::days(SENT_KEPT_DAYS)).to_rfc3339_opts(SecondsFormat::Millis, true)],
+                )
+            })
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
+    }
+
+    /// The most recent runs, newest first.
+    pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT run_id, started_at, finished_at, outcome, exit_code, summary FROM runs ORDER BY finished_at DESC LIMIT ?1",
+            )
+            .with_context(|| unreadable(&self.path))?;
+        let rows = statement
+            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                Ok(RunRecord {
+                    run_id: row.get(0)?,
+                    started_at: row.get(1)?,
+                    finished_at: row.get(2)?,
+                    outcome: row.get(3)?,
+                    exit_code: row.get(4)?,
+                    summary: row.get(5)?,
+                })
+            })
+            .with_context(|| unreadable(&self.path))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .with_context(|| unreadable(&self.path))
+    }
+}
+
+/// The current time as stored: RFC 3339 UTC with milliseconds (sorts as text).
+#[must_use]
+pub fn now_text() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_day(text: &str) -> Result<NaiveDate> {
+    text.parse()
+        .with_context(|| format!("`{text}` in the state database is not a day"))
+}
+
+fn unreadable(path: &Path) -> String {
+    format!(
+        "the state database {} is unreadable; it was left untouched (restore a backup, or move it aside to start \
+         over: the next run then exports the last DIFY_FETCH_DAYS days again)",
+        path.display()
+    )
+}
+
+fn unwritable(path: &Path) -> String {
+    format!("cannot write the state database {}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(key: &str, day: &str) -> NewBatch {
+        NewBatch {
+            first_day: day.parse().unwrap(),
+            last_day: day.parse().unwrap(),
+            record_count: 2,
+            total_tokens: 10,
+            idempotency_key: key.to_owned(),
+            records: "[]".to_owned(),
+        }
+    }
+
+    #[test]
+    fn queueing_moves_the_watermark_forward_only_and_skips_known_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(dir.path()).unwrap();
+        assert_eq!(state.watermark().unwrap(), None);
+        let queued = state
+            .queue(
+                "r1",
+                &[batch("k1", "2026-11-26"), batch("k2", "2026-11-27")],
+                Some("2026-11-27".parse().unwrap()),
+            )
+            .unwrap();
+        assert_eq!((queued.batches, queued.unchanged), (2, 0));
+        let again = state
+            .queue(
+                "r2",
+                &[batch("k2", "2026-11-27")],
+                Some("2026-11-20".parse().unwrap()),
+            )
+            .unwrap();
+        assert_eq!((again.batches, again.unchanged), (0, 1));
+        assert_eq!(
+            state.watermark().unwrap(),
+            Some("2026-11-27".parse().unwrap())
+        );
+        assert_eq!(
+            state.counts().unwrap(),
+            Counts {
+                queued: 2,
+                sent: 0,
+                dead: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_batch_moves_through_its_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(dir.path()).unwrap();
+        state
+            .queue(
+                "r1",
+                &[batch("k1", "2026-11-26"), batch("k2", "2026-11-26")],
+                None,
+            )
+            .unwrap();
+        let queued = state.batches(BatchState::Queued).unwrap();
+        assert_eq!(state.mark_failed(queued[0].id, "503").unwrap(), 1);
+        assert_eq!(state.mark_failed(queued[0].id, "503 again").unwrap(), 2);
+        state.mark_dead(queued[0].id, "422 bad").unwrap();
+        state.mark_sent(queued[1].id).unwrap();
+        assert_eq!(
+            state.counts().unwrap(),
+            Counts {
+                queued: 0,
+                sent: 1,
+                dead: 1
+            }
+        );
+        let dead = &state.batches(BatchState::Dead).unwrap()[0];
+        assert_eq!(
+            (dead.attempts, dead.last_error.as_deref()),
+            (2, Some("422 bad"))
+        );
+        assert_eq!(state.revive(None).unwrap(), 1);
+        assert_eq!(state.batches(BatchState::Queued).unwrap()[0].attempts, 0);
+    }
+
+    #[test]
+    fn files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        State::open(&state_dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state_dir), 0o700);
+        assert_eq!(mode(&state_dir.join(DATABASE_FILE)), 0o600);
+    }
+}
