@@ -181,6 +181,9 @@ impl State {
         )
         .with_context(|| unreadable(&path))?;
         let mut state = State { conn, path };
+        // The version is read before anything is written (WAL mode rewrites the header), so a
+        // database of a newer exporter stays byte for byte as it was.
+        state.refuse_newer()?;
         state.configure().with_context(|| unreadable(&state.path))?;
         state.migrate()?;
         Ok(state)
@@ -240,7 +243,7 @@ impl State {
         Ok(usize::try_from(version).unwrap_or(usize::MAX))
     }
 
-    fn migrate(&mut self) -> Result<()> {
+    fn refuse_newer(&self) -> Result<()> {
         let version = self.schema_version()?;
         if version > MIGRATIONS.len() {
             bail!(
@@ -250,6 +253,11 @@ impl State {
                 MIGRATIONS.len()
             );
         }
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version = self.schema_version()?;
         let path = self.path.clone();
         let tx = self.conn.transaction().with_context(|| unreadable(&path))?;
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {

@@ -5,30 +5,14 @@
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use dify_sim::{AuthMode, DifySim, Faults, SimConfig, TokenSplit, TruthRecord};
+use dify_sim::{AuthMode, DifySim, Faults, SimConfig};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::support::{EXTERNAL_TOKEN, Exporter, Finished};
+use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, Row, truth_row};
 
 const FIRST: &str = "2026-11-01";
 const LAST: &str = "2026-11-03";
-
-/// The fields a record is compared on, cost as an exact decimal.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Row {
-    day: String,
-    app_id: String,
-    app_name: String,
-    user: String,
-    provider: String,
-    model: String,
-    currency: String,
-    tokens: (u64, u64, u64),
-    request_count: u64,
-    cost: Decimal,
-    token_split: String,
-}
 
 fn sim(auth: AuthMode, tweak: impl FnOnce(&mut SimConfig)) -> DifySim {
     let mut config = SimConfig {
@@ -75,26 +59,6 @@ fn truth(sim: &DifySim) -> Vec<Row> {
     let mut rows: Vec<Row> = sim.truth(first, last).into_iter().map(truth_row).collect();
     rows.sort();
     rows
-}
-
-fn truth_row(r: TruthRecord) -> Row {
-    let split = match r.token_split {
-        TokenSplit::Exact => "exact",
-        TokenSplit::TotalOnly => "total_only",
-    };
-    Row {
-        day: r.usage_date.to_string(),
-        app_id: r.app_id,
-        app_name: r.app_name,
-        user: r.user,
-        provider: r.provider,
-        model: r.model,
-        currency: r.currency,
-        tokens: (r.input_tokens, r.output_tokens, r.total_tokens),
-        request_count: r.request_count,
-        cost: r.cost,
-        token_split: split.to_owned(),
-    }
 }
 
 #[track_caller]

@@ -5,6 +5,8 @@ mod support;
 
 // `run --dry-run` against the Dify simulator: exact records for every auth variant and mode.
 mod collect;
+// The whole product against both simulators: delivery, outages, kills, concurrency, bad state.
+mod deliver;
 // Configuration: required variables, malformed values, masking, env files.
 mod config;
 // The run lock: held, contended, and after SIGKILL.

@@ -5,6 +5,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use serde_json::Value;
 use tempfile::TempDir;
 use wiremock::matchers::{method, path};
@@ -307,4 +308,61 @@ pub(crate) fn slow_apps_page(delay: Duration) -> ResponseTemplate {
             serde_json::json!({"page":1,"limit":100,"total":1,"has_more":false,"data":apps(1)}),
         )
         .set_delay(delay)
+}
+
+/// The fields a record is compared on, cost as an exact decimal.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Row {
+    pub(crate) day: String,
+    pub(crate) app_id: String,
+    pub(crate) app_name: String,
+    pub(crate) user: String,
+    pub(crate) provider: String,
+    pub(crate) model: String,
+    pub(crate) currency: String,
+    pub(crate) tokens: (u64, u64, u64),
+    pub(crate) request_count: u64,
+    pub(crate) cost: Decimal,
+    pub(crate) token_split: String,
+}
+
+/// A record of the Dify simulator's truth, in the compared shape.
+pub(crate) fn truth_row(r: dify_sim::TruthRecord) -> Row {
+    Row {
+        day: r.usage_date.to_string(),
+        app_id: r.app_id,
+        app_name: r.app_name,
+        user: r.user,
+        provider: r.provider,
+        model: r.model,
+        currency: r.currency,
+        tokens: (r.input_tokens, r.output_tokens, r.total_tokens),
+        request_count: r.request_count,
+        cost: r.cost,
+        token_split: split_name(r.token_split).to_owned(),
+    }
+}
+
+/// A record the metering simulator holds, in the same shape.
+pub(crate) fn held_row(r: dify_sim::HeldRecord) -> Row {
+    Row {
+        day: r.usage_date.to_string(),
+        app_id: r.app_id,
+        app_name: r.app_name,
+        user: r.user,
+        provider: r.provider,
+        model: r.model,
+        currency: r.currency,
+        tokens: (r.input_tokens, r.output_tokens, r.total_tokens),
+        request_count: r.request_count,
+        cost: r.cost,
+        token_split: split_name(r.token_split).to_owned(),
+    }
+}
+
+fn split_name(split: dify_sim::TokenSplit) -> &'static str {
+    match split {
+        dify_sim::TokenSplit::Exact => "exact",
+        dify_sim::TokenSplit::TotalOnly => "total_only",
+    }
 }

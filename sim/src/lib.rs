@@ -3,12 +3,15 @@
 //! Layout:
 //! - [`dify`]: a simulated Dify console API (auth variants, pagination, node executions, statistics, faults)
 //!   that generates its workspace from a seed and states the exact usage totals the exporter must produce.
-//!
-//! A simulated metering API will sit beside `dify` later.
+//! - [`meter`]: a simulated metering API (the exporter's receiver) that checks every request against
+//!   WIRE-FORMAT.md, upserts records by `source_event_id`, remembers Idempotency-Keys, injects faults on demand
+//!   and reports what it holds.
 
 pub mod dify;
+pub mod meter;
 
 pub use dify::{
     AuthMode, Credentials, DifySim, Faults, LoginAttempt, SimConfig, SimStats, TokenSplit,
     TruthRecord,
 };
+pub use meter::{HeldRecord, MeterConfig, MeterFaults, MeterSim, MeterStats, RequestLog};
