@@ -483,18 +483,16 @@ impl State {
         Ok(())
     }
 
-    /// Moves dead batches back to the queue with a fresh attempt count: one (`Some(id)`) or all.
-    /// Returns how many moved.
+    /// Moves dead batches back to the queue, one (`Some(id)`) or all, with a fresh count of failed
+    /// runs and a fresh 7-day clock: the operator has looked at them. Returns how many moved.
     pub fn revive(&self, id: Option<i64>) -> Result<usize> {
+        let revive = "UPDATE batches SET state = 'queued', attempts = 0, finished_at = NULL, created_at = ?1 \
+                      WHERE state = 'dead'";
         let moved = match id {
-            Some(id) => self.conn.execute(
-                "UPDATE batches SET state = 'queued', attempts = 0, finished_at = NULL WHERE id = ?1 AND state = 'dead'",
-                params![id],
-            ),
-            None => self.conn.execute(
-                "UPDATE batches SET state = 'queued', attempts = 0, finished_at = NULL WHERE state = 'dead'",
-                [],
-            ),
+            Some(id) => self
+                .conn
+                .execute(&format!("{revive} AND id = ?2"), params![now_text(), id]),
+            None => self.conn.execute(revive, params![now_text()]),
         }
         .with_context(|| unwritable(&self.path))?;
         Ok(moved)

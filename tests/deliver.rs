@@ -620,3 +620,125 @@ fn a_dry_run_changes_nothing() {
     assert!(!state.exists(), "a dry run created STATE_DIR");
     assert_eq!(meter.stats().posts_received, 0);
 }
+
+#[test]
+fn sigterm_during_delivery_lets_the_post_finish_and_keeps_the_rest_queued() {
+    let (dify, meter) = (dify(), meter());
+    let (_dir, state) = state_dir();
+    meter.set_faults(MeterFaults {
+        delay: Duration::from_secs(1),
+        ..MeterFaults::default()
+    });
+    let mut running = exporter(&dify, &meter, &state).args(["run"]).spawn();
+    // Queued and committed; the first POST is now on its way and takes a second.
+    running.wait_for_line("\"records queued\"");
+    running.signal(Signal::SIGTERM);
+    let finished = running.wait();
+    finished.code(143);
+    let s = summary(&finished);
+    assert_eq!(s["outcome"], "stopped");
+    assert_eq!(
+        s["batches_sent"], 1,
+        "the POST in flight finished and was recorded"
+    );
+    assert_eq!(meter.stats().batches_accepted, 1);
+    assert!(s["batches_queued"].as_u64().unwrap() >= 4, "{s}");
+
+    meter.set_faults(MeterFaults::default());
+    exporter(&dify, &meter, &state).args(["run"]).run().code(0);
+    assert_meter_holds_the_truth(&dify, &meter);
+}
+
+#[test]
+fn a_batch_failing_in_dead_letter_after_runs_is_dead_lettered() {
+    let (dify, meter) = (dify(), meter());
+    let (_dir, state) = state_dir();
+    meter.set_faults(MeterFaults {
+        error_share: 1.0,
+        ..MeterFaults::default()
+    });
+    let run = || {
+        exporter(&dify, &meter, &state)
+            .env("MAX_RETRY", "0")
+            .env("DEAD_LETTER_AFTER", "2")
+            .args(["run"])
+            .run()
+    };
+    let first = run();
+    first.code(1);
+    assert_eq!(
+        (
+            summary(&first)["batches_dead"].clone(),
+            summary(&first)["batches_queued"].as_u64().unwrap() > 0
+        ),
+        (0.into(), true)
+    );
+    let second = run();
+    second.code(1);
+    let dead = second.log(
+        "batch dead-lettered; fix the cause, then `exporter resend --batch ID` or `--all-dead`",
+    );
+    assert!(
+        dead["context"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed in 2 runs (DEAD_LETTER_AFTER)"),
+        "{dead}"
+    );
+    assert_eq!(summary(&second)["batches_dead"], 1);
+
+    meter.set_faults(MeterFaults::default());
+    exporter(&dify, &meter, &state)
+        .args(["resend", "--all-dead"])
+        .run()
+        .code(0);
+    assert_meter_holds_the_truth(&dify, &meter);
+}
+
+#[test]
+fn a_batch_queued_for_more_than_seven_days_is_dead_lettered() {
+    let (dify, meter) = (dify(), meter());
+    let (_dir, state) = state_dir();
+    meter.set_faults(MeterFaults {
+        error_share: 1.0,
+        ..MeterFaults::default()
+    });
+    exporter(&dify, &meter, &state)
+        .env("MAX_RETRY", "0")
+        .args(["run"])
+        .run()
+        .code(1);
+    // Age the outbox by eight days, as a long outage would.
+    let db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    let aged = (Utc::now() - chrono::Duration::days(8))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let queued = db
+        .execute(
+            "UPDATE batches SET created_at = ?1 WHERE state = 'queued'",
+            [aged],
+        )
+        .unwrap();
+    drop(db);
+
+    meter.set_faults(MeterFaults::default());
+    let finished = exporter(&dify, &meter, &state).args(["run"]).run();
+    finished.code(1);
+    assert_eq!(summary(&finished)["batches_dead"], queued);
+    let dead = finished.log(
+        "batch dead-lettered; fix the cause, then `exporter resend --batch ID` or `--all-dead`",
+    );
+    assert!(
+        dead["context"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not delivered within 7 days"),
+        "{dead}"
+    );
+    assert!(meter.records().is_empty());
+
+    exporter(&dify, &meter, &state)
+        .args(["resend", "--all-dead"])
+        .run()
+        .code(0);
+    assert_meter_holds_the_truth(&dify, &meter);
+}

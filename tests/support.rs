@@ -1,7 +1,8 @@
 //! A small builder for driving the `exporter` binary, and fakes of the servers it talks to.
 
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -86,15 +87,18 @@ impl Exporter {
 
     /// Starts the process with piped output, for signal tests.
     pub(crate) fn spawn(mut self) -> Running {
-        let child = self
+        let mut child = self
             .command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stdout = child.stdout.take().map(BufReader::new);
         Running {
             child,
             dir: self.dir,
+            stdout,
+            seen: String::new(),
         }
     }
 }
@@ -103,17 +107,45 @@ impl Exporter {
 pub(crate) struct Running {
     pub(crate) child: Child,
     pub(crate) dir: TempDir,
+    stdout: Option<BufReader<ChildStdout>>,
+    /// Stdout read so far by [`Running::wait_for_line`].
+    seen: String,
 }
 
 impl Running {
+    /// Reads stdout until a line containing `needle` has been written: an event to act on, instead
+    /// of a guess with a sleep. Panics if the process ends first.
+    #[track_caller]
+    pub(crate) fn wait_for_line(&mut self, needle: &str) {
+        let reader = self.stdout.as_mut().unwrap();
+        loop {
+            let mut line = String::new();
+            let read = reader.read_line(&mut line).unwrap();
+            assert!(
+                read > 0,
+                "the process ended before writing {needle:?}:\n{}",
+                self.seen
+            );
+            self.seen.push_str(&line);
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+
     pub(crate) fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         nix::sys::signal::kill(pid, signal).unwrap();
     }
 
     #[track_caller]
-    pub(crate) fn wait(self) -> Finished {
-        let output = self.child.wait_with_output().unwrap();
+    pub(crate) fn wait(mut self) -> Finished {
+        let mut rest = String::new();
+        if let Some(mut reader) = self.stdout.take() {
+            reader.read_to_string(&mut rest).unwrap();
+        }
+        let mut output = self.child.wait_with_output().unwrap();
+        output.stdout = format!("{}{rest}", self.seen).into_bytes();
         Finished::new(output, self.dir)
     }
 }

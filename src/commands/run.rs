@@ -70,13 +70,15 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
     let (outcome, exit, report) = match guarded.stopped_or_timed_out() {
         Some((exit, outcome)) => (outcome, exit, JobReport::default()),
         None => match (guarded.result, guarded.signal) {
-            (Some(Ok(report)), signal) => match (report.problem(), signal) {
-                (Some(problem), _) => {
+            // Stopped by a signal with what was complete committed: batches left in the queue are
+            // the expected result, not a failure.
+            (Some(Ok(report)), Some(signal)) => ("stopped", signal.exit(), report),
+            (Some(Ok(report)), None) => match report.problem() {
+                Some(problem) => {
                     error!(error = problem, "run failed");
                     ("failed", Exit::Failure, report)
                 }
-                (None, Some(signal)) => ("stopped", signal.exit(), report),
-                (None, None) => ("completed", Exit::Success, report),
+                None => ("completed", Exit::Success, report),
             },
             (Some(Err(err)), _) => {
                 error!(error = format!("{err:#}"), "run failed");
