@@ -162,16 +162,18 @@ impl Config {
             allow_insecure_http,
         );
         let dify_auth = check.dify_auth(&raw);
-        let dify_fetch_days = check
-            .parse_with("DIFY_FETCH_DAYS", raw.dify_fetch_days.as_deref(), |t| {
-                parse_in_range(t, 1, 366)
-            })
-            .unwrap_or(7);
-        let dify_concurrency = check
-            .parse_with("DIFY_CONCURRENCY", raw.dify_concurrency.as_deref(), |t| {
-                parse_in_range(t, 1, 64)
-            })
-            .unwrap_or(8);
+        let dify_fetch_days = check.number(
+            "DIFY_FETCH_DAYS",
+            raw.dify_fetch_days.as_deref(),
+            1..=366,
+            7,
+        );
+        let dify_concurrency = check.number(
+            "DIFY_CONCURRENCY",
+            raw.dify_concurrency.as_deref(),
+            1..=64,
+            8,
+        );
         let external_api_url = check.url(
             "EXTERNAL_API_URL",
             raw.external_api_url.as_deref(),
@@ -179,23 +181,19 @@ impl Config {
         );
         let external_api_token =
             check.required("EXTERNAL_API_TOKEN", raw.external_api_token.as_deref());
-        let export_lookback_days = check
-            .parse_with(
-                "EXPORT_LOOKBACK_DAYS",
-                raw.export_lookback_days.as_deref(),
-                |t| parse_in_range(t, 0, 30),
-            )
-            .unwrap_or(1);
-        let batch_size = check
-            .parse_with("BATCH_SIZE", raw.batch_size.as_deref(), |t| {
-                parse_in_range(t, 1, 5000)
-            })
-            .unwrap_or(500);
-        let dead_letter_after = check
-            .parse_with("DEAD_LETTER_AFTER", raw.dead_letter_after.as_deref(), |t| {
-                parse_in_range(t, 1, 1000)
-            })
-            .unwrap_or(10);
+        let export_lookback_days = check.number(
+            "EXPORT_LOOKBACK_DAYS",
+            raw.export_lookback_days.as_deref(),
+            0..=30,
+            1,
+        );
+        let batch_size = check.number("BATCH_SIZE", raw.batch_size.as_deref(), 1..=5000, 500);
+        let dead_letter_after = check.number(
+            "DEAD_LETTER_AFTER",
+            raw.dead_letter_after.as_deref(),
+            1..=1000,
+            10,
+        );
         let schedule = check.parse_with(
             "CRON_SCHEDULE",
             Some(raw.cron_schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE)),
@@ -209,11 +207,7 @@ impl Config {
             30,
             3600,
         );
-        let max_retry = check
-            .parse_with("MAX_RETRY", raw.max_retry.as_deref(), |t| {
-                parse_in_range(t, 0, 10)
-            })
-            .unwrap_or(3);
+        let max_retry = check.number("MAX_RETRY", raw.max_retry.as_deref(), 0..=10, 3);
         let http_timeout = check.seconds("HTTP_TIMEOUT", raw.http_timeout.as_deref(), 30, 600);
         let state_dir = check.state_dir(raw.state_dir.as_deref());
 
@@ -366,6 +360,23 @@ impl Checker {
                 None
             }
         }
+    }
+
+    /// A whole number in `range`, or `default` when unset.
+    fn number<T>(
+        &mut self,
+        variable: &'static str,
+        value: Option<&str>,
+        range: std::ops::RangeInclusive<T>,
+        default: T,
+    ) -> T
+    where
+        T: FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        self.parse_with(variable, value, |t| {
+            parse_in_range(t, *range.start(), *range.end())
+        })
+        .unwrap_or(default)
     }
 
     fn required(&mut self, variable: &'static str, value: Option<&str>) -> Option<Secret> {

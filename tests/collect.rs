@@ -234,14 +234,7 @@ fn a_permanent_401_fails_naming_the_variable_and_prints_no_record() {
         "records printed: {}",
         finished.stdout
     );
-    let error = finished
-        .stderr_lines()
-        .into_iter()
-        .find(|l| l["message"] == "run failed")
-        .unwrap()["context"]["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = finished.failure();
     assert!(
         error.contains("set DIFY_EMAIL and DIFY_PASSWORD instead of DIFY_API_TOKEN"),
         "{error}"
@@ -260,16 +253,9 @@ fn a_wrong_password_is_never_sent_twice() {
         [401, 401]
     );
     assert_ne!(attempts[0].password, attempts[1].password);
-    let error = finished
-        .stderr_lines()
-        .into_iter()
-        .find(|l| l["message"] == "run failed")
-        .unwrap();
+    let error = finished.failure();
     assert!(
-        error["context"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("check DIFY_EMAIL and DIFY_PASSWORD"),
+        error.contains("check DIFY_EMAIL and DIFY_PASSWORD"),
         "{error}"
     );
 
@@ -419,12 +405,7 @@ async fn malformed_answers_fail_clearly_naming_the_endpoint() {
             "records printed: {}",
             finished.stdout
         );
-        let line = finished
-            .stderr_lines()
-            .into_iter()
-            .find(|l| l["message"] == "run failed")
-            .unwrap();
-        let error = line["context"]["error"].as_str().unwrap();
+        let error = finished.failure();
         assert!(
             error.starts_with("GET /console/api/apps/{id}/workflow-runs/{id}/node-executions answered with a body that is not the expected JSON"),
             "{error}"

@@ -169,10 +169,7 @@ fn an_outage_of_three_runs_is_caught_up_by_the_fourth() {
                 .env("MAX_RETRY", "0")
                 .args(["run"])
                 .run();
-            let error = finished.log("run failed")["context"]["error"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let error = finished.failure();
             assert!(
                 error.contains("still queued and will be sent by the next run"),
                 "{error}"
@@ -236,10 +233,7 @@ fn a_wrong_meter_token_keeps_batches_queued_and_names_the_variable() {
         .args(["run"])
         .run();
     finished.code(1);
-    let error = finished.log("run failed")["context"]["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = finished.failure();
     assert!(error.contains("check EXTERNAL_API_TOKEN"), "{error}");
     assert_eq!(
         meter.stats().posts_received,
@@ -495,10 +489,7 @@ fn bad_state_is_a_clear_error_and_nothing_is_deleted() {
     std::fs::write(&db, b"this is not sqlite, but it is someone's data").unwrap();
     let finished = exporter(&dify, &meter, &state).args(["run"]).run();
     finished.code(1);
-    let error = finished.log("run failed")["context"]["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = finished.failure();
     assert!(
         error.contains(&format!(
             "the state database {} is unreadable; it was left untouched",
@@ -520,10 +511,7 @@ fn bad_state_is_a_clear_error_and_nothing_is_deleted() {
     let before = std::fs::read(&db).unwrap();
     let finished = exporter(&dify, &meter, &state).args(["run"]).run();
     finished.code(1);
-    let error = finished.log("run failed")["context"]["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = finished.failure();
     assert!(
         error.contains("was written by a newer exporter (schema version 99"),
         "{error}"

@@ -225,10 +225,7 @@ async fn retries_stop_at_max_retry() {
         .run();
     finished.code(1);
     assert_eq!(dify.received_requests().await.unwrap().len(), 2);
-    let error = finished.log("run failed")["context"]["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = finished.failure();
     assert!(
         error.contains("GET /console/api/apps answered 502 Bad Gateway"),
         "{error}"
@@ -274,10 +271,7 @@ async fn a_csrf_rejection_explains_what_newer_dify_needs() {
         .await;
     let finished = Exporter::configured(&dify.uri()).args(["run"]).run();
     finished.code(1);
-    let error = finished.log("run failed")["context"]["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = finished.failure();
     assert!(
         error.starts_with("Dify >= 1.9.2 requires a CSRF token"),
         "{error}"
@@ -302,10 +296,7 @@ async fn an_html_page_instead_of_json_is_a_clear_error() {
         .await;
     let finished = Exporter::configured(&dify.uri()).args(["run"]).run();
     finished.code(1);
-    let error = finished.log("run failed")["context"]["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = finished.failure();
     assert!(
         error.starts_with(
             "GET /console/api/apps answered with a body that is not the expected JSON"
@@ -326,10 +317,7 @@ async fn an_unreachable_dify_names_the_url_variable() {
         .args(["run"])
         .run();
     finished.code(1);
-    let error = finished.log("run failed")["context"]["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = finished.failure();
     assert!(error.starts_with("check DIFY_API_URL and that Dify is reachable: GET /console/api/apps could not be reached"), "{error}");
 }
 

@@ -211,6 +211,22 @@ impl Finished {
         json_lines(&self.stderr)
     }
 
+    /// The error of the `run failed` line, on whichever stream the command logs to.
+    #[track_caller]
+    pub(crate) fn failure(&self) -> String {
+        let lines = if self.stdout.contains("\"run failed\"") {
+            self.stdout_lines()
+        } else {
+            self.stderr_lines()
+        };
+        let line = lines
+            .into_iter()
+            .find(|l| l["message"] == "run failed")
+            .unwrap_or_else(|| panic!("no `run failed` line in:\n{}{}", self.stdout, self.stderr));
+        assert_eq!(line["level"], "error");
+        line["context"]["error"].as_str().unwrap().to_owned()
+    }
+
     /// The log line with this message (on stdout, where `run` logs).
     #[track_caller]
     pub(crate) fn log(&self, message: &str) -> Value {

@@ -1,0 +1,42 @@
+# Shared by the benchmark scripts: build the release binaries and start the simulators.
+# Source it; it defines start_dify, start_meter and cleans up both on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cargo build --release --locked --workspace --bins >/dev/null 2>&1
+BIN="$PWD/target/release"
+WORK="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+
+# Waits until the simulator wrote its address line, then exports the variables it printed.
+wait_for_sim() {
+  local log=$1 pid=$2
+  for _ in $(seq 600); do
+    grep -q "listening on" "$log" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q "listening on" "$log" || { echo "simulator did not start: $(cat "$log")" >&2; exit 1; }
+  eval "$(grep -E '^  [A-Z_]+=' "$log" | sed 's/^  /export /')"
+}
+
+# start_dify ARGS...: a simulated Dify (1.9.2 login) with the given dify-sim flags.
+start_dify() {
+  "$BIN/dify-sim" "$@" >"$WORK/dify.log" 2>&1 &
+  wait_for_sim "$WORK/dify.log" $!
+  DIFY_BASE="$DIFY_API_URL"
+}
+
+# start_meter: a simulated metering API.
+start_meter() {
+  "$BIN/meter-sim" --token bench-token >"$WORK/meter.log" 2>&1 &
+  wait_for_sim "$WORK/meter.log" $!
+  METER_BASE="${EXTERNAL_API_URL%/v1/usage}"
+}
+
+# measure OUT CMD...: runs CMD with its stdout in OUT; prints its peak RSS in MiB and wall seconds.
+measure() {
+  local out=$1
+  shift
+  /usr/bin/time -f "%M %e" -o "$WORK/time" "$@" >"$out"
+  awk '{printf "%.1f %s\n", $1/1024, $2}' "$WORK/time"
+}
