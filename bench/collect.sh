@@ -15,5 +15,6 @@ for runs in 100 400; do
   ideal=$(python3 -c "print(f'{$requests*0.020/8:.1f}')")
   printf 'runs %6d  records %6d  requests %6d  wall %6.1f s  ideal %6.1f s  ratio %.3f  peak RSS %5.1f MiB\n' \
     $((runs * 100)) "$(wc -l <"$WORK/records")" "$requests" "$secs" "$ideal" "$(python3 -c "print($secs/$ideal)")" "$rss"
-  kill %1; wait %1 2>/dev/null || true
+  kill "$DIFY_PID"
+  wait "$DIFY_PID" 2>/dev/null || true
 done

@@ -22,7 +22,8 @@ wait_for_sim() {
 # start_dify ARGS...: a simulated Dify (1.9.2 login) with the given dify-sim flags.
 start_dify() {
   "$BIN/dify-sim" "$@" >"$WORK/dify.log" 2>&1 &
-  wait_for_sim "$WORK/dify.log" $!
+  DIFY_PID=$!
+  wait_for_sim "$WORK/dify.log" "$DIFY_PID"
   DIFY_BASE="$DIFY_API_URL"
 }
 

@@ -65,7 +65,7 @@ pub async fn deliver(
             delivery.batches_dead_now += 1;
             continue;
         }
-        match send(http, config, &batch).await {
+        match send(http, config, &batch, &state.records(batch.id)?).await {
             Ok(status) => {
                 state.mark_sent(batch.id)?;
                 delivery.batches_sent += 1;
@@ -129,15 +129,21 @@ fn dead_letter(state: &State, batch: &Batch, reason: &str) -> Result<()> {
 }
 
 /// POSTs one batch; a 409 (already delivered) counts as success.
-async fn send(http: &HttpClient, config: &Config, batch: &Batch) -> Result<u16, RequestError> {
-    let body = batch::body(batch, config.external_api_tenant_id.as_deref()).map_err(|e| {
-        RequestError::Status {
-            endpoint: ENDPOINT.to_owned(),
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            detail: e.to_string(),
-            body: String::new(),
-        }
-    })?;
+async fn send(
+    http: &HttpClient,
+    config: &Config,
+    batch: &Batch,
+    records: &str,
+) -> Result<u16, RequestError> {
+    let body =
+        batch::body(batch, records, config.external_api_tenant_id.as_deref()).map_err(|e| {
+            RequestError::Status {
+                endpoint: ENDPOINT.to_owned(),
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                detail: e.to_string(),
+                body: String::new(),
+            }
+        })?;
     let url = config.external_api_url.as_str();
     let key = HeaderValue::from_str(&batch.idempotency_key)
         .unwrap_or(HeaderValue::from_static("invalid"));

@@ -166,11 +166,10 @@ pub async fn run(
         return Ok(report); // opened above unless dry run
     };
     if let Some(window) = window {
-        let batches = batch::batches(&records, config.batch_size);
         let moves_watermark = matches!(plan.days, Days::Scheduled);
         let queued = state.queue(
             &plan.run_id,
-            &batches,
+            batch::batches(&records, config.batch_size),
             moves_watermark.then_some(window.last),
         )?;
         report.batches_queued_now = queued.batches;
@@ -181,6 +180,8 @@ pub async fn run(
             "records queued"
         );
     }
+    // Queued and committed: from here on the outbox is the only copy that matters.
+    drop(records);
     if !cancel.is_cancelled() {
         report.delivery = deliver::deliver(state, http, config, cancel).await?;
     }

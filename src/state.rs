@@ -110,8 +110,6 @@ pub struct Batch {
     pub record_count: u64,
     pub total_tokens: u64,
     pub idempotency_key: String,
-    /// Empty once sent (the payload is not kept).
-    pub records: String,
     pub state: BatchState,
     /// Runs in which delivery failed.
     pub attempts: u32,
@@ -204,6 +202,10 @@ impl State {
             .with_context(|| unreadable(&path))?;
         let state = State { conn, path };
         let version = state.schema_version()?;
+        if version == 0 {
+            // Created a moment ago by a run that has not committed its schema yet: nothing to show.
+            return Ok(None);
+        }
         if version != MIGRATIONS.len() {
             bail!(
                 "the state database {} has schema version {version}, this exporter reads version {}; {}",
@@ -305,10 +307,11 @@ impl State {
 
     /// Queues `batches` and, when given, moves the watermark to `watermark`, in one transaction.
     /// A batch whose idempotency key is already in the outbox is left out: it would send nothing new.
+    /// The batches are taken one at a time, so only one is serialized in memory at once.
     pub fn queue(
         &mut self,
         run_id: &str,
-        batches: &[NewBatch],
+        batches: impl IntoIterator<Item = NewBatch>,
         watermark: Option<NaiveDate>,
     ) -> Result<Queued> {
         let now = now_text();
@@ -359,75 +362,63 @@ impl State {
         Ok(outcome)
     }
 
-    /// Batches in `state`, oldest first.
+    /// Batches in `state`, oldest first, without their payload (see [`State::records`]).
     pub fn batches(&self, state: BatchState) -> Result<Vec<Batch>> {
         let mut statement = self
             .conn
             .prepare_cached(
                 "SELECT id, run_id, created_at, first_day, last_day, record_count, total_tokens, idempotency_key, \
-                 records, state, attempts, first_attempt_at, last_attempt_at, last_error FROM batches WHERE state = ?1 ORDER BY id",
+                 attempts, first_attempt_at, last_attempt_at, last_error FROM batches WHERE state = ?1 ORDER BY id",
             )
             .with_context(|| unreadable(&self.path))?;
-        let rows = statement
-            .query_map(params![state.as_str()], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, i64>(5)?,
-                    row.get::<_, i64>(6)?,
-                    row.get::<_, String>(7)?,
-                    row.get::<_, String>(8)?,
-                    row.get::<_, String>(9)?,
-                    row.get::<_, i64>(10)?,
-                    row.get::<_, Option<String>>(11)?,
-                    row.get::<_, Option<String>>(12)?,
-                    row.get::<_, Option<String>>(13)?,
-                ))
-            })
+        let mut rows = statement
+            .query(params![state.as_str()])
             .with_context(|| unreadable(&self.path))?;
         let mut batches = Vec::new();
-        for row in rows {
-            let (
-                id,
-                run_id,
-                created_at,
-                first,
-                last,
-                count,
-                tokens,
-                key,
-                records,
-                state,
-                attempts,
-                first_at,
-                last_at,
-                error,
-            ) = row.with_context(|| unreadable(&self.path))?;
+        while let Some(row) = rows.next().with_context(|| unreadable(&self.path))? {
+            let text = |i: usize| {
+                row.get::<_, String>(i)
+                    .with_context(|| unreadable(&self.path))
+            };
+            let number = |i: usize| row.get::<_, i64>(i).with_context(|| unreadable(&self.path));
+            let optional = |i: usize| {
+                row.get::<_, Option<String>>(i)
+                    .with_context(|| unreadable(&self.path))
+            };
+            let id = number(0)?;
             batches.push(Batch {
                 id,
-                run_id,
-                created_at: DateTime::parse_from_rfc3339(&created_at)
+                run_id: text(1)?,
+                created_at: DateTime::parse_from_rfc3339(&text(2)?)
                     .with_context(|| {
                         format!("batch {id} has a bad created_at in {}", self.path.display())
                     })?
                     .with_timezone(&Utc),
-                first_day: parse_day(&first)?,
-                last_day: parse_day(&last)?,
-                record_count: u64::try_from(count).unwrap_or(0),
-                total_tokens: u64::try_from(tokens).unwrap_or(0),
-                idempotency_key: key,
-                records,
-                state: BatchState::parse(&state)?,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                first_attempt_at: first_at,
-                last_attempt_at: last_at,
-                last_error: error,
+                first_day: parse_day(&text(3)?)?,
+                last_day: parse_day(&text(4)?)?,
+                record_count: u64::try_from(number(5)?).unwrap_or(0),
+                total_tokens: u64::try_from(number(6)?).unwrap_or(0),
+                idempotency_key: text(7)?,
+                state,
+                attempts: u32::try_from(number(8)?).unwrap_or(u32::MAX),
+                first_attempt_at: optional(9)?,
+                last_attempt_at: optional(10)?,
+                last_error: optional(11)?,
             });
         }
         Ok(batches)
+    }
+
+    /// The records array of a queued or dead batch, exactly as it is sent. Read one batch at a
+    /// time so that a long outbox never sits in memory whole.
+    pub fn records(&self, id: i64) -> Result<String> {
+        self.conn
+            .query_row(
+                "SELECT records FROM batches WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .with_context(|| unreadable(&self.path))
     }
 
     /// The receiver acknowledged the batch: it leaves the queue and its payload is dropped.
@@ -617,7 +608,7 @@ mod tests {
         let queued = state
             .queue(
                 "r1",
-                &[batch("k1", "2026-11-26"), batch("k2", "2026-11-27")],
+                [batch("k1", "2026-11-26"), batch("k2", "2026-11-27")],
                 Some("2026-11-27".parse().unwrap()),
             )
             .unwrap();
@@ -625,7 +616,7 @@ mod tests {
         let again = state
             .queue(
                 "r2",
-                &[batch("k2", "2026-11-27")],
+                [batch("k2", "2026-11-27")],
                 Some("2026-11-20".parse().unwrap()),
             )
             .unwrap();
@@ -651,7 +642,7 @@ mod tests {
         state
             .queue(
                 "r1",
-                &[batch("k1", "2026-11-26"), batch("k2", "2026-11-26")],
+                [batch("k1", "2026-11-26"), batch("k2", "2026-11-26")],
                 None,
             )
             .unwrap();

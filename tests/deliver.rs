@@ -360,18 +360,31 @@ fn killing_a_run_at_any_instant_loses_and_doubles_nothing() {
         ..SimConfig::default()
     })
     .unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
-    let mut kills_during = std::collections::BTreeMap::<&str, u32>::new();
-    for iteration in 0..30 {
+    let slow_meter = || {
         let meter = meter();
         meter.set_faults(MeterFaults {
             delay: Duration::from_millis(15),
             ..MeterFaults::default()
         });
+        meter
+    };
+    // How long a whole run takes on this machine, so the kill instants cover all of it.
+    let (_baseline_dir, baseline_state) = state_dir();
+    let started = std::time::Instant::now();
+    exporter(&dify, &slow_meter(), &baseline_state)
+        .args(["run"])
+        .run()
+        .code(0);
+    let whole_run = u64::try_from(started.elapsed().as_millis()).unwrap();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+    let mut kills_during = std::collections::BTreeMap::<&str, u32>::new();
+    for iteration in 0..30 {
+        let meter = slow_meter();
         let (_dir, state) = state_dir();
         let running = exporter(&dify, &meter, &state).args(["run"]).spawn();
         // A random instant over the run's whole life (collection, queueing, between batches, mid-POST).
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..whole_run)));
         running.signal(Signal::SIGKILL);
         let killed = running.wait();
         let phase = if killed.code.is_some() {
@@ -431,8 +444,11 @@ fn run_status_and_resend_together_never_corrupt_the_database() {
         ..MeterFaults::default()
     });
     for _ in 0..3 {
+        // The run first, holding the lock and writing, then the others against it.
+        let mut run = exporter(&dify, &meter, &state).args(["run"]).spawn();
+        run.wait_for_line("\"apps listed\"");
         let started = [
-            exporter(&dify, &meter, &state).args(["run"]).spawn(),
+            run,
             exporter(&dify, &meter, &state).args(["status"]).spawn(),
             exporter(&dify, &meter, &state)
                 .args(["resend", "--all-dead"])
@@ -453,7 +469,13 @@ fn run_status_and_resend_together_never_corrupt_the_database() {
             if finished.code == Some(1) {
                 let said_why = finished.stdout.contains("run lock is held by another run")
                     || finished.stdout.contains("dead-lettered");
-                assert!(said_why, "{}", finished.stdout);
+                assert!(said_why, "{}{}", finished.stdout, finished.stderr);
+            } else {
+                assert!(
+                    finished.stderr.is_empty() || !finished.stderr.contains("\"error\""),
+                    "{}",
+                    finished.stderr
+                );
             }
         }
     }

@@ -56,7 +56,19 @@ pub struct UsageRecord {
 /// Records by key, summed as usage arrives.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    records: HashMap<RecordKey, UsageRecord>,
+    records: HashMap<RecordKey, Totals>,
+}
+
+/// The sums of one record while it is being aggregated.
+#[derive(Debug)]
+struct Totals {
+    app_name: Arc<str>,
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+    request_count: u64,
+    cost: Decimal,
+    total_only: bool,
 }
 
 impl Aggregator {
@@ -78,19 +90,15 @@ impl Aggregator {
                 usage.currency
             },
         };
-        let record = self
-            .records
-            .entry(key.clone())
-            .or_insert_with(|| UsageRecord {
-                key,
-                app_name: usage.app_name,
-                input_tokens: 0,
-                output_tokens: 0,
-                total_tokens: 0,
-                request_count: 0,
-                cost: Decimal::ZERO,
-                total_only: false,
-            });
+        let record = self.records.entry(key).or_insert_with(|| Totals {
+            app_name: usage.app_name,
+            input_tokens: 0,
+            output_tokens: 0,
+            total_tokens: 0,
+            request_count: 0,
+            cost: Decimal::ZERO,
+            total_only: false,
+        });
         record.input_tokens += usage.input_tokens;
         record.output_tokens += usage.output_tokens;
         record.total_tokens += usage.total_tokens;
@@ -113,7 +121,20 @@ impl Aggregator {
     /// The records, sorted by key (day first).
     #[must_use]
     pub fn into_records(self) -> Vec<UsageRecord> {
-        let mut records: Vec<UsageRecord> = self.records.into_values().collect();
+        let mut records: Vec<UsageRecord> = self
+            .records
+            .into_iter()
+            .map(|(key, t)| UsageRecord {
+                key,
+                app_name: t.app_name,
+                input_tokens: t.input_tokens,
+                output_tokens: t.output_tokens,
+                total_tokens: t.total_tokens,
+                request_count: t.request_count,
+                cost: t.cost,
+                total_only: t.total_only,
+            })
+            .collect();
         records.sort_by(|a, b| a.key.cmp(&b.key));
         records
     }

@@ -12,26 +12,25 @@ use sha2::{Digest as _, Sha256};
 use super::UsageRecord;
 use crate::state::{Batch, NewBatch};
 
-/// Splits records (sorted by day, as [`super::Aggregator::into_records`] returns them) into batches.
-#[must_use]
-pub fn batches(records: &[UsageRecord], batch_size: usize) -> Vec<NewBatch> {
-    let mut batches = Vec::new();
-    for day in records.chunk_by(|a, b| a.key.day == b.key.day) {
-        for chunk in day.chunks(batch_size.max(1)) {
+/// Splits records (sorted by day, as [`super::Aggregator::into_records`] returns them) into
+/// batches, serializing each only when it is asked for.
+pub fn batches(records: &[UsageRecord], batch_size: usize) -> impl Iterator<Item = NewBatch> + '_ {
+    records
+        .chunk_by(|a, b| a.key.day == b.key.day)
+        .flat_map(move |day| day.chunks(batch_size.max(1)))
+        .map(|chunk| {
             let wire: Vec<_> = chunk.iter().map(UsageRecord::to_wire).collect();
             // Serializing plain structs and strings cannot fail.
             let records = serde_json::to_string(&wire).unwrap_or_default();
-            batches.push(NewBatch {
+            NewBatch {
                 first_day: chunk[0].key.day,
                 last_day: chunk[chunk.len() - 1].key.day,
                 record_count: chunk.len(),
                 total_tokens: chunk.iter().map(|r| r.total_tokens).sum(),
                 idempotency_key: idempotency_key(&records),
                 records,
-            });
-        }
-    }
-    batches
+            }
+        })
 }
 
 /// Lowercase hex SHA-256 of the records array as sent.
@@ -70,9 +69,9 @@ struct DateRange {
     end: String,
 }
 
-/// The JSON body of the POST for `batch` (WIRE-FORMAT.md).
-pub fn body(batch: &Batch, tenant_id: Option<&str>) -> anyhow::Result<String> {
-    let records: &RawValue = serde_json::from_str(&batch.records).map_err(|e| {
+/// The JSON body of the POST for `batch`, whose records array is `records` (WIRE-FORMAT.md).
+pub fn body(batch: &Batch, records: &str, tenant_id: Option<&str>) -> anyhow::Result<String> {
+    let records: &RawValue = serde_json::from_str(records).map_err(|e| {
         anyhow::anyhow!(
             "batch {} in the outbox holds records that are not JSON: {e}",
             batch.id
