@@ -5,7 +5,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --locked --workspace --bins >/dev/null 2>&1
 BIN="$PWD/target/release"
 WORK="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 # Waits until the simulator wrote its address line, then exports the variables it printed.
 wait_for_sim() {
