@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use chrono::{Days, NaiveDate, Utc};
-use dify_sim::{AuthMode, DifySim, MeterConfig, MeterSim, SimConfig};
+use dify_sim::{AuthMode, DifySim, MeterConfig, MeterSim, SimConfig, TruthRecord};
 use rust_decimal::Decimal;
 
 const METER_TOKEN: &str = "quickstart-meter-token";
@@ -67,48 +67,39 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
 fn compare(dify: &DifySim, meter: &MeterSim) -> bool {
     let today = Utc::now().date_naive();
     let (first, last) = (today - Days::new(3), today - Days::new(1));
-    let mut truth: BTreeMap<NaiveDate, Totals> = BTreeMap::new();
-    let mut truth_records = Vec::new();
-    for r in dify.truth(first, last) {
-        truth
-            .entry(r.usage_date)
-            .or_default()
-            .add(r.total_tokens, &r.currency, r.cost);
-        truth_records.push(key(
-            r.usage_date,
-            &r.app_id,
-            &r.user,
-            &r.provider,
-            &r.model,
-            &r.currency,
-            r.input_tokens,
-            r.output_tokens,
-            r.request_count,
-            r.cost,
-        ));
-    }
-    let mut delivered: BTreeMap<NaiveDate, Totals> = BTreeMap::new();
-    let mut delivered_records = Vec::new();
-    for r in meter.records() {
-        delivered
-            .entry(r.usage_date)
-            .or_default()
-            .add(r.total_tokens, &r.currency, r.cost);
-        delivered_records.push(key(
-            r.usage_date,
-            &r.app_id,
-            &r.user,
-            &r.provider,
-            &r.model,
-            &r.currency,
-            r.input_tokens,
-            r.output_tokens,
-            r.request_count,
-            r.cost,
-        ));
-    }
-    truth_records.sort();
-    delivered_records.sort();
+    let mut truth_records = dify.truth(first, last);
+    let mut delivered_records: Vec<TruthRecord> =
+        meter.records().into_iter().map(TruthRecord::from).collect();
+    let per_day = |records: &[TruthRecord]| {
+        let mut days: BTreeMap<NaiveDate, Totals> = BTreeMap::new();
+        for r in records {
+            days.entry(r.usage_date)
+                .or_default()
+                .add(r.total_tokens, &r.currency, r.cost);
+        }
+        days
+    };
+    let (truth, delivered) = (per_day(&truth_records), per_day(&delivered_records));
+    let order = |a: &TruthRecord, b: &TruthRecord| {
+        (
+            a.usage_date,
+            &a.app_id,
+            &a.user,
+            &a.provider,
+            &a.model,
+            &a.currency,
+        )
+            .cmp(&(
+                b.usage_date,
+                &b.app_id,
+                &b.user,
+                &b.provider,
+                &b.model,
+                &b.currency,
+            ))
+    };
+    truth_records.sort_by(order);
+    delivered_records.sort_by(order);
 
     println!(
         "{:<12} {:>50}   {:>50}",
@@ -178,47 +169,6 @@ impl Totals {
             .collect();
         parts.join(" ")
     }
-}
-
-/// One record's identity and figures, for the field-by-field comparison.
-type RecordKey = (
-    NaiveDate,
-    String,
-    String,
-    String,
-    String,
-    String,
-    u64,
-    u64,
-    u64,
-    Decimal,
-);
-
-#[allow(clippy::too_many_arguments)] // a record has this many fields; a struct would only rename them
-fn key(
-    day: NaiveDate,
-    app: &str,
-    user: &str,
-    provider: &str,
-    model: &str,
-    currency: &str,
-    input: u64,
-    output: u64,
-    requests: u64,
-    cost: Decimal,
-) -> RecordKey {
-    (
-        day,
-        app.to_owned(),
-        user.to_owned(),
-        provider.to_owned(),
-        model.to_owned(),
-        currency.to_owned(),
-        input,
-        output,
-        requests,
-        cost,
-    )
 }
 
 /// Builds the `exporter` binary in the same profile as this example and returns its path.

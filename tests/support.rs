@@ -393,19 +393,7 @@ pub(crate) fn truth_row(r: dify_sim::TruthRecord) -> Row {
 
 /// A record the metering simulator holds, in the same shape.
 pub(crate) fn held_row(r: dify_sim::HeldRecord) -> Row {
-    Row {
-        day: r.usage_date.to_string(),
-        app_id: r.app_id,
-        app_name: r.app_name,
-        user: r.user,
-        provider: r.provider,
-        model: r.model,
-        currency: r.currency,
-        tokens: (r.input_tokens, r.output_tokens, r.total_tokens),
-        request_count: r.request_count,
-        cost: r.cost,
-        token_split: split_name(r.token_split).to_owned(),
-    }
+    truth_row(r.into())
 }
 
 fn split_name(split: dify_sim::TokenSplit) -> &'static str {

@@ -36,6 +36,28 @@ pub struct HeldRecord {
     pub source_event_id: String,
 }
 
+impl From<HeldRecord> for crate::TruthRecord {
+    /// The record in the shape of the Dify simulator's truth, so delivered and true records compare
+    /// with `==`.
+    fn from(held: HeldRecord) -> Self {
+        crate::TruthRecord {
+            usage_date: held.usage_date,
+            app_id: held.app_id,
+            app_name: held.app_name,
+            user: held.user,
+            provider: held.provider,
+            model: held.model,
+            currency: held.currency,
+            input_tokens: held.input_tokens,
+            output_tokens: held.output_tokens,
+            total_tokens: held.total_tokens,
+            request_count: held.request_count,
+            cost: held.cost,
+            token_split: held.token_split,
+        }
+    }
+}
+
 impl HeldRecord {
     fn sort_key(&self) -> (NaiveDate, &str, &str, &str, &str, &str, &str) {
         (
