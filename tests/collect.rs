@@ -413,3 +413,79 @@ async fn malformed_answers_fail_clearly_naming_the_endpoint() {
         assert!(error.contains(reason), "{reason}: {error}");
     }
 }
+
+#[tokio::test]
+async fn a_chat_app_listed_without_its_model_is_looked_up() {
+    use serde_json::json;
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let dify = MockServer::start().await;
+    let id = "0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47";
+    let listed = json!({"id": id, "name": "Helpdesk", "mode": "chat", "model_config": null});
+    let detail = json!({"id": id, "name": "Helpdesk", "mode": "chat",
+        "model_config": {"model": {"provider": "langgenius/anthropic/anthropic", "name": "claude-x"}}});
+    let answer = |body: serde_json::Value| ResponseTemplate::new(200).set_body_json(body);
+    let mocks = [
+        Mock::given(method("GET")).and(path("/console/api/apps")).respond_with(answer(
+            json!({"page":1,"limit":100,"total":1,"has_more":false,"data":[listed]}),
+        )),
+        Mock::given(method("GET")).and(path(format!("/console/api/apps/{id}"))).respond_with(answer(detail)),
+        Mock::given(method("GET"))
+            .and(path("/console/api/account/profile"))
+            .respond_with(answer(json!({"timezone": "Asia/Kolkata"}))),
+        // 2026-11-02 UTC is 05:30 to 05:30 the next day in Kolkata.
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{id}/statistics/token-costs")))
+            .and(query_param("start", "2026-11-02 05:30"))
+            .and(query_param("end", "2026-11-03 05:30"))
+            .respond_with(answer(json!({"data": [
+                {"date": "2026-11-02", "token_count": 1000, "total_price": "0.0100000", "currency": "USD"},
+                {"date": "2026-11-03", "token_count": "234", "total_price": "0.0023400", "currency": "USD"}]}))),
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{id}/statistics/daily-messages")))
+            .and(query_param("start", "2026-11-02 05:30"))
+            .respond_with(answer(json!({"data": [{"date": "2026-11-02", "message_count": 3}, {"date": "2026-11-03", "message_count": 2}]}))),
+    ];
+    for mock in mocks {
+        mock.expect(1).mount(&dify).await;
+    }
+    let finished = Exporter::configured(&dify.uri())
+        .args([
+            "run",
+            "--dry-run",
+            "--from",
+            "2026-11-02",
+            "--to",
+            "2026-11-02",
+        ])
+        .run();
+    finished.code(0);
+    let records = finished.stdout_lines();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(
+        (r["provider"].as_str(), r["model"].as_str()),
+        (Some("anthropic"), Some("claude-x"))
+    );
+    assert_eq!(
+        (
+            r["input_tokens"].as_u64(),
+            r["output_tokens"].as_u64(),
+            r["total_tokens"].as_u64()
+        ),
+        (Some(1234), Some(0), Some(1234))
+    );
+    assert_eq!(r["request_count"], 5);
+    assert_eq!(
+        cost_of(&finished.stdout),
+        "0.01234".parse::<Decimal>().unwrap()
+    );
+    assert_eq!(
+        (
+            r["metadata"]["user"].as_str(),
+            r["metadata"]["token_split"].as_str()
+        ),
+        (Some(""), Some("total_only"))
+    );
+}

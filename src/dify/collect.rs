@@ -136,12 +136,7 @@ async fn produce(
         let info = Arc::new(AppInfo {
             id: Arc::from(app.id.as_str()),
             name: Arc::from(app.name.as_str()),
-            model: app
-                .model_config
-                .as_ref()
-                .and_then(|c| c.model.as_ref())
-                .map(|m| (m.provider.clone(), m.name.clone()))
-                .unwrap_or_default(),
+            model: chat_model(&dify, &app).await?,
         });
         let queued = match app.mode {
             AppMode::Workflow => queue_logged_runs(&dify, &info, window, &sender).await?,
@@ -170,6 +165,28 @@ async fn produce(
         debug!(app_id = %info.id, mode = %app.mode, queued, "app queued");
     }
     Ok(())
+}
+
+/// The (provider, model) of a chat-type app: from the list when it carries the `model_config`, else
+/// from the app itself (`GET /apps/{id}`); empty for other modes and apps without a model.
+async fn chat_model(dify: &DifyClient, app: &App) -> Result<(String, String)> {
+    let from = |app: &App| {
+        app.model_config
+            .as_ref()
+            .and_then(|c| c.model.as_ref())
+            .map(|m| (m.provider.clone(), m.name.clone()))
+    };
+    if !matches!(
+        app.mode,
+        AppMode::Chat | AppMode::AgentChat | AppMode::Completion
+    ) {
+        return Ok(Default::default());
+    }
+    if let Some(model) = from(app) {
+        return Ok(model);
+    }
+    let detail: App = dify.get(&format!("/apps/{}", app.id), &[]).await?;
+    Ok(from(&detail).unwrap_or_default())
 }
 
 async fn account_timezone(dify: &DifyClient) -> Result<Tz> {
