@@ -249,7 +249,7 @@ pub(crate) fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `n` apps, cycling through the five modes, as Dify lists them.
+/// `n` apps, cycling through the five modes, as Dify lists them (chat types with their model).
 pub(crate) fn apps(n: usize) -> Vec<Value> {
     const MODES: [&str; 5] = [
         "workflow",
@@ -260,11 +260,17 @@ pub(crate) fn apps(n: usize) -> Vec<Value> {
     ];
     (0..n)
         .map(|i| {
+            let mode = MODES[i % MODES.len()];
+            let model_config = if i % MODES.len() >= 2 {
+                serde_json::json!({"model": {"provider": "langgenius/openai/openai", "name": "gpt-4o"}})
+            } else {
+                Value::Null
+            };
             serde_json::json!({
                 "id": format!("00000000-0000-4000-8000-{i:012}"),
                 "name": format!("App {i}"),
-                "mode": MODES[i % MODES.len()],
-                "model_config": null,
+                "mode": mode,
+                "model_config": model_config,
                 "icon": "🤖",
             })
         })
