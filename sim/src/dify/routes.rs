@@ -596,18 +596,13 @@ async fn token_costs(
     Path(app_id): Path<String>,
     query: Params,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
-    let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    let (from, to) = stats_window(ws, &params(query)?)?;
-    let data: Vec<Value> = by_local_day(ws, stat_items(ws, app, from, to))
-        .into_iter()
-        .map(|(day, (tokens, price, _))| {
-            json!({"date": day.format("%Y-%m-%d").to_string(), "token_count": tokens,
-                   "total_price": price.map(price_str), "currency": "USD"})
-        })
-        .collect();
-    Ok(Json(json!({"data": data})))
+    statistics(
+        &state,
+        &headers,
+        &app_id,
+        query,
+        |day, (tokens, price, _)| json!({"date": day, "token_count": tokens, "total_price": price.map(price_str), "currency": "USD"}),
+    )
 }
 
 async fn daily_messages(
@@ -616,13 +611,30 @@ async fn daily_messages(
     Path(app_id): Path<String>,
     query: Params,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    statistics(
+        &state,
+        &headers,
+        &app_id,
+        query,
+        |day, (_, _, count)| json!({"date": day, "message_count": count}),
+    )
+}
+
+/// The statistics endpoints share everything but the row they write for each account-timezone day.
+fn statistics(
+    state: &SimState,
+    headers: &HeaderMap,
+    app_id: &str,
+    query: Params,
+    row: impl Fn(String, (u64, Option<Decimal>, u64)) -> Value,
+) -> ApiResult {
+    authenticate(state, headers)?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
+    let app = find_app(ws, app_id)?;
     let (from, to) = stats_window(ws, &params(query)?)?;
     let data: Vec<Value> = by_local_day(ws, stat_items(ws, app, from, to))
         .into_iter()
-        .map(|(day, (_, _, count))| json!({"date": day.format("%Y-%m-%d").to_string(), "message_count": count}))
+        .map(|(day, totals)| row(day.format("%Y-%m-%d").to_string(), totals))
         .collect();
     Ok(Json(json!({"data": data})))
 }
