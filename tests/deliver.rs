@@ -423,6 +423,7 @@ fn killing_a_run_at_any_instant_loses_and_doubles_nothing() {
             .run()
             .code(0);
     }
+    eprintln!("kill phases: {kills_during:?} over a whole run of {whole_run} ms");
     // The random instants did hit the interesting phases.
     assert!(
         kills_during.get("during collection").copied().unwrap_or(0) >= 3,
