@@ -794,15 +794,15 @@ mod tests {
 
     #[test]
     fn the_database_url_selects_the_database_source_alone() {
-        let config = config(&[
+        let database = config(&[
             ("DIFY_API_URL", ""),
             ("DIFY_API_TOKEN", ""),
             ("DIFY_DATABASE_URL", "postgres://ro:hunter2@db:5432/dify"),
             ("DIFY_WORKSPACE_ID", "0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47"),
         ])
         .unwrap();
-        assert_eq!(config.dify_source.name(), "database");
-        let masked = format!("{:?} {:?}", config.masked(), config);
+        assert_eq!(database.dify_source.name(), "database");
+        let masked = format!("{:?} {:?}", database.masked(), database);
         assert!(!masked.contains("hunter2"), "{masked}");
         assert!(
             masked.contains("postgres://ro:***@db:5432/dify"),

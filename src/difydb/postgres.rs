@@ -91,7 +91,7 @@ pub(super) async fn connect(source: &DatabaseSource) -> Result<Client, AttemptEr
     let (client, connection) = config
         .connect(tls)
         .await
-        .map_err(|e| AttemptError::from_postgres(e, "cannot connect"))?;
+        .map_err(|e| AttemptError::from_postgres(&e, "cannot connect"))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             debug!(error = %e, "database connection ended");
@@ -121,7 +121,7 @@ pub(super) async fn snapshot(client: &mut Client) -> Result<Transaction<'_>, Att
         .read_only(true)
         .start()
         .await
-        .map_err(|e| AttemptError::from_postgres(e, "cannot start the read-only snapshot"))?;
+        .map_err(|e| AttemptError::from_postgres(&e, "cannot start the read-only snapshot"))?;
     let row = transaction
         .query_one(
             "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only'), \
@@ -129,7 +129,7 @@ pub(super) async fn snapshot(client: &mut Client) -> Result<Transaction<'_>, Att
             &[],
         )
         .await
-        .map_err(|e| AttemptError::from_postgres(e, "cannot read the session settings"))?;
+        .map_err(|e| AttemptError::from_postgres(&e, "cannot read the session settings"))?;
     let (isolation, read_only): (String, String) = (row.get(0), row.get(1));
     if read_only != "on" {
         return Err(AttemptError::Fatal(anyhow!(
@@ -156,7 +156,7 @@ pub(super) async fn check_schema(
     let rows = transaction
         .query(SCHEMA, &[&tables, &columns])
         .await
-        .map_err(|e| AttemptError::from_postgres(e, "cannot check the Dify tables"))?;
+        .map_err(|e| AttemptError::from_postgres(&e, "cannot check the Dify tables"))?;
     let checks: Vec<ColumnCheck> = rows
         .iter()
         .map(|row| ColumnCheck {
@@ -181,7 +181,7 @@ pub(super) async fn apps(
     let rows = transaction
         .query(APPS, &[&workspace])
         .await
-        .map_err(|e| AttemptError::from_postgres(e, "cannot read apps"))?;
+        .map_err(|e| AttemptError::from_postgres(&e, "cannot read apps"))?;
     Ok(rows
         .iter()
         .map(|row| rules::AppRow {
@@ -212,13 +212,13 @@ pub(super) async fn messages(
     let stream = transaction
         .query_raw(MESSAGES, params)
         .await
-        .map_err(|e| AttemptError::from_postgres(e, what))?;
+        .map_err(|e| AttemptError::from_postgres(&e, what))?;
     tokio::pin!(stream);
     let mut counted = 0;
     while let Some(row) = stream
         .try_next()
         .await
-        .map_err(|e| AttemptError::from_postgres(e, what))?
+        .map_err(|e| AttemptError::from_postgres(&e, what))?
     {
         let group = message_group(&row).map_err(AttemptError::Fatal)?;
         counted += group.messages;
@@ -267,13 +267,13 @@ pub(super) async fn nodes(
     let stream = transaction
         .query_raw(NODES, params)
         .await
-        .map_err(|e| AttemptError::from_postgres(e, what))?;
+        .map_err(|e| AttemptError::from_postgres(&e, what))?;
     let mut stream = stream.boxed();
     let (mut read, mut counted) = (0, 0);
     while let Some(row) = stream
         .try_next()
         .await
-        .map_err(|e| AttemptError::from_postgres(e, what))?
+        .map_err(|e| AttemptError::from_postgres(&e, what))?
     {
         read += 1;
         let node = rules::NodeRow {
@@ -294,20 +294,19 @@ pub(super) async fn nodes(
 
 impl AttemptError {
     /// Sorts a driver error into worth-retrying or not, with one line that says what failed.
-    fn from_postgres(error: tokio_postgres::Error, what: &str) -> AttemptError {
-        let transient = is_transient(&error);
-        let detail = match error.as_db_error() {
-            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-            None => {
-                let mut text = error.to_string();
-                let mut source = std::error::Error::source(&error);
-                while let Some(cause) = source {
-                    text.push_str(": ");
-                    text.push_str(&cause.to_string());
-                    source = cause.source();
-                }
-                text
+    fn from_postgres(error: &tokio_postgres::Error, what: &str) -> AttemptError {
+        let transient = is_transient(error);
+        let detail = if let Some(db) = error.as_db_error() {
+            format!("{} (SQLSTATE {})", db.message(), db.code().code())
+        } else {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
             }
+            text
         };
         let error = anyhow!("{what}: {detail}");
         if transient {
