@@ -245,6 +245,7 @@ fn every_workspace_is_read_by_the_rules_of_dify_db() {
     assert_eq!(snapshot["read_only"], "on");
     assert_eq!(snapshot["time_zone"], "UTC");
     assert_eq!(snapshot["statement_timeout"], "30min");
+    assert_eq!(snapshot["tls"], false);
     let skipped = log(&finished, "app mode not collected")["context"].clone();
     assert_eq!(
         (skipped["app_id"].as_str(), skipped["mode"].as_str()),
@@ -456,5 +457,49 @@ fn validate_config_names_the_database_source_and_masks_its_password() {
     assert_eq!(
         problems[1],
         "DIFY_DATABASE_URL: `postgres://u:***@db/dify?sslmode=sometimes` has sslmode `sometimes`; allowed: disable, prefer, require, verify-ca, verify-full"
+    );
+}
+
+#[test]
+fn tls_is_verified_by_rustls_against_the_trusted_roots() {
+    let (cluster, ca) = Cluster::start_with_tls();
+    let database = world(&cluster);
+    let url = |mode: &str| {
+        cluster
+            .url(SUPERUSER, &database)
+            .replace("sslmode=disable", &format!("sslmode={mode}"))
+    };
+
+    // Trusting the test CA (SSL_CERT_FILE), every mode that may encrypt does, and reads everything.
+    for mode in ["prefer", "require", "verify-full"] {
+        let finished = dry_run(
+            exporter(&cluster, SUPERUSER, &database)
+                .env("DIFY_DATABASE_URL", &url(mode))
+                .env("SSL_CERT_FILE", ca.to_str().unwrap()),
+        );
+        finished.code(0);
+        assert_eq!(
+            log(&finished, "database snapshot opened")["context"]["tls"],
+            true,
+            "{mode}"
+        );
+        assert_eq!(records(&finished), expected(&["T1", "T2"]), "{mode}");
+    }
+    // Without trusting it, require fails at once (a certificate is no network hiccup).
+    let finished = dry_run(
+        exporter(&cluster, SUPERUSER, &database)
+            .env("DIFY_DATABASE_URL", &url("require"))
+            .env("MAX_RETRY", "2"),
+    );
+    let error = failure(&finished);
+    assert!(error.contains("cannot connect: "), "{error}");
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    assert!(!finished.stderr.contains("retrying"), "{}", finished.stderr);
+    // disable never encrypts.
+    let finished = dry_run(exporter(&cluster, SUPERUSER, &database));
+    finished.code(0);
+    assert_eq!(
+        log(&finished, "database snapshot opened")["context"]["tls"],
+        false
     );
 }

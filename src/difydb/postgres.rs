@@ -125,7 +125,8 @@ pub(super) async fn snapshot(client: &mut Client) -> Result<Transaction<'_>, Att
     let row = transaction
         .query_one(
             "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only'), \
-             current_setting('TimeZone'), current_setting('statement_timeout'), current_user::text",
+             current_setting('TimeZone'), current_setting('statement_timeout'), current_user::text, \
+             COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
             &[],
         )
         .await
@@ -142,6 +143,7 @@ pub(super) async fn snapshot(client: &mut Client) -> Result<Transaction<'_>, Att
         time_zone = %row.get::<_, String>(2),
         statement_timeout = %row.get::<_, String>(3),
         role = %row.get::<_, String>(4),
+        tls = row.get::<_, bool>(5),
         "database snapshot opened"
     );
     Ok(transaction)

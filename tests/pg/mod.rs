@@ -90,6 +90,20 @@ impl Cluster {
     /// `initdb`, then `pg_ctl start`, waiting until the server accepts connections.
     #[track_caller]
     pub(crate) fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    /// A cluster that also offers TLS, with a certificate for `127.0.0.1` signed by a fresh CA;
+    /// returns the CA certificate (PEM file) to trust.
+    #[track_caller]
+    pub(crate) fn start_with_tls() -> (Cluster, PathBuf) {
+        let cluster = Cluster::start_with(true);
+        let ca = cluster.dir.join("ca.pem");
+        (cluster, ca)
+    }
+
+    #[track_caller]
+    fn start_with(tls: bool) -> Cluster {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("exporter-pg-")
@@ -138,6 +152,12 @@ impl Cluster {
         );
         // The watchdog first, so that even a failed start leaves nothing behind.
         cluster.start_watchdog();
+        let tls_options = if tls {
+            cluster.make_certificates();
+            " -c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key"
+        } else {
+            ""
+        };
         cluster.server_command(
             "pg_ctl",
             &[
@@ -150,7 +170,7 @@ impl Cluster {
                 "60",
                 "-o",
                 &format!(
-                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200{tls_options}",
                     cluster.port,
                     cluster.dir.display()
                 ),
@@ -189,6 +209,37 @@ impl Cluster {
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
+        );
+    }
+
+    /// `ca.pem` and `server.pem`/`server.key` (for IP 127.0.0.1) in the data directory, with
+    /// openssl, owned by the server's user as PostgreSQL insists.
+    #[track_caller]
+    fn make_certificates(&self) {
+        let data = self.data();
+        let script = format!(
+            "set -e; cd '{}'
+             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+               -subj /CN=exporter-test-ca -keyout ca.key -out ca.pem \
+               -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+             openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+               -keyout server.key -out server.csr
+             printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > server.ext
+             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+               -extfile server.ext -out server.pem
+             chmod 600 server.key
+             cp ca.pem ..",
+            data.display()
+        );
+        let output = self
+            .as_server_user("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("cannot run openssl");
+        assert!(
+            output.status.success(),
+            "making certificates failed: {}",
+            String::from_utf8_lossy(&output.stderr)
         );
     }
 
