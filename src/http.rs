@@ -132,6 +132,12 @@ impl HttpClient {
         &self.client
     }
 
+    /// The run's stop token, for work beside HTTP (the database source) that must stop with it.
+    #[must_use]
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
     /// The run's counters.
     #[must_use]
     pub fn stats(&self) -> &RequestStats {

@@ -200,7 +200,8 @@ async fn collect_window(
     let (url, auth) = match &config.dify_source {
         DifySource::Console { url, auth } => (url, auth),
         DifySource::Database(source) => {
-            let collected = difydb::collect(source, window, config.max_retry).await?;
+            let collected =
+                difydb::collect(source, window, config.max_retry, http.cancellation()).await?;
             report.apps_by_mode = collected.apps_by_mode;
             // For this source a "request" is a connection attempt (one snapshot each).
             report.dify_requests = collected.attempts;

@@ -503,3 +503,28 @@ fn tls_is_verified_by_rustls_against_the_trusted_roots() {
         false
     );
 }
+
+#[test]
+fn sigterm_during_the_read_stops_at_once_and_queues_nothing() {
+    let cluster = pg::shared();
+    let database = world(cluster);
+    let lock = cluster.lock_table(&database, "messages");
+    // Without --dry-run the log is on stdout, where the test can wait for it.
+    let mut running = exporter(cluster, SUPERUSER, &database)
+        .env("GRACEFUL_SHUTDOWN_TIMEOUT", "30")
+        .args(["run", "--from", DAY, "--to", DAY])
+        .spawn();
+    // The next statement reads messages and waits for the lock.
+    running.wait_for_line("apps read from the database");
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    let finished = running.wait();
+    drop(lock);
+    finished.code(143);
+    let summary = finished.log("run finished");
+    assert_eq!(summary["context"]["outcome"], "stopped");
+    assert!(
+        !finished.stdout.contains("records queued"),
+        "{}",
+        finished.stdout
+    );
+}

@@ -10,6 +10,9 @@
 //! made them), [`rules`] (DIFY-DB.md section 3, dialect-free), [`postgres`] (connection, snapshot,
 //! SQL). A MySQL dialect would be one more module next to `postgres` producing the same rows.
 //!
+//! A stop signal ends the read at once: the snapshot is abandoned (the connection closes, and the
+//! server drops the query), nothing is returned, and the run queues nothing, as with the API source.
+//!
 //! A failed attempt that is transient (connection refused, reset or lost, server restarting, a
 //! snapshot conflict) is retried from the start with a fresh aggregator, up to `MAX_RETRY` times with
 //! the backoff of HTTP requests; anything else ends the run with one line that says what to fix.
@@ -23,12 +26,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Result;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use settings::DatabaseSource;
 
 use crate::dify::AppMode;
 use crate::export::{Aggregator, UsageRecord};
+use crate::http::RequestError;
 use crate::window::Window;
 use rules::Reading;
 
@@ -51,11 +56,27 @@ enum AttemptError {
     Fatal(anyhow::Error),
 }
 
-/// Reads the window's usage from the database, retrying transient failures `max_retry` times.
-pub async fn collect(source: &DatabaseSource, window: Window, max_retry: u32) -> Result<Collected> {
+/// Reads the window's usage from the database, retrying transient failures `max_retry` times,
+/// until `cancel` stops it.
+pub async fn collect(
+    source: &DatabaseSource,
+    window: Window,
+    max_retry: u32,
+    cancel: &CancellationToken,
+) -> Result<Collected> {
+    let stopped = || {
+        anyhow::Error::new(RequestError::Cancelled {
+            endpoint: format!("the Dify database {}", source.address()),
+        })
+    };
     let mut attempt: u32 = 0;
     loop {
-        match collect_once(source, window).await {
+        let outcome = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(stopped()),
+            outcome = collect_once(source, window) => outcome,
+        };
+        match outcome {
             Ok(mut collected) => {
                 collected.attempts = u64::from(attempt) + 1;
                 collected.retries = u64::from(attempt);
@@ -71,7 +92,10 @@ pub async fn collect(source: &DatabaseSource, window: Window, max_retry: u32) ->
                     wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                     "database read failed; retrying"
                 );
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = cancel.cancelled() => return Err(stopped()),
+                    () = tokio::time::sleep(wait) => {}
+                }
             }
             Err(AttemptError::Transient(error) | AttemptError::Fatal(error)) => {
                 return Err(error.context(format!(

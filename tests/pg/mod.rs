@@ -302,6 +302,41 @@ impl Cluster {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// Holds an `ACCESS EXCLUSIVE` lock on `table` until the returned guard is dropped: every read
+    /// of the table waits meanwhile. Returns once the lock is held.
+    #[track_caller]
+    pub(crate) fn lock_table(&self, database: &str, table: &str) -> TableLock {
+        use std::io::{BufRead as _, Write as _};
+        let mut child = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                &self.dir.to_string_lossy(),
+                "-p",
+                &self.port.to_string(),
+            ])
+            .args(["-U", SUPERUSER, "-d", database])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot run psql");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT 'locked';"
+        )
+        .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        TableLock {
+            child,
+            stdin: Some(stdin),
+        }
+    }
+
     /// Runs SQL as `user` over TCP (password auth) and returns the error it must fail with.
     #[track_caller]
     pub(crate) fn psql_as_error(&self, user: &str, database: &str, sql: &str) -> String {
@@ -331,5 +366,18 @@ impl Cluster {
             "postgres://{user}:{PASSWORD}@127.0.0.1:{}/{database}?sslmode=disable",
             self.port
         )
+    }
+}
+
+/// A table lock held by a `psql` session; dropping it ends the session (and the lock).
+pub(crate) struct TableLock {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
     }
 }
