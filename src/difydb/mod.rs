@@ -112,8 +112,7 @@ async fn collect_once(source: &DatabaseSource, window: Window) -> Result<Collect
     let transaction = postgres::snapshot(&mut client).await?;
     postgres::check_schema(&transaction, &source.user).await?;
 
-    let workspace = source.workspace_id.map(|id| id.to_string());
-    let app_rows = postgres::apps(&transaction, workspace.as_deref()).await?;
+    let app_rows = postgres::apps(&transaction, source.workspace_id).await?;
     let mut collected = Collected::default();
     let mut aggregator = Aggregator::default();
     let mut apps = rules::Apps::new();
@@ -121,19 +120,19 @@ async fn collect_once(source: &DatabaseSource, window: Window) -> Result<Collect
     let mut workspaces = BTreeSet::new();
     for app in &app_rows {
         *collected.apps_by_mode.entry(app.app_mode()).or_default() += 1;
-        workspaces.insert(app.tenant_id.as_str());
+        workspaces.insert(app.tenant_id);
         match app.reading() {
-            Some(Reading::Runs) => run_apps.push(app.id.as_str()),
-            Some(Reading::Messages) => message_apps.push(app.id.as_str()),
+            Some(Reading::Runs) => run_apps.push(app.id),
+            Some(Reading::Messages) => message_apps.push(app.id),
             None => {
                 warn!(app_id = %app.id, name = %app.name, mode = %app.mode, "app mode not collected");
                 continue;
             }
         }
-        let id: Arc<str> = Arc::from(app.id.as_str());
-        aggregator.set_workspace(id.clone(), Arc::from(app.tenant_id.as_str()));
+        let id: Arc<str> = Arc::from(app.id.to_string());
+        aggregator.set_workspace(id.clone(), Arc::from(app.tenant_id.to_string()));
         apps.insert(
-            app.id.clone(),
+            app.id,
             rules::AppInfo {
                 id,
                 name: Arc::from(app.name.as_str()),

@@ -18,6 +18,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
 use tracing::{debug, info};
+use uuid::Uuid;
 
 use super::schema::{self, ColumnCheck};
 use super::settings::{DatabaseSource, SslMode};
@@ -27,10 +28,10 @@ use crate::export::Aggregator;
 /// No single query may run longer (`statement_timeout`): a run-once job that hangs helps no one.
 pub(super) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-const APPS: &str = "SELECT id::text, tenant_id::text, name, mode FROM apps \
-     WHERE $1::text IS NULL OR tenant_id::text = $1 ORDER BY tenant_id, id";
+const APPS: &str = "SELECT id, tenant_id, name, mode FROM apps \
+     WHERE $1::uuid IS NULL OR tenant_id = $1 ORDER BY tenant_id, id";
 
-const MESSAGES: &str = "SELECT m.app_id::text, m.created_at::date, \
+const MESSAGES: &str = "SELECT m.app_id, m.created_at::date, \
        COALESCE(NULLIF(eu.session_id, ''), acc.email, ''), \
        COALESCE(m.model_provider, ''), COALESCE(m.model_id, ''), COALESCE(m.currency, ''), \
        SUM(m.message_tokens)::bigint, SUM(m.answer_tokens)::bigint, \
@@ -38,11 +39,11 @@ const MESSAGES: &str = "SELECT m.app_id::text, m.created_at::date, \
      FROM messages m \
      LEFT JOIN end_users eu ON eu.id = m.from_end_user_id \
      LEFT JOIN accounts acc ON acc.id = m.from_account_id \
-     WHERE m.app_id = ANY($1::text[]::uuid[]) AND m.created_at >= $2 AND m.created_at < $3 \
+     WHERE m.app_id = ANY($1) AND m.created_at >= $2 AND m.created_at < $3 \
        AND m.invoke_from IS DISTINCT FROM 'debugger' \
      GROUP BY 1, 2, 3, 4, 5, 6";
 
-const NODES: &str = "SELECT r.app_id::text, n.id::text, r.created_at::date, \
+const NODES: &str = "SELECT r.app_id, n.id, r.created_at::date, \
        CASE r.created_by_role WHEN 'end_user' THEN COALESCE(eu.session_id, '') \
          WHEN 'account' THEN COALESCE(acc.email, '') ELSE '' END, \
        n.process_data, n.execution_metadata \
@@ -52,7 +53,7 @@ const NODES: &str = "SELECT r.app_id::text, n.id::text, r.created_at::date, \
        AND n.workflow_run_id = r.id \
      LEFT JOIN end_users eu ON r.created_by_role = 'end_user' AND eu.id = r.created_by \
      LEFT JOIN accounts acc ON r.created_by_role = 'account' AND acc.id = r.created_by \
-     WHERE r.app_id = ANY($1::text[]::uuid[]) AND r.created_at >= $2 AND r.created_at < $3 \
+     WHERE r.app_id = ANY($1) AND r.created_at >= $2 AND r.created_at < $3 \
        AND r.triggered_from NOT IN ('debugging', 'rag-pipeline-debugging', 'rag-pipeline-run') \
        AND n.created_at >= $2 AND n.node_type NOT IN ('iteration', 'loop')";
 
@@ -178,7 +179,7 @@ pub(super) async fn check_schema(
 /// Every app of the selected workspace(s).
 pub(super) async fn apps(
     transaction: &Transaction<'_>,
-    workspace: Option<&str>,
+    workspace: Option<Uuid>,
 ) -> Result<Vec<rules::AppRow>, AttemptError> {
     let rows = transaction
         .query(APPS, &[&workspace])
@@ -204,7 +205,7 @@ pub(super) struct Span {
 /// Streams the message groups of `app_ids` into the aggregator; returns the messages counted.
 pub(super) async fn messages(
     transaction: &Transaction<'_>,
-    app_ids: &[&str],
+    app_ids: &[Uuid],
     span: &Span,
     apps: &rules::Apps,
     aggregator: &mut Aggregator,
@@ -229,7 +230,7 @@ pub(super) async fn messages(
     Ok(counted)
 }
 
-fn message_group(row: &Row) -> anyhow::Result<rules::MessageGroup<'_>> {
+fn message_group(row: &Row) -> anyhow::Result<rules::MessageGroup> {
     let count = |index: usize, what: &str| {
         u64::try_from(row.get::<_, i64>(index)).map_err(|_| {
             anyhow!(
@@ -259,7 +260,7 @@ fn message_group(row: &Row) -> anyhow::Result<rules::MessageGroup<'_>> {
 /// (node executions read, node executions counted).
 pub(super) async fn nodes(
     transaction: &Transaction<'_>,
-    app_ids: &[&str],
+    app_ids: &[Uuid],
     span: &Span,
     apps: &rules::Apps,
     aggregator: &mut Aggregator,

@@ -11,6 +11,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize as _;
 use serde::de::value::{Error as ValueError, StrDeserializer};
 
+use uuid::Uuid;
+
 use crate::dify::AppMode;
 use crate::dify::model::{ExecutionMetadata, ProcessData};
 use crate::export::Usage;
@@ -27,8 +29,8 @@ pub(super) enum Reading {
 /// One row of `apps`.
 #[derive(Debug)]
 pub(super) struct AppRow {
-    pub id: String,
-    pub tenant_id: String,
+    pub id: Uuid,
+    pub tenant_id: Uuid,
     pub name: String,
     pub mode: String,
 }
@@ -58,12 +60,12 @@ pub(super) struct AppInfo {
 }
 
 /// Apps by id, for attributing rows.
-pub(super) type Apps = HashMap<String, AppInfo>;
+pub(super) type Apps = HashMap<Uuid, AppInfo>;
 
 /// The messages of one (app, UTC day, user, provider, model, currency), summed by the database.
 #[derive(Debug)]
-pub(super) struct MessageGroup<'a> {
-    pub app_id: &'a str,
+pub(super) struct MessageGroup {
+    pub app_id: Uuid,
     pub day: NaiveDate,
     pub user: String,
     pub provider: String,
@@ -78,21 +80,21 @@ pub(super) struct MessageGroup<'a> {
 /// One counted node execution, with its run's day and creator.
 #[derive(Debug)]
 pub(super) struct NodeRow<'a> {
-    pub app_id: &'a str,
-    pub node_id: &'a str,
+    pub app_id: Uuid,
+    pub node_id: Uuid,
     pub day: NaiveDate,
     pub user: &'a str,
     pub process_data: Option<&'a str>,
     pub execution_metadata: Option<&'a str>,
 }
 
-fn app<'a>(apps: &'a Apps, id: &str) -> Result<&'a AppInfo> {
-    apps.get(id)
+fn app(apps: &Apps, id: Uuid) -> Result<&AppInfo> {
+    apps.get(&id)
         .with_context(|| format!("a row names app {id}, which the apps query did not return"))
 }
 
 /// A message group as one observation: exact split, the message's own model and currency.
-pub(super) fn message_usage(apps: &Apps, group: MessageGroup<'_>) -> Result<Usage> {
+pub(super) fn message_usage(apps: &Apps, group: MessageGroup) -> Result<Usage> {
     let app = app(apps, group.app_id)?;
     Ok(Usage {
         day: group.day,
@@ -167,9 +169,11 @@ pub(super) fn node_usage(apps: &Apps, row: &NodeRow<'_>) -> Result<Option<Usage>
 mod tests {
     use super::*;
 
+    const APP: Uuid = Uuid::from_u128(0xa1);
+
     fn apps() -> Apps {
         HashMap::from([(
-            "a1".to_owned(),
+            APP,
             AppInfo {
                 id: "a1".into(),
                 name: "Flow".into(),
@@ -179,8 +183,8 @@ mod tests {
 
     fn row<'a>(process: Option<&'a str>, metadata: Option<&'a str>) -> NodeRow<'a> {
         NodeRow {
-            app_id: "a1",
-            node_id: "n1",
+            app_id: APP,
+            node_id: Uuid::from_u128(0x1),
             day: "2026-11-27".parse().unwrap(),
             user: "u",
             process_data: process,
@@ -244,7 +248,8 @@ mod tests {
         );
         let err = node_usage(&apps(), &row(Some("{\"usage\":"), None)).unwrap_err();
         assert!(
-            format!("{err:#}").contains("row n1 has a process_data"),
+            format!("{err:#}")
+                .contains("row 00000000-0000-0000-0000-000000000001 has a process_data"),
             "{err:#}"
         );
     }
