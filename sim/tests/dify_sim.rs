@@ -590,11 +590,18 @@ async fn production_runs(w: &Walker, app_id: &str, mode: &str) -> Vec<(Value, St
             runs
         }
         "advanced-chat" => {
-            let runs = w.runs(app_id, Some("app-run")).await;
-            runs.into_iter()
-                .map(|r| (user_of(&r), r))
-                .map(|(u, r)| (r, u))
-                .collect()
+            // List rows never name the end user: the run's node executions do.
+            let mut runs = Vec::new();
+            for run in w.runs(app_id, Some("app-run")).await {
+                let path = format!(
+                    "/apps/{app_id}/workflow-runs/{}/node-executions",
+                    run["id"].as_str().unwrap()
+                );
+                let nodes = w.ok(&path, &[]).await;
+                let user = user_of(&nodes["data"][0]);
+                runs.push((run, user));
+            }
+            runs
         }
         _ => Vec::new(),
     }
@@ -655,52 +662,168 @@ async fn add_run(w: &Walker, totals: &mut Totals, app: (&str, &str), run: &Value
     }
 }
 
-/// Adds a chat-type app's token costs, one UTC day at a time converted to the account timezone.
-async fn add_messages(w: &Walker, totals: &mut Totals, app: (&str, &str)) {
+/// `YYYY-MM-DD HH:MM` in Tokyo of a UTC day's midnight.
+fn tokyo_minute(day: NaiveDate) -> String {
+    let utc = chrono::Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap());
+    utc.with_timezone(&chrono_tz::Asia::Tokyo)
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+/// One UTC day of an app's statistics: (tokens, price, messages), summed over the Tokyo days it spans.
+async fn day_statistics(w: &Walker, app_id: &str, day: NaiveDate) -> (u64, Decimal, u64) {
+    let query = [
+        ("start", tokyo_minute(day)),
+        ("end", tokyo_minute(day + Days::new(1))),
+    ];
+    let costs = w
+        .ok(&format!("/apps/{app_id}/statistics/token-costs"), &query)
+        .await;
+    let messages = w
+        .ok(&format!("/apps/{app_id}/statistics/daily-messages"), &query)
+        .await;
+    let rows = costs["data"].as_array().expect("rows");
+    assert!(rows.len() <= 2, "one UTC day spans at most two Tokyo days");
+    assert!(rows.iter().all(|r| r["currency"] == "USD"), "{rows:?}");
+    let tokens: u64 = rows
+        .iter()
+        .map(|r| r["token_count"].as_u64().unwrap())
+        .sum();
+    let cost: Decimal = rows.iter().map(|r| parse_price(&r["total_price"])).sum();
+    let count: u64 = messages["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message_count"].as_u64().unwrap())
+        .sum();
+    (tokens, cost, count)
+}
+
+/// Per UTC day, what a chat app's end-user messages added: (tokens, price, count) and their currencies.
+type Counted = BTreeMap<NaiveDate, ((u64, Decimal, u64), HashSet<String>)>;
+
+/// Adds an app's statistics per UTC day minus what `counted` already holds, as one `total_only` record for
+/// user "" with the app's model (ARCHITECTURE.md 7.3).
+async fn add_remainders(w: &Walker, totals: &mut Totals, app: (&str, &str), counted: &Counted) {
     let (app_id, name) = app;
     let detail = w.ok(&format!("/apps/{app_id}"), &[]).await;
     let model = &detail["model_config"]["model"];
-    let local = |day: NaiveDate| {
-        let utc = chrono::Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap());
-        utc.with_timezone(&chrono_tz::Asia::Tokyo)
-            .format("%Y-%m-%d %H:%M")
-            .to_string()
-    };
     for d in 0..3 {
         let day = DAY0 + Days::new(d);
-        let query = [("start", local(day)), ("end", local(day + Days::new(1)))];
-        let costs = w
-            .ok(&format!("/apps/{app_id}/statistics/token-costs"), &query)
-            .await;
-        let messages = w
-            .ok(&format!("/apps/{app_id}/statistics/daily-messages"), &query)
-            .await;
-        let rows = costs["data"].as_array().expect("rows");
-        if rows.is_empty() {
+        let (tokens, cost, count) = day_statistics(w, app_id, day).await;
+        let ((t, c, n), currencies) = counted.get(&day).cloned().unwrap_or_default();
+        let (tokens, cost, count) = (tokens - t, cost - c, count - n);
+        if tokens == 0 && cost.is_zero() && count == 0 {
             continue;
         }
-        assert!(rows.len() <= 2, "one UTC day spans at most two Tokyo days");
-        let tokens: u64 = rows
-            .iter()
-            .map(|r| r["token_count"].as_u64().unwrap())
-            .sum();
-        let cost: Decimal = rows.iter().map(|r| parse_price(&r["total_price"])).sum();
-        let count: u64 = messages["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["message_count"].as_u64().unwrap())
-            .sum();
+        let currency = if currencies.len() == 1 {
+            currencies.into_iter().next().unwrap()
+        } else {
+            "USD".to_owned()
+        };
         let key = (
             day,
             app_id.to_owned(),
             String::new(),
             normalize_provider(model["provider"].as_str().unwrap()),
             model["name"].as_str().unwrap().to_owned(),
-            rows[0]["currency"].as_str().unwrap().to_owned(),
+            currency,
         );
         totals.add(key, name, (tokens, 0, tokens), cost, count, true);
     }
+}
+
+/// Every conversation updated since the window's start, by page number under `-updated_at`, deduplicated.
+async fn conversations(w: &Walker, app_id: &str) -> Vec<Value> {
+    let mut seen = HashSet::new();
+    let mut all = Vec::new();
+    for page in 1.. {
+        let query = [
+            ("page", page.to_string()),
+            ("limit", "4".into()),
+            ("sort_by", "-updated_at".into()),
+            ("start", tokyo_minute(DAY0)),
+        ];
+        let v = w
+            .ok(&format!("/apps/{app_id}/chat-conversations"), &query)
+            .await;
+        for c in v["data"].as_array().expect("data") {
+            if seen.insert(c["id"].as_str().unwrap().to_owned()) {
+                all.push(c.clone());
+            }
+        }
+        if v["has_more"] != true {
+            return all;
+        }
+    }
+    unreachable!()
+}
+
+/// A conversation's messages, newest pages first through `first_id`, returned oldest first.
+async fn messages(w: &Walker, app_id: &str, conversation_id: &str) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    loop {
+        let mut query = vec![
+            ("conversation_id", conversation_id.to_owned()),
+            ("limit", "2".to_owned()),
+        ];
+        if let Some(first) = all.first() {
+            query.push(("first_id", first["id"].as_str().unwrap().to_owned()));
+        }
+        let v = w.ok(&format!("/apps/{app_id}/chat-messages"), &query).await;
+        let page = v["data"].as_array().expect("data").clone();
+        all.splice(0..0, page);
+        if v["has_more"] != true {
+            return all;
+        }
+    }
+}
+
+/// Adds a chat app's end-user messages one by one, then the rest of its statistics as remainders.
+async fn add_chat(w: &Walker, totals: &mut Totals, app: (&str, &str)) {
+    let (app_id, name) = app;
+    let mut counted = Counted::new();
+    for c in conversations(w, app_id).await {
+        let Some(user) = c["from_end_user_session_id"].as_str() else {
+            continue;
+        };
+        let model = &c["model_config"]["model"];
+        for m in messages(w, app_id, c["id"].as_str().unwrap()).await {
+            assert!(m["from_end_user_id"].is_string());
+            let day = utc_day(m["created_at"].as_i64().unwrap());
+            if day < DAY0 || day > DAY0 + Days::new(2) {
+                continue;
+            }
+            let usage = &m["metadata"]["usage"];
+            let (cost, currency) = if usage.is_object() {
+                (
+                    parse_price(&usage["total_price"]),
+                    usage["currency"].as_str().unwrap().to_owned(),
+                )
+            } else {
+                (Decimal::ZERO, "USD".to_owned())
+            };
+            let (input, output) = (
+                m["message_tokens"].as_u64().unwrap(),
+                m["answer_tokens"].as_u64().unwrap(),
+            );
+            let key = (
+                day,
+                app_id.to_owned(),
+                user.to_owned(),
+                normalize_provider(model["provider"].as_str().unwrap()),
+                model["name"].as_str().unwrap().to_owned(),
+                currency.clone(),
+            );
+            totals.add(key, name, (input, output, input + output), cost, 1, false);
+            let entry = counted.entry(day).or_default();
+            entry.0.0 += input + output;
+            entry.0.1 += cost;
+            entry.0.2 += 1;
+            entry.1.insert(currency);
+        }
+    }
+    add_remainders(w, totals, app, &counted).await;
 }
 
 #[tokio::test]
@@ -721,8 +844,12 @@ async fn an_independent_walk_of_the_api_equals_the_truth() {
         for (run, user) in production_runs(&w, app_id, mode).await {
             add_run(&w, &mut totals, (app_id, name), &run, &user).await;
         }
-        if matches!(mode, "chat" | "agent-chat" | "completion") {
-            add_messages(&w, &mut totals, (app_id, name)).await;
+        match mode {
+            "chat" | "agent-chat" => add_chat(&w, &mut totals, (app_id, name)).await,
+            "completion" => {
+                add_remainders(&w, &mut totals, (app_id, name), &Counted::new()).await;
+            }
+            _ => {}
         }
     }
     let walked = totals.records();
@@ -756,6 +883,30 @@ async fn an_independent_walk_of_the_api_equals_the_truth() {
         truth.iter().any(|r| r.user.contains('@'))
             && truth.iter().any(|r| r.user == "customer-0042")
     );
+    // Chat apps: end users one by one (exact), the rest as a remainder for user "".
+    let chat_ids: HashSet<String> = w
+        .apps()
+        .await
+        .iter()
+        .filter(|a| a["mode"] == "chat")
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    let chat: Vec<&TruthRecord> = truth
+        .iter()
+        .filter(|r| chat_ids.contains(&r.app_id))
+        .collect();
+    assert!(
+        chat.iter()
+            .any(|r| r.token_split == TokenSplit::Exact && !r.user.is_empty())
+    );
+    assert!(
+        chat.iter()
+            .any(|r| r.token_split == TokenSplit::TotalOnly && r.user.is_empty())
+    );
+    assert!(
+        chat.iter()
+            .all(|r| (r.token_split == TokenSplit::Exact) != r.user.is_empty())
+    );
 }
 
 #[tokio::test]
@@ -785,8 +936,7 @@ async fn workflow_runs_default_to_debug_runs_and_cursor_pages_cover_every_run_on
         .expect("an advanced-chat app");
     let id = app["id"].as_str().unwrap();
     let debug = w.runs(id, None).await;
-    assert!(!debug.is_empty());
-    assert!(debug.iter().all(|r| r["triggered_from"] == "debugging"));
+    assert_eq!(debug.len(), 3 * 2, "ceil(4 / 3) editor runs a day");
     let production = w.runs(id, Some("app-run")).await;
     assert_eq!(production.len(), 3 * 4);
     let ids: HashSet<&str> = production
