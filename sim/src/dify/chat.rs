@@ -124,7 +124,7 @@ fn list_row(ws: &Workspace, app: &App, v: &View<'_>) -> Value {
     };
     let failed = v.messages.iter().filter(|m| !m.answered).count();
     json!({
-        "id": c.id, "status": "normal", "from_source": c.invoke_from.from_source(),
+        "id": c.id, "status": "normal", "from_source": c.invoke_from.source(),
         "from_end_user_id": end_user_id, "from_end_user_session_id": session_id,
         "from_account_id": account_id, "from_account_name": account_name,
         "name": format!("Conversation {}", v.index + 1), "summary": format!("Question 1 of conversation {}", v.index + 1),
@@ -187,7 +187,7 @@ fn message_json(ws: &Workspace, app: &App, v: &View<'_>, position: usize) -> Val
         "message_tokens": m.message_tokens,
         "answer": if m.answered { format!("Answer {n}") } else { String::new() },
         "answer_tokens": m.answer_tokens, "provider_response_latency": if m.answered { 1.25 } else { 0.0 },
-        "from_source": c.invoke_from.from_source(), "from_end_user_id": end_user_id,
+        "from_source": c.invoke_from.source(), "from_end_user_id": end_user_id,
         "from_account_id": account_id, "feedbacks": [], "workflow_run_id": null, "annotation": null,
         "annotation_hit_history": null, "created_at": m.created_at,
         "agent_thoughts": agent_thoughts, "message_files": [], "metadata": metadata,
@@ -252,11 +252,7 @@ pub(crate) async fn chat_conversations(
         .conversations
         .iter()
         .zip(0u32..)
-        .filter(|(c, _)| {
-            !c.is_deleted
-                && !(app.mode == Mode::AdvancedChat
-                    && c.invoke_from == super::data::InvokeFrom::Debugger)
-        })
+        .filter(|(c, _)| is_listed(app, c))
         .map(|(c, i)| view(app, &live, i, c))
         .filter(|v| {
             let t = if sort.updated {
@@ -310,6 +306,13 @@ pub(crate) async fn chat_conversations(
     Ok(Json(json!({
         "page": page, "limit": limit, "total": total, "has_more": has_more, "data": data,
     })))
+}
+
+/// Deleted conversations are never listed; debugger ones only for chat and agent-chat apps.
+fn is_listed(app: &App, c: &Conversation) -> bool {
+    let hidden_debugger =
+        app.mode == Mode::AdvancedChat && c.invoke_from == super::data::InvokeFrom::Debugger;
+    !c.is_deleted && !hidden_debugger
 }
 
 /// The last end-user conversation of page 2 (else its last one): (index, its `updated_at`).
@@ -421,7 +424,7 @@ pub(crate) async fn chat_conversation_detail(
     let v = view(app, &live, index, c);
     let (end_user_id, account_id) = sender_ids(c, ws);
     Ok(Json(json!({
-        "id": c.id, "status": "normal", "from_source": c.invoke_from.from_source(),
+        "id": c.id, "status": "normal", "from_source": c.invoke_from.source(),
         "from_end_user_id": end_user_id, "from_account_id": account_id,
         "created_at": v.created_at(), "updated_at": v.updated_at(), "annotated": false, "introduction": "",
         "model_config": full_model_config(app, c.model), "message_count": v.messages.len(),
@@ -449,7 +452,7 @@ pub(crate) async fn completion_conversation_detail(
         message_json(ws, app, &v, 0)
     };
     Ok(Json(json!({
-        "id": c.id, "status": "normal", "from_source": c.invoke_from.from_source(),
+        "id": c.id, "status": "normal", "from_source": c.invoke_from.source(),
         "from_end_user_id": end_user_id, "from_account_id": account_id, "created_at": v.created_at(),
         "model_config": full_model_config(app, c.model), "message": message,
     })))

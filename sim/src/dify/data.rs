@@ -251,8 +251,8 @@ impl InvokeFrom {
         }
     }
 
-    /// `from_source`: `api` for end users, `console` for accounts (explore and debugger alike).
-    pub(crate) fn from_source(self) -> &'static str {
+    /// The `from_source` column: `api` for end users, `console` for accounts (explore and debugger alike).
+    pub(crate) fn source(self) -> &'static str {
         match self {
             InvokeFrom::WebApp | InvokeFrom::ServiceApi => "api",
             InvokeFrom::Explore | InvokeFrom::Debugger => "console",
@@ -274,6 +274,8 @@ pub(crate) struct Conversation {
     pub(crate) message_count: u32,
 }
 
+// `message_tokens` is Dify's own column name; keeping it makes the wire and table mapping obvious.
+#[allow(clippy::struct_field_names)]
 /// One message (`messages` row); its conversation is the one whose range holds it, and its sender,
 /// invoke_from and model are that conversation's.
 #[derive(Debug, Clone)]
@@ -388,41 +390,10 @@ fn day_start(day: NaiveDate) -> i64 {
 impl Workspace {
     /// Generates the workspace; `tz` is the already validated account timezone, `modes` the validated modes to
     /// generate apps for, `now` the Unix time messages "after the window" must not pass.
-    pub(crate) fn generate(config: &SimConfig, tz: Tz, modes: &[Mode], now: i64) -> Workspace {
+    pub(crate) fn generate(config: &SimConfig, tz: Tz, app_modes: &[Mode], now: i64) -> Workspace {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let workspace_id = uuid_from(&mut rng);
-        let accounts = ["owner", "editor", "developer"]
-            .iter()
-            .map(|who| Account {
-                id: uuid_from(&mut rng),
-                name: format!("Sim {who}"),
-                email: format!("{who}@example.com"),
-            })
-            .collect();
-        let end_users = [
-            ("service_api", "customer-0042".to_owned()),
-            ("service_api", "alice@example.org".to_owned()),
-            ("browser", String::new()),
-            ("browser", String::new()),
-            ("service_api", "bob".to_owned()),
-        ]
-        .into_iter()
-        .map(|(kind, session)| {
-            let id = uuid_from(&mut rng);
-            // Web-app sessions are opaque random strings in Dify.
-            let session_id = if session.is_empty() {
-                uuid_from(&mut rng).simple().to_string()
-            } else {
-                session
-            };
-            EndUser {
-                id,
-                kind,
-                session_id,
-            }
-        })
-        .collect();
-
+        let (accounts, end_users) = generate_people(&mut rng);
         let first = day_start(config.first_day);
         let plan = MessagePlan {
             first,
@@ -439,7 +410,7 @@ impl Workspace {
         // Message-based apps cycle over these models so that even one app per mode covers path-style, plain
         // and "" providers; the second chat app is priced in RMB.
         let chat_models = [0usize, 1, 2, 3];
-        for &mode in modes {
+        for &mode in app_modes {
             for n in 0..config.apps_per_mode {
                 let id = uuid_from(&mut rng);
                 let model = if mode.has_runs() {
@@ -523,6 +494,43 @@ impl Workspace {
             Creator::Nobody => "",
         }
     }
+}
+
+/// The workspace's three accounts and five end users (three service-API users, two web-app sessions).
+fn generate_people(rng: &mut ChaCha8Rng) -> (Vec<Account>, Vec<EndUser>) {
+    let accounts = ["owner", "editor", "developer"]
+        .iter()
+        .map(|who| Account {
+            id: uuid_from(rng),
+            name: format!("Sim {who}"),
+            email: format!("{who}@example.com"),
+        })
+        .collect();
+    let end_users = [
+        ("service_api", "customer-0042".to_owned()),
+        ("service_api", "alice@example.org".to_owned()),
+        ("browser", String::new()),
+        ("browser", String::new()),
+        ("service_api", "bob".to_owned()),
+    ]
+    .into_iter()
+    .map(|(kind, session)| {
+        let id = uuid_from(rng);
+        // Web-app sessions are opaque random strings in Dify.
+        let session_id = if session.is_empty() {
+            uuid_from(rng).simple().to_string()
+        } else {
+            session
+        };
+        EndUser {
+            id,
+            kind,
+            session_id,
+        }
+    })
+    .collect();
+
+    (accounts, end_users)
 }
 
 /// Draws a second of the day not used yet by this app's list, so timestamps never tie.
