@@ -1996,3 +1996,36 @@ async fn modes_choose_the_apps_and_an_unknown_mode_is_listed() {
     .expect_err("an unknown mode is refused");
     assert!(error.to_string().contains("chatbot"), "{error}");
 }
+
+#[tokio::test]
+async fn advanced_chat_conversations_are_their_runs_without_the_debugger() {
+    let sim = start(config(AuthMode::V1_9_1));
+    let w = Walker::new(&sim);
+    let app = apps_of(&w, "advanced-chat").await.remove(0);
+    let id = app["id"].as_str().unwrap();
+    let runs = w.runs(id, Some("app-run")).await;
+    let listed = conversations(&w, id).await;
+    assert_eq!(
+        listed.len(),
+        runs.len(),
+        "one conversation per production run, none from the editor"
+    );
+    for run in &runs {
+        let c = listed
+            .iter()
+            .find(|c| c["id"] == run["conversation_id"])
+            .expect("the run's conversation is listed");
+        assert!(c["model_config"]["model"].is_null());
+        let messages = messages(&w, id, c["id"].as_str().unwrap()).await;
+        assert_eq!(messages.len(), 1);
+        let m = &messages[0];
+        assert_eq!(
+            (&m["id"], &m["workflow_run_id"]),
+            (&run["message_id"], &run["id"])
+        );
+        assert_eq!(
+            m["message_tokens"].as_u64().unwrap() + m["answer_tokens"].as_u64().unwrap(),
+            run["total_tokens"].as_u64().unwrap()
+        );
+    }
+}

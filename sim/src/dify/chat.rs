@@ -18,14 +18,16 @@ use uuid::Uuid;
 
 use super::SimState;
 use super::auth::authenticate;
+use rust_decimal::Decimal;
+
 use super::data::{
-    App, Conversation, Creator, MODELS, Message, Mode, ModelSpec, Usage, Workspace,
-    generate_message,
+    App, Conversation, Creator, MODELS, Message, Mode, ModelSpec, NodeKind, Usage, Workspace,
+    generate_message, generate_nodes,
 };
 use super::live::Live;
 use super::routes::{
     ApiError, ApiResult, Params, find_app, int_param, limit_param, local_minute_param, params,
-    require_mode, usage_json,
+    price_str, require_mode, usage_json,
 };
 
 fn not_found(message: &str) -> ApiError {
@@ -129,7 +131,11 @@ fn list_row(ws: &Workspace, app: &App, v: &View<'_>) -> Value {
         "from_account_id": account_id, "from_account_name": account_name,
         "name": format!("Conversation {}", v.index + 1), "summary": format!("Question 1 of conversation {}", v.index + 1),
         "read_at": v.read_at, "created_at": v.created_at(), "updated_at": v.updated_at(), "annotated": false,
-        "model_config": {"model": model_json(app, c.model), "pre_prompt": "You are a helpful assistant."},
+        "model_config": if app.mode == Mode::AdvancedChat {
+            json!({"model": null, "pre_prompt": null})
+        } else {
+            json!({"model": model_json(app, c.model), "pre_prompt": "You are a helpful assistant."})
+        },
         "message_count": v.messages.len(),
         "user_feedback_stats": feedback_stats(), "admin_feedback_stats": feedback_stats(),
         "status_count": {"success": v.messages.len() - failed, "failed": failed, "partial_success": 0},
@@ -137,9 +143,9 @@ fn list_row(ws: &Workspace, app: &App, v: &View<'_>) -> Value {
 }
 
 /// `model_config_fields` of the detail endpoints.
-fn full_model_config(app: &App, model: usize) -> Value {
+fn full_model_config(app: &App, c: &Conversation) -> Value {
     json!({
-        "opening_statement": "", "suggested_questions": [], "model": model_json(app, model),
+        "opening_statement": "", "suggested_questions": [], "model": conversation_model(app, c),
         "user_input_form": [], "pre_prompt": "You are a helpful assistant.",
         "agent_mode": {"enabled": app.mode == Mode::AgentChat, "tools": []},
     })
@@ -150,28 +156,41 @@ fn full_model_config(app: &App, model: usize) -> Value {
 fn message_json(ws: &Workspace, app: &App, v: &View<'_>, position: usize) -> Value {
     let m = v.messages[position];
     let c = v.conversation;
-    let spec: &ModelSpec = &MODELS[c.model];
     let (end_user_id, account_id) = sender_ids(c, ws);
-    let metadata = if m.answered {
-        let usage = Usage {
-            prompt_tokens: u64::from(m.message_tokens),
-            completion_tokens: u64::from(m.answer_tokens),
-            prompt_price: if spec.provider.is_empty() {
-                rust_decimal::Decimal::ZERO
-            } else {
-                m.prompt_price(spec)
-            },
-            completion_price: if spec.provider.is_empty() {
-                rust_decimal::Decimal::ZERO
-            } else {
-                m.completion_price(spec)
-            },
-            latency: 1.25,
-        };
-        json!({"usage": usage_json(spec, &usage), "retriever_resources": []})
+    let (tokens, usage, workflow_run_id) = if app.mode == Mode::AdvancedChat {
+        run_message(ws, app, c)
     } else {
-        json!({})
+        let spec: &ModelSpec = &MODELS[c.model];
+        let usage = m.answered.then(|| {
+            // A model without pricing in Dify reports zero prices.
+            let priced = !spec.provider.is_empty();
+            let usage = Usage {
+                prompt_tokens: u64::from(m.message_tokens),
+                completion_tokens: u64::from(m.answer_tokens),
+                prompt_price: if priced {
+                    m.prompt_price(spec)
+                } else {
+                    Decimal::ZERO
+                },
+                completion_price: if priced {
+                    m.completion_price(spec)
+                } else {
+                    Decimal::ZERO
+                },
+                latency: 1.25,
+            };
+            usage_json(spec, &usage)
+        });
+        (
+            (u64::from(m.message_tokens), u64::from(m.answer_tokens)),
+            usage,
+            Value::Null,
+        )
     };
+    let metadata = usage.map_or_else(
+        || json!({}),
+        |usage| json!({"usage": usage, "retriever_resources": []}),
+    );
     let n = position + 1;
     // An agent-chat answer records its reasoning steps; usage stays on the message.
     let agent_thoughts = if app.mode == Mode::AgentChat && m.answered {
@@ -184,17 +203,61 @@ fn message_json(ws: &Workspace, app: &App, v: &View<'_>, position: usize) -> Val
     json!({
         "id": m.id, "conversation_id": c.id, "inputs": {}, "query": format!("Question {n}"),
         "message": [{"role": "user", "text": format!("Question {n}"), "files": []}],
-        "message_tokens": m.message_tokens,
+        "message_tokens": tokens.0,
         "answer": if m.answered { format!("Answer {n}") } else { String::new() },
-        "answer_tokens": m.answer_tokens, "provider_response_latency": if m.answered { 1.25 } else { 0.0 },
+        "answer_tokens": tokens.1, "provider_response_latency": if m.answered { 1.25 } else { 0.0 },
         "from_source": c.invoke_from.source(), "from_end_user_id": end_user_id,
-        "from_account_id": account_id, "feedbacks": [], "workflow_run_id": null, "annotation": null,
+        "from_account_id": account_id, "feedbacks": [], "workflow_run_id": workflow_run_id, "annotation": null,
         "annotation_hit_history": null, "created_at": m.created_at,
         "agent_thoughts": agent_thoughts, "message_files": [], "metadata": metadata,
         "status": if m.answered { "normal" } else { "error" },
         "error": if m.answered { Value::Null } else { Value::from("[openai] Error: Request timed out.") },
         "parent_message_id": position.checked_sub(1).map(|p| v.messages[p].id),
     })
+}
+
+/// An advanced-chat message as Dify saves it once its run ends: the run's LLM usage summed over every node
+/// with its own usage (prompt and completion tokens, total price, the first model's currency).
+fn run_message(ws: &Workspace, app: &App, c: &Conversation) -> ((u64, u64), Option<Value>, Value) {
+    let Some(run) = app.run_of_conversation(c) else {
+        return ((0, 0), None, Value::Null);
+    };
+    let (mut prompt, mut completion, mut price, mut currency) = (0, 0, Decimal::ZERO, None);
+    for node in generate_nodes(ws.seed, app.mode, run) {
+        match node.kind {
+            NodeKind::Model { model, usage } => {
+                prompt += usage.prompt_tokens;
+                completion += usage.completion_tokens;
+                price += usage.total_price();
+                currency.get_or_insert(MODELS[model].currency);
+            }
+            NodeKind::Truncated {
+                model,
+                total_tokens,
+                total_price,
+            } => {
+                prompt += total_tokens;
+                price += total_price;
+                currency.get_or_insert(MODELS[model].currency);
+            }
+            NodeKind::Plain | NodeKind::Container { .. } => {}
+        }
+    }
+    let usage = json!({
+        "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+        "total_price": price_str(price), "currency": currency.unwrap_or("USD"), "latency": 2.5,
+    });
+    ((prompt, completion), Some(usage), json!(run.id))
+}
+
+/// A conversation's `model_config`: the config it was created with; an advanced-chat conversation has none
+/// (`Conversation.model_config` in `api/models/model.py`), so its model is null.
+fn conversation_model(app: &App, c: &Conversation) -> Value {
+    if app.mode == Mode::AdvancedChat {
+        Value::Null
+    } else {
+        model_json(app, c.model)
+    }
 }
 
 /// Which conversation field `sort_by` orders and filters on, and in which direction.
@@ -427,7 +490,7 @@ pub(crate) async fn chat_conversation_detail(
         "id": c.id, "status": "normal", "from_source": c.invoke_from.source(),
         "from_end_user_id": end_user_id, "from_account_id": account_id,
         "created_at": v.created_at(), "updated_at": v.updated_at(), "annotated": false, "introduction": "",
-        "model_config": full_model_config(app, c.model), "message_count": v.messages.len(),
+        "model_config": full_model_config(app, c), "message_count": v.messages.len(),
         "user_feedback_stats": feedback_stats(), "admin_feedback_stats": feedback_stats(),
     })))
 }
@@ -454,6 +517,6 @@ pub(crate) async fn completion_conversation_detail(
     Ok(Json(json!({
         "id": c.id, "status": "normal", "from_source": c.invoke_from.source(),
         "from_end_user_id": end_user_id, "from_account_id": account_id, "created_at": v.created_at(),
-        "model_config": full_model_config(app, c.model), "message": message,
+        "model_config": full_model_config(app, c), "message": message,
     })))
 }

@@ -341,7 +341,21 @@ pub(crate) struct App {
     pub(crate) messages: Vec<Message>,
 }
 
+/// An advanced-chat run answers one message of one conversation; their ids derive from the run's.
+pub(crate) fn run_conversation_id(run: Uuid) -> Uuid {
+    Uuid::from_u128(run.as_u128() ^ 0xC0)
+}
+
+pub(crate) fn run_message_id(run: Uuid) -> Uuid {
+    Uuid::from_u128(run.as_u128() ^ 0x3E)
+}
+
 impl App {
+    /// The run behind a conversation of an advanced-chat app.
+    pub(crate) fn run_of_conversation(&self, conversation: &Conversation) -> Option<&Run> {
+        self.find_run(run_conversation_id(conversation.id))
+    }
+
     pub(crate) fn conversation_messages(&self, conversation: &Conversation) -> &[Message] {
         let start = conversation.first_message as usize;
         self.messages
@@ -626,6 +640,51 @@ fn generate_runs(app: &mut App, config: &SimConfig, rng: &mut ChaCha8Rng, first:
             .enumerate()
             .map(|(i, r)| (r.id, (true, i))),
     );
+    if app.mode == Mode::AdvancedChat {
+        conversations_from_runs(app);
+    }
+}
+
+/// An advanced-chat app's conversations: one per run, debugger ones from the editor's runs. Their message's
+/// tokens and price are the run's, computed from its nodes when served (placeholders here), and they never
+/// count as messages in either truth: the runs do.
+fn conversations_from_runs(app: &mut App) {
+    let runs = app.runs.iter().chain(&app.debug_runs).rev();
+    let (conversations, messages): (Vec<Conversation>, Vec<Message>) = runs
+        .enumerate()
+        .map(|(i, run)| {
+            let invoke_from = match (run.triggered_from, run.creator) {
+                (TriggeredFrom::Debugging, _) => InvokeFrom::Debugger,
+                (_, Creator::EndUser(u)) if u % 2 == 1 => InvokeFrom::WebApp,
+                (_, Creator::Account(_)) => InvokeFrom::Explore,
+                _ => InvokeFrom::ServiceApi,
+            };
+            let conversation = Conversation {
+                id: run_conversation_id(run.id),
+                sender: run.creator,
+                invoke_from,
+                model: 0,
+                is_deleted: false,
+                first_message: u32::try_from(i).unwrap_or(u32::MAX),
+                message_count: 1,
+            };
+            let message = Message {
+                id: run_message_id(run.id),
+                created_at: run.created_at,
+                message_tokens: 0,
+                answer_tokens: 0,
+                answered: true,
+            };
+            (conversation, message)
+        })
+        .unzip();
+    app.conversation_index = conversations
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id, u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
+    app.conversations = conversations;
+    app.messages = messages;
 }
 
 /// What every message-based app's conversations are generated from.

@@ -20,7 +20,8 @@ use super::SimState;
 use super::auth::{self, authenticate};
 use super::data::{
     App, Creator, InvokeFrom, MODELS, Mode, ModelSpec, Node, NodeKind, Run, RunStatus,
-    TriggeredFrom, Usage, Workspace, generate_nodes, run_totals,
+    TriggeredFrom, Usage, Workspace, generate_nodes, run_conversation_id, run_message_id,
+    run_totals,
 };
 use super::{Source, chat, faults};
 
@@ -324,8 +325,8 @@ fn run_list_json(ws: &Workspace, app: &App, run: &Run) -> Value {
         "created_at": run.created_at, "finished_at": f.finished_at, "exceptions_count": 0, "retry_index": 0,
     });
     if app.mode == Mode::AdvancedChat {
-        value["conversation_id"] = json!(Uuid::from_u128(run.id.as_u128() ^ 0xC0));
-        value["message_id"] = json!(Uuid::from_u128(run.id.as_u128() ^ 0x3E));
+        value["conversation_id"] = json!(run_conversation_id(run.id));
+        value["message_id"] = json!(run_message_id(run.id));
     }
     value
 }
