@@ -583,8 +583,8 @@ fn generate_runs(app: &mut App, config: &SimConfig, rng: &mut ChaCha8Rng, first:
             } else {
                 Creator::Nobody
             };
-            // Workflow apps (only they can start on a trigger node) get some triggered runs: schedules and
-            // plugins run as the owner, webhooks as an end user.
+            // Workflow apps (only they can start on a trigger node) get some triggered runs: plugin and
+            // webhook runs as an end user (Dify creates one per app for triggers), schedules as the owner.
             let (triggered_from, creator) = if app.mode == Mode::Workflow && rng.random_bool(0.12) {
                 match rng.random_range(0..3u8) {
                     0 => (
@@ -592,7 +592,10 @@ fn generate_runs(app: &mut App, config: &SimConfig, rng: &mut ChaCha8Rng, first:
                         Creator::EndUser(rng.random_range(0..5)),
                     ),
                     1 => (TriggeredFrom::Schedule, Creator::Account(0)),
-                    _ => (TriggeredFrom::Plugin, Creator::Account(0)),
+                    _ => (
+                        TriggeredFrom::Plugin,
+                        Creator::EndUser(rng.random_range(0..5)),
+                    ),
                 }
             } else {
                 (TriggeredFrom::AppRun, creator)

@@ -424,6 +424,8 @@ async fn workflow_app_logs(
             json!({
                 "id": Uuid::from_u128(run.id.as_u128() ^ 0x1065),
                 "workflow_run": run_log_json(ws, app, run),
+                // Dify >= 1.10 adds `details` (trigger metadata); null when the log has none.
+                "details": null,
                 "created_from": created_from, "created_by_role": role(run.creator),
                 "created_by_account": account_json(ws, run.creator),
                 "created_by_end_user": end_user_json(ws, run.creator),
