@@ -26,7 +26,7 @@ use super::data::{
 };
 use super::live::Live;
 use super::routes::{
-    ApiError, ApiResult, Params, find_app, int_param, limit_param, local_minute_param, params,
+    ApiError, ApiResult, Params, find_app, limit_param, local_minute_param, page_param, params,
     price_str, require_mode, usage_json,
 };
 
@@ -267,6 +267,16 @@ struct SortBy {
     descending: bool,
 }
 
+impl SortBy {
+    fn time(self, v: &View<'_>) -> i64 {
+        if self.updated {
+            v.updated_at()
+        } else {
+            v.created_at()
+        }
+    }
+}
+
 fn sort_by_param(q: &HashMap<String, String>) -> Result<SortBy, ApiError> {
     match q.get("sort_by").map_or("-updated_at", String::as_str) {
         "created_at" => Ok(SortBy {
@@ -305,7 +315,7 @@ pub(crate) async fn chat_conversations(
     let app = find_app(ws, &app_id)?;
     require_mode(app, &[Mode::Chat, Mode::AgentChat, Mode::AdvancedChat])?;
     let q = params(query)?;
-    let page = int_param(&q, "page", 1, 99_999)?;
+    let page = page_param(&q)?;
     let limit = limit_param(&q)?;
     let sort = sort_by_param(&q)?;
     let start = local_minute_param(ws, &q, "start")?;
@@ -318,24 +328,11 @@ pub(crate) async fn chat_conversations(
         .filter(|(c, _)| is_listed(app, c))
         .map(|(c, i)| view(app, &live, i, c))
         .filter(|v| {
-            let t = if sort.updated {
-                v.updated_at()
-            } else {
-                v.created_at()
-            };
+            let t = sort.time(v);
             start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e)
         })
         .collect();
-    let key = |v: &View<'_>| {
-        (
-            if sort.updated {
-                v.updated_at()
-            } else {
-                v.created_at()
-            },
-            v.conversation.id,
-        )
-    };
+    let key = |v: &View<'_>| (sort.time(v), v.conversation.id);
     if sort.descending {
         rows.sort_by_key(|v| Reverse(key(v)));
     } else {

@@ -131,7 +131,7 @@ pub(crate) fn params(query: Params) -> Result<HashMap<String, String>, ApiError>
 }
 
 /// An integer parameter within `range`, else `default` when absent; out of range is a 400, never clamped.
-pub(crate) fn int_param(
+fn int_param(
     q: &HashMap<String, String>,
     name: &str,
     default: usize,
@@ -152,7 +152,7 @@ pub(crate) fn limit_param(q: &HashMap<String, String>) -> Result<usize, ApiError
     int_param(q, "limit", 20, 100)
 }
 
-fn page_param(q: &HashMap<String, String>) -> Result<usize, ApiError> {
+pub(crate) fn page_param(q: &HashMap<String, String>) -> Result<usize, ApiError> {
     int_param(q, "page", 1, 99_999)
 }
 
