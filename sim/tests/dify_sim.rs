@@ -1810,25 +1810,33 @@ async fn conversation_details_mark_conversations_read_and_are_counted() {
         read["read_at"].is_i64(),
         "a detail request marks the conversation read"
     );
+    // Completion apps: one conversation per message, newest first; the detail carries the message and marks
+    // the conversation read too.
     let completion = apps_of(&w, "completion").await.remove(0);
     let completion_id = completion["id"].as_str().unwrap();
-    let db = sim.truth_database(DAY0, DAY0 + Days::new(2));
-    assert!(db.iter().any(|r| r.app_id == completion_id));
-    // Completion conversations are not listed by chat-conversations; their detail still answers 404 for an
-    // unknown id and is counted all the same.
-    assert_eq!(
-        w.get(
-            &format!(
-                "/apps/{completion_id}/completion-conversations/{}",
-                uuid_like()
-            ),
-            &[]
-        )
-        .await
-        .0,
-        404
+    let path = format!("/apps/{completion_id}/completion-conversations");
+    let listed = w.ok(&path, &[("limit", "100".into())]).await;
+    let rows = listed["data"].as_array().unwrap();
+    assert_eq!(listed["total"].as_u64(), Some(rows.len() as u64));
+    let created: Vec<i64> = rows
+        .iter()
+        .map(|c| c["created_at"].as_i64().unwrap())
+        .collect();
+    assert!(created.windows(2).all(|p| p[0] > p[1]), "newest first");
+    assert!(
+        rows.iter()
+            .all(|c| c["created_at"] == c["updated_at"] && c["message"]["query"].is_string())
     );
-    assert_eq!(sim.stats().conversation_detail_requests, 2);
+    let first = &rows[0];
+    let detail = w
+        .ok(&format!("{path}/{}", first["id"].as_str().unwrap()), &[])
+        .await;
+    assert_eq!(detail["message"]["created_at"], first["created_at"]);
+    assert!(detail["model_config"]["model"]["name"].is_string());
+    let again = w.ok(&path, &[("limit", "1".into())]).await;
+    assert!(again["data"][0]["read_at"].is_i64());
+    assert_eq!(w.get(&format!("{path}/{}", uuid_like()), &[]).await.0, 404);
+    assert_eq!(sim.stats().conversation_detail_requests, 3);
     assert_eq!(sim.stats().chat_conversations_requests, 2);
 }
 

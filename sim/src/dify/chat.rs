@@ -105,8 +105,8 @@ fn feedback_stats() -> Value {
     json!({"like": 0, "dislike": 0})
 }
 
-/// A row of `chat-conversations`: `conversation_with_summary_fields`.
-fn list_row(ws: &Workspace, app: &App, v: &View<'_>) -> Value {
+/// The fields `conversation_fields` and `conversation_with_summary_fields` share.
+fn row_base(ws: &Workspace, app: &App, v: &View<'_>) -> serde_json::Map<String, Value> {
     let c = v.conversation;
     let (end_user_id, account_id) = sender_ids(c, ws);
     let (session_id, account_name) = match c.sender {
@@ -124,22 +124,58 @@ fn list_row(ws: &Workspace, app: &App, v: &View<'_>) -> Value {
         ),
         Creator::Nobody => (Value::Null, Value::Null),
     };
-    let failed = v.messages.iter().filter(|m| !m.answered).count();
-    json!({
+    let model_config = if app.mode == Mode::AdvancedChat {
+        json!({"model": null, "pre_prompt": null})
+    } else {
+        json!({"model": model_json(app, c.model), "pre_prompt": "You are a helpful assistant."})
+    };
+    let row = json!({
         "id": c.id, "status": "normal", "from_source": c.invoke_from.source(),
         "from_end_user_id": end_user_id, "from_end_user_session_id": session_id,
         "from_account_id": account_id, "from_account_name": account_name,
-        "name": format!("Conversation {}", v.index + 1), "summary": format!("Question 1 of conversation {}", v.index + 1),
-        "read_at": v.read_at, "created_at": v.created_at(), "updated_at": v.updated_at(), "annotated": false,
-        "model_config": if app.mode == Mode::AdvancedChat {
-            json!({"model": null, "pre_prompt": null})
-        } else {
-            json!({"model": model_json(app, c.model), "pre_prompt": "You are a helpful assistant."})
-        },
-        "message_count": v.messages.len(),
+        "read_at": v.read_at, "created_at": v.created_at(), "updated_at": v.updated_at(),
+        "model_config": model_config,
         "user_feedback_stats": feedback_stats(), "admin_feedback_stats": feedback_stats(),
-        "status_count": {"success": v.messages.len() - failed, "failed": failed, "partial_success": 0},
-    })
+    });
+    match row {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// A row of `chat-conversations`: `conversation_with_summary_fields`.
+fn summary_row(ws: &Workspace, app: &App, v: &View<'_>) -> Value {
+    let mut row = row_base(ws, app, v);
+    let failed = v.messages.iter().filter(|m| !m.answered).count();
+    let n = v.index + 1;
+    row.extend([
+        ("name".to_owned(), json!(format!("Conversation {n}"))),
+        (
+            "summary".to_owned(),
+            json!(format!("Question 1 of conversation {n}")),
+        ),
+        ("annotated".to_owned(), json!(false)),
+        ("message_count".to_owned(), json!(v.messages.len())),
+        (
+            "status_count".to_owned(),
+            json!({"success": v.messages.len() - failed, "failed": failed, "partial_success": 0}),
+        ),
+    ]);
+    Value::Object(row)
+}
+
+/// A row of `completion-conversations`: `conversation_fields`, with its first message in brief.
+fn completion_row(ws: &Workspace, app: &App, v: &View<'_>) -> Value {
+    let mut row = row_base(ws, app, v);
+    let first = v.messages.first().map(|m| {
+        json!({"inputs": {}, "query": "Question 1", "message": "Question 1",
+               "answer": if m.answered { "Answer 1" } else { "" }})
+    });
+    row.extend([
+        ("annotation".to_owned(), Value::Null),
+        ("message".to_owned(), first.unwrap_or(Value::Null)),
+    ]);
+    Value::Object(row)
 }
 
 /// `model_config_fields` of the detail endpoints.
@@ -321,32 +357,10 @@ pub(crate) async fn chat_conversations(
     let start = local_minute_param(ws, &q, "start")?;
     let end = local_minute_param(ws, &q, "end")?.map(|t| t + 59);
     let mut live = lock(&state);
-    let mut rows: Vec<View<'_>> = app
-        .conversations
-        .iter()
-        .zip(0u32..)
-        .filter(|(c, _)| is_listed(app, c))
-        .map(|(c, i)| view(app, &live, i, c))
-        .filter(|v| {
-            let t = sort.time(v);
-            start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e)
-        })
-        .collect();
-    let key = |v: &View<'_>| (sort.time(v), v.conversation.id);
-    if sort.descending {
-        rows.sort_by_key(|v| Reverse(key(v)));
-    } else {
-        rows.sort_by_key(key);
-    }
-    let total = rows.len();
-    let skip = (page - 1).saturating_mul(limit);
-    let data: Vec<Value> = rows
-        .iter()
-        .skip(skip)
-        .take(limit)
-        .map(|v| list_row(ws, app, v))
-        .collect();
-    let has_more = page.saturating_mul(limit) < total;
+    let rows = listed_views(app, &live, sort, |t| {
+        start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e)
+    });
+    let (body, has_more) = page_json(&rows, page, limit, |v| summary_row(ws, app, v));
     let bump = (state.config.faults.bump_conversation_while_listing
         && page == 1
         && has_more
@@ -363,9 +377,82 @@ pub(crate) async fn chat_conversations(
         message.message_tokens = message.message_tokens.max(1);
         live.added.entry((app.id, index)).or_default().push(message);
     }
-    Ok(Json(json!({
-        "page": page, "limit": limit, "total": total, "has_more": has_more, "data": data,
-    })))
+    Ok(Json(body))
+}
+
+/// The listed conversations whose sort time passes `within`, in `sort` order (ties by id; Dify leaves them to
+/// PostgreSQL).
+fn listed_views<'a>(
+    app: &'a App,
+    live: &'a Live,
+    sort: SortBy,
+    within: impl Fn(i64) -> bool,
+) -> Vec<View<'a>> {
+    let mut rows: Vec<View<'_>> = app
+        .conversations
+        .iter()
+        .zip(0u32..)
+        .filter(|(c, _)| is_listed(app, c))
+        .map(|(c, i)| view(app, live, i, c))
+        .filter(|v| within(sort.time(v)))
+        .collect();
+    let key = |v: &View<'_>| (sort.time(v), v.conversation.id);
+    if sort.descending {
+        rows.sort_by_key(|v| Reverse(key(v)));
+    } else {
+        rows.sort_by_key(key);
+    }
+    rows
+}
+
+/// `db.paginate`'s answer: page `page` of `rows`, `total`, and `has_more` (`has_next`).
+fn page_json(
+    rows: &[View<'_>],
+    page: usize,
+    limit: usize,
+    row: impl Fn(&View<'_>) -> Value,
+) -> (Value, bool) {
+    let total = rows.len();
+    let data: Vec<Value> = rows
+        .iter()
+        .skip((page - 1).saturating_mul(limit))
+        .take(limit)
+        .map(row)
+        .collect();
+    let has_more = page.saturating_mul(limit) < total;
+    let body =
+        json!({"page": page, "limit": limit, "total": total, "has_more": has_more, "data": data});
+    (body, has_more)
+}
+
+/// `GET /apps/{id}/completion-conversations` as `CompletionConversationApi.get`: deleted ones never, newest
+/// `created_at` first; `start` (second 0, `>=`) and `end` (second 59, `<`) on `created_at`.
+pub(crate) async fn completion_conversations(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(app_id): Path<String>,
+    query: Params,
+) -> ApiResult {
+    authenticate(&state, &headers)?;
+    let ws = &state.workspace;
+    let app = find_app(ws, &app_id)?;
+    require_mode(app, &[Mode::Completion])?;
+    let q = params(query)?;
+    let page = page_param(&q)?;
+    let limit = limit_param(&q)?;
+    let start = local_minute_param(ws, &q, "start")?;
+    let end = local_minute_param(ws, &q, "end")?.map(|t| t + 59);
+    let live = lock(&state);
+    let newest_created = SortBy {
+        updated: false,
+        descending: true,
+    };
+    let rows = listed_views(app, &live, newest_created, |t| {
+        start.is_none_or(|s| t >= s) && end.is_none_or(|e| t < e)
+    });
+    Ok(Json(
+        page_json(&rows, page, limit, |v| completion_row(ws, app, v)).0,
+    ))
 }
 
 /// Deleted conversations are never listed; debugger ones only for chat and agent-chat apps.

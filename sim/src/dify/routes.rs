@@ -94,6 +94,10 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
             get(chat::chat_conversation_detail),
         )
         .route(
+            "/console/api/apps/{app_id}/completion-conversations",
+            get(chat::completion_conversations),
+        )
+        .route(
             "/console/api/apps/{app_id}/completion-conversations/{conversation_id}",
             get(chat::completion_conversation_detail),
         )
