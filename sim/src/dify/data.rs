@@ -1,9 +1,12 @@
-//! The simulated workspace: apps, users, workflow runs and chat messages generated from the seed, plus the
-//! node executions of a run, generated lazily and deterministically from (seed, run id).
+//! The simulated workspace: apps, users, workflow runs, conversations and messages generated from the seed,
+//! plus the node executions of a run, generated lazily and deterministically from (seed, run id).
 //!
 //! Runs are kept compact (about 40 bytes each) because the benchmark asks for ~200,000 of them; their node
-//! executions are regenerated on every request instead of being stored. Wire shapes live in `routes`; what
-//! counts as usage lives in `truth`. This module only says what exists.
+//! executions are regenerated on every request instead of being stored. Messages are compact too (about 40
+//! bytes: prices are derived from tokens and the conversation's model), and a conversation is a range of its
+//! app's messages. Every row a database loader needs is here (ids, creators, `invoke_from`, `is_deleted`,
+//! Unix-second timestamps, `triggered_from`); see `sim/DIFY-SOURCES.md`. Wire shapes live in `routes` and
+//! `chat`; what counts as usage lives in `truth`. This module only says what exists.
 
 use std::collections::{HashMap, HashSet};
 
