@@ -75,8 +75,9 @@ pub struct Faults {
     /// An access token serves this many requests, then answers 401 "Token has expired." until refreshed.
     pub expire_token_after_requests: Option<u64>,
     /// The first time page 1 of an app's `chat-conversations` is served with `has_more`, add a new end-user
-    /// message "now" (after the window) to the last conversation of page 2 as it stood, so that under
-    /// `-updated_at` it jumps to page 1 while the client pages. The truth does not change.
+    /// message "now" (after the window) to the last conversation of page 2 as it stood (its last end-user
+    /// conversation, when page 2 has one), so that under `-updated_at` it jumps to page 1 while the client
+    /// pages. The truth does not change; the message shows in listings and `chat-messages`, not in statistics.
     pub bump_conversation_while_listing: bool,
 }
 
