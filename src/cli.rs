@@ -46,10 +46,14 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "which", required = true, multiple = false, args = ["batch", "all_dead"])]
 pub struct DiscardArgs {
     /// The dead batch to discard (its id from `exporter status`).
-    #[arg(long, value_name = "ID")]
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "all_dead",
+        conflicts_with = "all_dead"
+    )]
     pub batch: Option<i64>,
     /// Discard every dead batch.
     #[arg(long)]

@@ -119,10 +119,11 @@ fn text(report: &Value) -> String {
         }
         let _ = writeln!(out, "{title}:");
         for batch in list {
+            // `Value` ignores width and alignment: pad the id as text.
+            let id = format!("#{}", batch["id"]);
             let _ = writeln!(
                 out,
-                "  #{:<6} {}  {:>5} records  failed runs {}  last error: {}",
-                batch["id"],
+                "  {id:<7} {}  {:>5} records  failed runs {}  last error: {}",
                 str_or(&batch["first_day"], ""),
                 batch["records"],
                 batch["failed_runs"],
