@@ -775,27 +775,33 @@ fn open_failure(path: &Path, err: rusqlite::Error) -> anyhow::Error {
             "cannot open the state database {}: {}; the database itself was not touched: give the user running \
              the exporter read and write access to it and to STATE_DIR",
             path.display(),
-            access_problem(path)
+            access_problem(path, &err)
         )
     };
     anyhow::Error::new(err).context(context)
 }
 
 /// What this process lacks to use the database file.
-fn access_problem(path: &Path) -> String {
+fn access_problem(path: &Path, err: &rusqlite::Error) -> String {
     if let Err(err) = std::fs::File::open(path) {
         return io_cause(&err);
+    }
+    if let rusqlite::Error::SqliteFailure(failure, _) = err
+        && failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
+    {
+        return READ_ONLY_DIRECTORY.to_owned();
     }
     match OpenOptions::new().write(true).open(path) {
         Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
             "the file is read-only for this user".to_owned()
         }
         Err(err) => io_cause(&err),
-        Ok(_) => "STATE_DIR is read-only for this user (SQLite creates state.db-wal and state.db-shm beside \
-                  the database, even to read it)"
-            .to_owned(),
+        Ok(_) => READ_ONLY_DIRECTORY.to_owned(),
     }
 }
+
+const READ_ONLY_DIRECTORY: &str = "STATE_DIR is read-only for this user (SQLite creates state.db-wal and \
+                                   state.db-shm beside the database, even to read it)";
 
 fn unwritable(path: &Path) -> String {
     format!("cannot write the state database {}", path.display())
