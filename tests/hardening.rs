@@ -632,7 +632,9 @@ async fn meter_transport_failures_name_their_cause() {
     });
     let reset = run(&meter.url(), &[]);
     assert!(
-        reset.contains("POST EXTERNAL_API_URL could not be reached: connection"),
+        reset.contains(
+            "last error: POST EXTERNAL_API_URL could not be reached: connection closed before message completed"
+        ),
         "{reset}"
     );
 
