@@ -638,6 +638,13 @@ async fn meter_transport_failures_name_their_cause() {
         "{reset}"
     );
 
+    // Nothing listens on the discard port.
+    let refused = run("http://127.0.0.1:9/usage", &[]);
+    assert!(
+        refused.contains("POST EXTERNAL_API_URL could not be reached: connection refused"),
+        "{refused}"
+    );
+
     meter.set_faults(MeterFaults {
         hang: true,
         ..MeterFaults::default()
