@@ -8,8 +8,8 @@
 //! 4. Deliver the outbox, oldest batch first.
 //!
 //! With `--dry-run` the job prints the records of the whole window once it is collected; it reads
-//! the watermark if a database exists but writes nothing. The frame around the job (configuration, lock, signals,
-//! exit code) lives in [`crate::commands`].
+//! the watermark if a database exists but writes nothing. The frame around the job (configuration,
+//! lock, signals, exit code) lives in [`crate::commands`].
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

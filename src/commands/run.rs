@@ -52,26 +52,72 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
             Err(exit) => return exit,
         }
     };
-    let opened = match job::open(&config, &plan) {
-        Ok(opened) => opened,
-        Err(err) => {
-            error!(error = format!("{err:#}"), "run failed");
-            return Exit::Failure;
-        }
-    };
-    let window = opened.window;
+    let opened = job::open(&config, &plan);
+    let window = opened.as_ref().ok().and_then(|opened| opened.window);
     log_start(&config, window);
 
-    let mut report = JobReport::default();
-    let guarded = match frame::guarded(&config, |http, cancel| {
-        let (config, plan, report) = (&config, &plan, &mut report);
-        async move { job::run(config, &http, plan, opened, &cancel, report).await }
-    }) {
-        Ok(guarded) => guarded,
-        Err(exit) => return exit,
-    };
     // `report` holds what the job did even when it failed or was stopped.
-    report.window = report.window.or(window);
+    let mut report = JobReport {
+        window,
+        ..JobReport::default()
+    };
+    let (outcome, exit, delivery_retries) = match opened {
+        Ok(opened) => match run_job(&config, &plan, opened, &mut report) {
+            Ok(ended) => ended,
+            Err(exit) => return exit,
+        },
+        Err(err) => {
+            error!(error = format!("{err:#}"), "run failed");
+            ("failed", Exit::Failure, 0)
+        }
+    };
+
+    let summary = json!({
+        "outcome": outcome,
+        "exit_code": exit.code(),
+        "dry_run": args.dry_run,
+        "from": report.window.map(|w| w.first.to_string()),
+        "to": report.window.map(|w| w.last.to_string()),
+        "apps": report.apps(),
+        "records": report.records,
+        "total_tokens": report.total_tokens,
+        "cost": report.cost_by_currency(),
+        "batches_queued_now": report.batches_queued_now,
+        "batches_sent": report.delivery.batches_sent,
+        "records_sent": report.delivery.records_sent,
+        "batches_queued": report.outbox.queued,
+        "batches_dead": report.outbox.dead,
+        "dify_requests": report.dify_requests,
+        "retries": report.dify_retries + delivery_retries,
+        "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+    info!(fields = ?Json(&summary), "run finished");
+    if !args.dry_run && outcome != "abandoned" {
+        record_run(
+            &config.state_dir,
+            run_id,
+            started_at,
+            outcome,
+            exit,
+            &summary,
+        );
+    }
+    exit
+}
+
+/// Runs the job under signal handling: the outcome word, the exit status and the retries made
+/// outside Dify (delivery), or `Err` when the runtime could not even start (already logged).
+fn run_job(
+    config: &Config,
+    plan: &JobPlan,
+    opened: job::Opened,
+    report: &mut JobReport,
+) -> Result<(&'static str, Exit, u64), Exit> {
+    let guarded = frame::guarded(config, |http, cancel| {
+        let report = &mut *report;
+        async move { job::run(config, &http, plan, opened, &cancel, report).await }
+    })?;
+    let retries = guarded.http.stats().retries();
     let (outcome, exit) = match guarded.stopped_or_timed_out() {
         Some((exit, outcome)) => (outcome, exit),
         None => match (guarded.result, guarded.signal) {
@@ -92,38 +138,7 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
             (None, _) => ("abandoned", Exit::Failure),
         },
     };
-
-    let summary = json!({
-        "outcome": outcome,
-        "exit_code": exit.code(),
-        "dry_run": args.dry_run,
-        "from": report.window.map(|w| w.first.to_string()),
-        "to": report.window.map(|w| w.last.to_string()),
-        "apps": report.apps(),
-        "records": report.records,
-        "total_tokens": report.total_tokens,
-        "cost": report.cost_by_currency(),
-        "batches_queued_now": report.batches_queued_now,
-        "batches_sent": report.delivery.batches_sent,
-        "records_sent": report.delivery.records_sent,
-        "batches_queued": report.outbox.queued,
-        "batches_dead": report.outbox.dead,
-        "dify_requests": report.dify_requests,
-        "retries": report.dify_retries + guarded.http.stats().retries(),
-        "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    });
-    info!(fields = ?Json(&summary), "run finished");
-    if !args.dry_run && outcome != "abandoned" {
-        record_run(
-            &config.state_dir,
-            run_id,
-            started_at,
-            outcome,
-            exit,
-            &summary,
-        );
-    }
-    exit
+    Ok((outcome, exit, retries))
 }
 
 /// The `run starting` line: version, configuration (secrets masked), next fire time and the days.
