@@ -32,6 +32,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// The longest `Retry-After` honoured; a server asking for more is treated as failing now, since a
 /// run-once job is better off ending and being started again by its schedule.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// The longest wait for a connection (within `HTTP_TIMEOUT`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of an error body is kept for messages.
 const ERROR_BODY_LIMIT: usize = 4096;
 
@@ -116,7 +118,7 @@ impl HttpClient {
         let client = reqwest::Client::builder()
             .user_agent(concat!("dify-usage-exporter/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .connect_timeout(timeout.min(CONNECT_TIMEOUT))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(HttpClient {
@@ -273,6 +275,12 @@ impl HttpClient {
 fn transport_cause(error: &reqwest::Error, timeout: Duration) -> String {
     if error.is_builder() {
         return "the request could not be built (a header value or the URL is invalid)".to_owned();
+    }
+    if error.is_timeout() && error.is_connect() {
+        return format!(
+            "timed out while connecting (after at most {} s)",
+            timeout.min(CONNECT_TIMEOUT).as_secs()
+        );
     }
     if error.is_timeout() {
         return format!("timed out after {} s (HTTP_TIMEOUT)", timeout.as_secs());
