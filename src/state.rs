@@ -891,6 +891,53 @@ mod tests {
     }
 
     #[test]
+    fn a_split_keeps_every_record_once_and_a_discard_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(dir.path()).unwrap();
+        let records = r#"[{"total_tokens":1},{"total_tokens":2},{"total_tokens":3}]"#;
+        let whole = NewBatch {
+            record_count: 3,
+            total_tokens: 6,
+            idempotency_key: crate::export::batch::idempotency_key(records),
+            records: records.to_owned(),
+            ..batch("unused", "2026-11-26")
+        };
+        state.queue("r1", [whole.clone()], None).unwrap();
+        let queued = state.batches(BatchState::Queued).unwrap();
+        let parts = state.split(&queued[0], 2).unwrap();
+        let shape: Vec<_> = parts
+            .iter()
+            .map(|p| (p.record_count, p.total_tokens))
+            .collect();
+        assert_eq!(shape, [(2, 3), (1, 3)]);
+        assert_eq!(
+            state.records(parts[1].id).unwrap(),
+            r#"[{"total_tokens":3}]"#
+        );
+        assert_eq!(state.counts().unwrap().queued, 2, "the whole batch is gone");
+
+        state.mark_dead(parts[0].id, "422 too large").unwrap();
+        assert_eq!(
+            state.discard(Some(parts[1].id)).unwrap().len(),
+            0,
+            "only dead batches"
+        );
+        let discarded = state.discard(None).unwrap();
+        assert_eq!(discarded[0].id, parts[0].id);
+        let (listed, _) = &state.discarded(10).unwrap()[0];
+        assert_eq!(listed.last_error.as_deref(), Some("422 too large"));
+        // The same records collected again are not queued again.
+        let again = NewBatch {
+            record_count: 2,
+            total_tokens: 3,
+            idempotency_key: parts[0].idempotency_key.clone(),
+            records: String::new(),
+            ..batch("unused", "2026-11-26")
+        };
+        assert_eq!(state.queue("r2", [again], None).unwrap().unchanged, 1);
+    }
+
+    #[test]
     fn files_are_private() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
