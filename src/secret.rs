@@ -84,8 +84,13 @@ impl Masker {
             }
         }
         for secret in secrets {
+            // The JSON string form without its two enclosing quotes (and only those).
             let json = serde_json::to_string(&secret).unwrap_or_default();
-            needles.push(json.trim_matches('"').to_owned());
+            needles.push(
+                json.get(1..json.len().saturating_sub(1))
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
             needles.push(STANDARD.encode(&secret));
             needles.push(URL_SAFE_NO_PAD.encode(&secret));
             needles.push(secret);
@@ -123,13 +128,13 @@ mod tests {
     #[test]
     fn every_form_of_every_secret_is_masked() {
         let env = Environment::from_pairs([
-            ("DIFY_PASSWORD", " pa\"ss "),
+            ("DIFY_PASSWORD", " pa\"ss\" "),
             ("EXTERNAL_API_TOKEN", "meter-tok"),
             ("EXTERNAL_API_URL", "https://me:p%40ss@meter.example.com/x"),
             ("LOG_LEVEL", "info"),
         ]);
         let masker = Masker::from_env(&env);
-        let text = "Authorization: Bearer meter-tok; password cGEic3M=; json \"pa\\\"ss\"; \
+        let text = "Authorization: Bearer meter-tok; password cGEic3Mi; json \"pa\\\"ss\\\"\"; \
                     url p%40ss; basic bWU6cEBzcw==; level info";
         assert_eq!(
             masker.mask(text),
