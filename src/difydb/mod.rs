@@ -107,9 +107,21 @@ pub async fn collect(
     }
 }
 
+/// One attempt: a session, polled in this task alongside the reading of one snapshot.
 async fn collect_once(source: &DatabaseSource, window: Window) -> Result<Collected, AttemptError> {
-    let mut client = postgres::connect(source).await?;
-    let transaction = postgres::snapshot(&mut client).await?;
+    let (mut client, connection) = postgres::connect(source).await?;
+    tokio::select! {
+        outcome = read_snapshot(&mut client, source, window) => outcome,
+        ended = connection => Err(postgres::connection_ended(ended)),
+    }
+}
+
+async fn read_snapshot(
+    client: &mut tokio_postgres::Client,
+    source: &DatabaseSource,
+    window: Window,
+) -> Result<Collected, AttemptError> {
+    let transaction = postgres::snapshot(client).await?;
     postgres::check_schema(&transaction, &source.user).await?;
 
     let app_rows = postgres::apps(&transaction, source.workspace_id).await?;

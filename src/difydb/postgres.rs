@@ -7,6 +7,8 @@
 //! promised to keep valid for PostgreSQL's `::json` (one bad row would abort the whole query), so
 //! each row is parsed here with the same serde types the API source uses, and dropped at once.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
-use tracing::{debug, info};
+use tracing::info;
 use uuid::Uuid;
 
 use super::schema::{self, ColumnCheck};
@@ -63,9 +65,15 @@ const SCHEMA: &str = "SELECT t.tbl, t.col, to_regclass(t.tbl) IS NOT NULL, \
                AND a.attname = t.col AND NOT a.attisdropped) \
      FROM unnest($1::text[], $2::text[]) AS t(tbl, col)";
 
+/// The half of a session that talks to the socket; it must be polled for the [`Client`] to get answers.
+pub(super) type Connection =
+    Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
+
 /// Opens a session: TLS per `sslmode`, the connect timeout, and a session that is read-only in UTC
-/// with a statement timeout from its first statement on.
-pub(super) async fn connect(source: &DatabaseSource) -> Result<Client, AttemptError> {
+/// with a statement timeout from its first statement on. The caller polls the [`Connection`] in the
+/// same task as its queries (rather than spawning it), which saves a cross-thread wake-up per batch
+/// of rows: a third of the wall time on a million node executions.
+pub(super) async fn connect(source: &DatabaseSource) -> Result<(Client, Connection), AttemptError> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&source.host)
@@ -93,12 +101,15 @@ pub(super) async fn connect(source: &DatabaseSource) -> Result<Client, AttemptEr
         .connect(tls)
         .await
         .map_err(|e| AttemptError::from_postgres(&e, "cannot connect"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, "database connection ended");
-        }
-    });
-    Ok(client)
+    Ok((client, Box::pin(connection)))
+}
+
+/// Why the connection ended before the reading did.
+pub(super) fn connection_ended(outcome: Result<(), tokio_postgres::Error>) -> AttemptError {
+    match outcome {
+        Err(e) => AttemptError::from_postgres(&e, "the connection failed"),
+        Ok(()) => AttemptError::Transient(anyhow!("the server closed the connection")),
+    }
 }
 
 /// rustls with the platform's trust store (and `SSL_CERT_FILE`), on the aws-lc-rs provider that

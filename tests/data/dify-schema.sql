@@ -144,8 +144,10 @@ CREATE TABLE workflow_node_executions (
     node_id varchar(255) NOT NULL,
     node_type varchar(255) NOT NULL,
     title varchar(255) NOT NULL,
-    inputs text NOT NULL,
-    process_data text NOT NULL,
+    -- NOT NULL in b289e2408ee2; nullable in today's api/models/workflow.py (`Mapped[str | None]`), and
+    -- Dify writes NULL for a node without process data.
+    inputs text,
+    process_data text,
     outputs text,
     status varchar(255) NOT NULL,
     elapsed_time double precision DEFAULT 0 NOT NULL,
