@@ -62,7 +62,7 @@ fn truth(sim: &DifySim) -> Vec<Row> {
 }
 
 #[track_caller]
-fn records(finished: &Finished) -> Vec<Row> {
+pub(crate) fn records(finished: &Finished) -> Vec<Row> {
     let mut rows: Vec<Row> = finished.stdout.lines().map(record_row).collect();
     rows.sort();
     rows

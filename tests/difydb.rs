@@ -8,8 +8,14 @@ use std::str::FromStr as _;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use dify_sim::{DifySim, SimConfig};
+
+use crate::collect;
 use crate::pg::{self, Cluster, SUPERUSER};
-use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, PASSWORD};
+use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, PASSWORD, Row, truth_row};
 
 const DAY: &str = "2026-11-02";
 const T1: &str = "10000000-0000-4000-8000-000000000001";
@@ -199,8 +205,12 @@ fn exporter(cluster: &Cluster, user: &str, database: &str) -> Exporter {
 }
 
 fn dry_run(exporter: Exporter) -> Finished {
+    dry_run_days(exporter, DAY, DAY)
+}
+
+fn dry_run_days(exporter: Exporter, from: &str, to: &str) -> Finished {
     exporter
-        .args(["run", "--dry-run", "--from", DAY, "--to", DAY])
+        .args(["run", "--dry-run", "--from", from, "--to", to])
         .run()
 }
 
@@ -527,4 +537,200 @@ fn sigterm_during_the_read_stops_at_once_and_queues_nothing() {
         "{}",
         finished.stdout
     );
+}
+
+/// The simulated worlds: three days, every mode (`agent` too), enough runs and conversations for every
+/// kind of row (triggered, failed and debug runs, truncated and container nodes, explore, debugger and
+/// deleted conversations, unanswered messages).
+const FIRST: &str = "2026-11-01";
+const LAST: &str = "2026-11-03";
+
+fn simulated(seed: u64) -> DifySim {
+    DifySim::start(SimConfig {
+        seed,
+        first_day: FIRST.parse().unwrap(),
+        days: 3,
+        apps_per_mode: 2,
+        runs_per_app_per_day: 8,
+        ..SimConfig::default()
+    })
+    .unwrap()
+}
+
+/// Loads `sim`'s world into `database`.
+fn load(cluster: &Cluster, database: &str, sim: &DifySim) {
+    let mut rows = Vec::new();
+    sim.write_database_rows(&mut rows).unwrap();
+    cluster.psql(database, &String::from_utf8(rows).unwrap());
+}
+
+fn window() -> (NaiveDate, NaiveDate) {
+    (FIRST.parse().unwrap(), LAST.parse().unwrap())
+}
+
+fn database_truth(sims: &[&DifySim]) -> Vec<Row> {
+    let (first, last) = window();
+    let mut rows: Vec<Row> = sims
+        .iter()
+        .flat_map(|sim| sim.truth_database(first, last))
+        .map(truth_row)
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn the_simulated_world_read_from_the_database_equals_the_database_truth() {
+    let cluster = pg::shared();
+    let sim = simulated(11);
+    let database = cluster.dify_database();
+    load(cluster, &database, &sim);
+    let finished = dry_run_days(exporter(cluster, SUPERUSER, &database), FIRST, LAST);
+    finished.code(0);
+    let truth = database_truth(&[&sim]);
+    assert!(
+        truth.len() > 50,
+        "a world too small to prove much: {}",
+        truth.len()
+    );
+    assert_eq!(collect::records(&finished), truth);
+    // Every row kind the world adds and the rules leave out is there to be left out.
+    let present = cluster.psql(
+        &database,
+        "SELECT (SELECT count(*) FROM workflow_node_executions WHERE triggered_from = 'single-step'),
+                (SELECT count(*) FROM workflow_runs WHERE triggered_from LIKE 'rag-pipeline%'),
+                (SELECT count(*) FROM workflow_runs WHERE triggered_from = 'debugging'),
+                (SELECT count(*) FROM messages WHERE invoke_from = 'debugger'),
+                (SELECT count(*) FROM messages m JOIN apps a ON a.id = m.app_id WHERE a.mode = 'advanced-chat'),
+                (SELECT count(*) FROM conversations WHERE is_deleted);",
+    );
+    assert!(
+        present
+            .trim()
+            .split('|')
+            .all(|n| n.parse::<u64>().unwrap() > 0),
+        "{present}"
+    );
+}
+
+#[test]
+fn two_workspaces_in_one_database_with_and_without_dify_workspace_id() {
+    let cluster = pg::shared();
+    let (one, two) = (simulated(21), simulated(22));
+    let database = cluster.dify_database();
+    load(cluster, &database, &one);
+    load(cluster, &database, &two);
+
+    let finished = dry_run_days(exporter(cluster, SUPERUSER, &database), FIRST, LAST);
+    finished.code(0);
+    assert_eq!(collect::records(&finished), database_truth(&[&one, &two]));
+    // Each record names the workspace its app belongs to.
+    let workspace_of: BTreeMap<String, String> = [&one, &two]
+        .iter()
+        .flat_map(|sim| {
+            let (first, last) = window();
+            let workspace = sim.credentials().workspace_id.clone();
+            sim.truth_database(first, last)
+                .into_iter()
+                .map(move |r| (r.app_id, workspace.clone()))
+        })
+        .collect();
+    for record in finished.stdout_lines() {
+        let m = &record["metadata"];
+        assert_eq!(
+            m["source_workspace_id"].as_str(),
+            workspace_of
+                .get(m["source_app_id"].as_str().unwrap())
+                .map(String::as_str)
+        );
+    }
+
+    for sim in [&one, &two] {
+        let finished = dry_run_days(
+            exporter(cluster, SUPERUSER, &database)
+                .env("DIFY_WORKSPACE_ID", &sim.credentials().workspace_id),
+            FIRST,
+            LAST,
+        );
+        finished.code(0);
+        assert_eq!(collect::records(&finished), database_truth(&[sim]));
+    }
+}
+
+#[test]
+fn the_database_and_the_console_api_agree_on_the_same_world() {
+    let cluster = pg::shared();
+    let sim = simulated(31);
+    let database = cluster.dify_database();
+    load(cluster, &database, &sim);
+    let from_database = dry_run_days(exporter(cluster, SUPERUSER, &database), FIRST, LAST);
+    from_database.code(0);
+    let credentials = sim.credentials();
+    let from_api = dry_run_days(
+        Exporter::new()
+            .env("DIFY_API_URL", &sim.base_url())
+            .env("DIFY_EMAIL", &credentials.email)
+            .env("DIFY_PASSWORD", &credentials.password)
+            .env("EXTERNAL_API_URL", "http://127.0.0.1:9/usage")
+            .env("EXTERNAL_API_TOKEN", EXTERNAL_TOKEN),
+        FIRST,
+        LAST,
+    );
+    from_api.code(0);
+    let (database_rows, api_rows) = (
+        collect::records(&from_database),
+        collect::records(&from_api),
+    );
+
+    // Every app the console API can read (`agent` apps it cannot): the same tokens, cost (all currencies)
+    // and requests per app and day.
+    let agent_apps = cluster.psql(&database, "SELECT id FROM apps WHERE mode = 'agent';");
+    let agent_apps: Vec<&str> = agent_apps.lines().collect();
+    assert!(!agent_apps.is_empty());
+    let totals = |rows: &[Row]| -> BTreeMap<(String, String), (u64, Decimal, u64)> {
+        let mut totals = BTreeMap::new();
+        for r in rows
+            .iter()
+            .filter(|r| !agent_apps.contains(&r.app_id.as_str()))
+        {
+            let t =
+                totals
+                    .entry((r.app_id.clone(), r.day.clone()))
+                    .or_insert((0, Decimal::ZERO, 0));
+            t.0 += r.tokens.2;
+            t.1 += r.cost;
+            t.2 += r.request_count;
+        }
+        totals
+    };
+    assert_eq!(totals(&database_rows), totals(&api_rows));
+
+    // Workflow apps: the same records as the console API source. Advanced-chat apps: the same records as
+    // the console API source must produce (the simulator's API truth). main's API collector still takes an
+    // advanced-chat run's user from the run list, which never names the end user (sim/DIFY-SOURCES.md);
+    // once the collector of issue 7 reads it from the node executions, compare with `api_rows` here too.
+    let apps_of = |mode: &str| -> Vec<String> {
+        cluster
+            .psql(
+                &database,
+                &format!("SELECT id FROM apps WHERE mode = '{mode}';"),
+            )
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let (first, last) = window();
+    let mut api_truth: Vec<Row> = sim.truth(first, last).into_iter().map(truth_row).collect();
+    api_truth.sort();
+    for (mode, expected) in [("workflow", &api_rows), ("advanced-chat", &api_truth)] {
+        let apps = apps_of(mode);
+        let database_side = of_apps(&database_rows, &apps);
+        assert!(!database_side.is_empty(), "{mode}");
+        assert_eq!(database_side, of_apps(expected, &apps), "{mode}");
+    }
+}
+
+/// The rows of `apps`.
+fn of_apps<'r>(rows: &'r [Row], apps: &[String]) -> Vec<&'r Row> {
+    rows.iter().filter(|r| apps.contains(&r.app_id)).collect()
 }
