@@ -434,6 +434,9 @@ async fn a_chat_app_listed_without_its_model_is_looked_up() {
         Mock::given(method("GET"))
             .and(path("/console/api/account/profile"))
             .respond_with(answer(json!({"timezone": "Asia/Kolkata"}))),
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{id}/chat-conversations")))
+            .respond_with(answer(json!({"page":1,"limit":100,"total":0,"has_more":false,"data":[]}))),
         // 2026-11-02 UTC is 05:30 to 05:30 the next day in Kolkata.
         Mock::given(method("GET"))
             .and(path(format!("/console/api/apps/{id}/statistics/token-costs")))

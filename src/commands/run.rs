@@ -95,6 +95,7 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
         "from": report.window.map(|w| w.first.to_string()),
         "to": report.window.map(|w| w.last.to_string()),
         "apps": report.apps(),
+        "apps_skipped": report.apps_skipped(),
         "records": report.records,
         "total_tokens": report.total_tokens,
         "cost": report.cost_by_currency(),
