@@ -61,8 +61,9 @@ fn truth(sim: &DifySim) -> Vec<Row> {
     rows
 }
 
+/// The records a dry run printed, parsed and sorted.
 #[track_caller]
-fn records(finished: &Finished) -> Vec<Row> {
+pub(crate) fn records(finished: &Finished) -> Vec<Row> {
     let mut rows: Vec<Row> = finished.stdout.lines().map(record_row).collect();
     rows.sort();
     rows

@@ -3,6 +3,8 @@
 
 mod support;
 
+// Every token attributed to its user, against hand-written Dify answers.
+mod attribution;
 // `run --dry-run` against the Dify simulator: exact records for every auth variant and mode.
 mod collect;
 // The whole product against both simulators: delivery, outages, kills, concurrency, bad state.
