@@ -11,6 +11,8 @@ mod collect;
 mod deliver;
 // Configuration: required variables, malformed values, masking, env files.
 mod config;
+// A misbehaving Dify: endless lists, shifted pages, negative prices, malformed currencies.
+mod robustness;
 // The run lock: held, contended, and after SIGKILL.
 mod lock;
 // `exporter run` against a fake Dify: log schema, app counts, auth headers, retries, errors.
