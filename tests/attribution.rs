@@ -236,6 +236,10 @@ async fn serve_chat_day(dify: &MockServer) {
             .expect(1),
     )
     .await;
+}
+
+/// The chat app's statistics of the day.
+async fn serve_chat_statistics(dify: &MockServer) {
     // The statistics of [2026-11-02 08:00, 2026-11-03 08:00) Shanghai time, two local dates:
     // Alice 150 + Bob 300 + 15 + explore 40 + a deleted conversation's 100 tokens = 605 (the
     // debugger's are left out, as Dify does), 0.0010 + 0.0150 (RMB, summed as if USD) + 0.0002 +
@@ -316,6 +320,7 @@ async fn chatflow_users_come_from_node_executions_and_chat_days_from_messages() 
     .await;
     serve_chatflow(&dify).await;
     serve_chat_day(&dify).await;
+    serve_chat_statistics(&dify).await;
 
     let finished = Exporter::configured(&dify.uri())
         .args(["run", "--dry-run", "--from", DAY, "--to", DAY])
