@@ -11,7 +11,9 @@ mod collect;
 mod deliver;
 // Configuration: required variables, malformed values, masking, env files.
 mod config;
-// A misbehaving Dify: endless lists, shifted pages, negative prices, malformed currencies.
+// Hostile inputs and a broken network (issue 9): headers, echoed secrets, windows, 413, messages.
+mod hardening;
+// A misbehaving Dify (issue 9 items 2-4): endless lists, shifted pages, negative prices, currencies.
 mod robustness;
 // The run lock: held, contended, and after SIGKILL.
 mod lock;

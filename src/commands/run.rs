@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 
 use super::frame;
 use crate::cli::RunArgs;
+use crate::config::Config;
 use crate::environment::Environment;
 use crate::exit::Exit;
 use crate::job::{self, Days, JobPlan, JobReport};
@@ -26,14 +27,6 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    let masked: BTreeMap<_, _> = config.masked().into_iter().collect();
-    let next_fire_time = config
-        .schedule
-        .fire_times_after(Utc::now())
-        .next()
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
-    info!(version = env!("CARGO_PKG_VERSION"), config = ?Json(&masked), next_fire_time, "run starting");
-
     let days = match (args.from, args.to) {
         (Some(from), Some(to)) => match Window::backfill(from, to, Utc::now().date_naive()) {
             Ok(window) => Days::Backfill(window),
@@ -59,33 +52,24 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
             Err(exit) => return exit,
         }
     };
+    let opened = job::open(&config, &plan);
+    let window = opened.as_ref().ok().and_then(|opened| opened.window);
+    log_start(&config, window);
 
-    let guarded = match frame::guarded(&config, |http, cancel| {
-        let (config, plan) = (&config, &plan);
-        async move { job::run(config, &http, plan, &cancel).await }
-    }) {
-        Ok(guarded) => guarded,
-        Err(exit) => return exit,
+    // `report` holds what the job did even when it failed or was stopped.
+    let mut report = JobReport {
+        window,
+        ..JobReport::default()
     };
-    let (outcome, exit, report) = match guarded.stopped_or_timed_out() {
-        Some((exit, outcome)) => (outcome, exit, JobReport::default()),
-        None => match (guarded.result, guarded.signal) {
-            // Stopped by a signal with what was complete committed: batches left in the queue are
-            // the expected result, not a failure.
-            (Some(Ok(report)), Some(signal)) => ("stopped", signal.exit(), report),
-            (Some(Ok(report)), None) => match report.problem() {
-                Some(problem) => {
-                    error!(error = problem, "run failed");
-                    ("failed", Exit::Failure, report)
-                }
-                None => ("completed", Exit::Success, report),
-            },
-            (Some(Err(err)), _) => {
-                error!(error = format!("{err:#}"), "run failed");
-                ("failed", Exit::Failure, JobReport::default())
-            }
-            (None, _) => ("abandoned", Exit::Failure, JobReport::default()),
+    let (outcome, exit, delivery_retries) = match opened {
+        Ok(opened) => match run_job(&config, &plan, opened, &mut report) {
+            Ok(ended) => ended,
+            Err(exit) => return exit,
         },
+        Err(err) => {
+            error!(error = format!("{err:#}"), "run failed");
+            ("failed", Exit::Failure, 0)
+        }
     };
 
     let summary = json!({
@@ -105,7 +89,7 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
         "batches_queued": report.outbox.queued,
         "batches_dead": report.outbox.dead,
         "dify_requests": report.dify_requests,
-        "retries": report.dify_retries + guarded.http.stats().retries(),
+        "retries": report.dify_retries + delivery_retries,
         "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     });
     info!(fields = ?Json(&summary), "run finished");
@@ -120,6 +104,61 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
         );
     }
     exit
+}
+
+/// Runs the job under signal handling: the outcome word, the exit status and the retries made
+/// outside Dify (delivery), or `Err` when the runtime could not even start (already logged).
+fn run_job(
+    config: &Config,
+    plan: &JobPlan,
+    opened: job::Opened,
+    report: &mut JobReport,
+) -> Result<(&'static str, Exit, u64), Exit> {
+    let guarded = frame::guarded(config, |http, cancel| {
+        let report = &mut *report;
+        async move { job::run(config, &http, plan, opened, &cancel, report).await }
+    })?;
+    let retries = guarded.http.stats().retries();
+    let (outcome, exit) = match guarded.stopped_or_timed_out() {
+        Some((exit, outcome)) => (outcome, exit),
+        None => match (guarded.result, guarded.signal) {
+            // Stopped by a signal with what was complete committed: batches left in the queue are
+            // the expected result, not a failure.
+            (Some(Ok(())), Some(signal)) => ("stopped", signal.exit()),
+            (Some(Ok(())), None) => match report.problem() {
+                Some(problem) => {
+                    error!(error = problem, "run failed");
+                    ("failed", Exit::Failure)
+                }
+                None => ("completed", Exit::Success),
+            },
+            (Some(Err(err)), _) => {
+                error!(error = format!("{err:#}"), "run failed");
+                ("failed", Exit::Failure)
+            }
+            (None, _) => ("abandoned", Exit::Failure),
+        },
+    };
+    Ok((outcome, exit, retries))
+}
+
+/// The `run starting` line: version, configuration (secrets masked), next fire time and the days.
+fn log_start(config: &Config, window: Option<Window>) {
+    let masked: BTreeMap<_, _> = config.masked().into_iter().collect();
+    let next_fire_time = config
+        .schedule
+        .fire_times_after(Utc::now())
+        .next()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = ?Json(&masked),
+        next_fire_time,
+        from = window.map(|w| w.first.to_string()),
+        to = window.map(|w| w.last.to_string()),
+        days = window.map(Window::day_count),
+        "run starting"
+    );
 }
 
 /// Keeps the run in the state database's history; a failure here is only worth a warning.
