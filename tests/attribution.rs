@@ -393,3 +393,148 @@ async fn chatflow_users_come_from_node_executions_and_chat_days_from_messages() 
     expected.sort();
     assert_eq!(records(&finished), expected);
 }
+
+#[tokio::test]
+async fn a_remainder_takes_the_shared_currency_and_a_negative_one_is_only_logged() {
+    let dify = MockServer::start().await;
+    let apps = json!({"page": 1, "limit": 100, "total": 1, "has_more": false, "data": [
+        {"id": CHAT, "name": "Helpdesk", "mode": "agent-chat",
+         "model_config": {"model": {"provider": "langgenius/tongyi/tongyi", "name": "qwen-max"}}},
+    ]});
+    mount(
+        &dify,
+        Mock::given(method("GET"))
+            .and(path("/console/api/apps"))
+            .respond_with(ok(apps)),
+    )
+    .await;
+    mount(
+        &dify,
+        Mock::given(method("GET"))
+            .and(path("/console/api/account/profile"))
+            .respond_with(ok(json!({"timezone": "UTC"}))),
+    )
+    .await;
+    let qwen = ("langgenius/tongyi/tongyi", "qwen-max");
+    mount(
+        &dify,
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{CHAT}/chat-conversations")))
+            .respond_with(ok(
+                json!({"page": 1, "limit": 100, "total": 1, "has_more": false, "data": [
+                    conversation(ALICE, Some("alice"), qwen, at(30)),
+                ]}),
+            )),
+    )
+    .await;
+    // Alice's messages are all priced in RMB: one on each day.
+    let rmb = |price: &str| json!({"usage": usage(0, 0, price, "RMB")});
+    mount(
+        &dify,
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{CHAT}/chat-messages")))
+            .respond_with(messages_page(
+                &[
+                    message(1, true, at(5), (100, 20), &rmb("0.0120000")),
+                    message(2, true, at(29), (300, 60), &rmb("0.0360000")),
+                ],
+                false,
+            )),
+    )
+    .await;
+    // 2026-11-02: Dify counts 50 more tokens, 0.0010 more and one more message (an explore message)
+    // than Alice's: the remainder, in RMB, the currency all of the day's end-user messages share.
+    // 2026-11-03: Dify counts fewer tokens than Alice's message alone: no remainder, a warning.
+    let statistics = |name: &str, start: &str, body: Value| {
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{CHAT}/statistics/{name}")))
+            .and(query_param("start", start))
+            .respond_with(ok(body))
+            .expect(1)
+    };
+    for mock in [
+        statistics(
+            "token-costs",
+            "2026-11-02 00:00",
+            json!({"data": [
+            {"date": "2026-11-02", "token_count": 170, "total_price": "0.0130000", "currency": "USD"}]}),
+        ),
+        statistics(
+            "daily-messages",
+            "2026-11-02 00:00",
+            json!({"data": [{"date": "2026-11-02", "message_count": 2}]}),
+        ),
+        statistics(
+            "token-costs",
+            "2026-11-03 00:00",
+            json!({"data": [
+            {"date": "2026-11-03", "token_count": 300, "total_price": "0.0360000", "currency": "USD"}]}),
+        ),
+        statistics(
+            "daily-messages",
+            "2026-11-03 00:00",
+            json!({"data": [{"date": "2026-11-03", "message_count": 1}]}),
+        ),
+    ] {
+        mount(&dify, mock).await;
+    }
+
+    let finished = Exporter::configured(&dify.uri())
+        .args(["run", "--dry-run", "--from", DAY, "--to", "2026-11-03"])
+        .run();
+    finished.code(0);
+    let chat = (CHAT, "Helpdesk");
+    let next_day = |mut row: Row| {
+        row.day = "2026-11-03".to_owned();
+        row
+    };
+    let mut expected = vec![
+        row(
+            chat,
+            "alice",
+            ("tongyi", "qwen-max", "RMB"),
+            (100, 20),
+            1,
+            "0.012",
+            "exact",
+        ),
+        row(
+            chat,
+            "",
+            ("tongyi", "qwen-max", "RMB"),
+            (50, 0),
+            1,
+            "0.001",
+            "total_only",
+        ),
+        next_day(row(
+            chat,
+            "alice",
+            ("tongyi", "qwen-max", "RMB"),
+            (300, 60),
+            1,
+            "0.036",
+            "exact",
+        )),
+    ];
+    expected.sort();
+    assert_eq!(records(&finished), expected);
+    let warning = finished
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l["level"] == "warn")
+        .unwrap();
+    assert_eq!(
+        warning["message"],
+        "the app-day's end-user messages exceed Dify's own statistics; no remainder record for it"
+    );
+    let context = &warning["context"];
+    assert_eq!(
+        (
+            &context["day"],
+            &context["statistics_tokens"],
+            &context["end_user_tokens"]
+        ),
+        (&json!("2026-11-03"), &json!(300), &json!(360))
+    );
+}
