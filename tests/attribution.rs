@@ -394,8 +394,9 @@ async fn chatflow_users_come_from_node_executions_and_chat_days_from_messages() 
     assert_eq!(records(&finished), expected);
 }
 
-#[tokio::test]
-async fn a_remainder_takes_the_shared_currency_and_a_negative_one_is_only_logged() {
+/// An agent-chat app over two UTC days: one end user's messages, all in RMB, and statistics that
+/// exceed them on the first day and fall short of them on the second.
+async fn rmb_agent_dify() -> MockServer {
     let dify = MockServer::start().await;
     let apps = json!({"page": 1, "limit": 100, "total": 1, "has_more": false, "data": [
         {"id": CHAT, "name": "Helpdesk", "mode": "agent-chat",
@@ -478,7 +479,12 @@ async fn a_remainder_takes_the_shared_currency_and_a_negative_one_is_only_logged
     ] {
         mount(&dify, mock).await;
     }
+    dify
+}
 
+#[tokio::test]
+async fn a_remainder_takes_the_shared_currency_and_a_negative_one_is_only_logged() {
+    let dify = rmb_agent_dify().await;
     let finished = Exporter::configured(&dify.uri())
         .args(["run", "--dry-run", "--from", DAY, "--to", "2026-11-03"])
         .run();
