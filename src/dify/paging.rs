@@ -216,3 +216,105 @@ impl CursorPages {
         Ok(fresh)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(ids: &[&'static str], has_more: bool, total: Option<u64>) -> Page<&'static str> {
+        Page {
+            data: ids.to_vec(),
+            has_more,
+            total,
+        }
+    }
+
+    #[test]
+    fn numbered_pages_drop_rows_seen_before_and_stop_without_progress() {
+        let mut pages = NumberedPages::new("/apps", 2);
+        assert_eq!(
+            pages
+                .accept(page(&["a", "b"], true, Some(5)), |r| r)
+                .unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(pages.next_page(), Some(2));
+        // b shifted onto page 2: handed over once.
+        assert_eq!(
+            pages
+                .accept(page(&["b", "c"], true, Some(5)), |r| r)
+                .unwrap(),
+            ["c"]
+        );
+        let error = pages
+            .accept(page(&["b", "c"], true, Some(5)), |r| r)
+            .unwrap_err();
+        assert!(
+            error.to_string().starts_with(
+                "GET /console/api/apps answered page 3 with only rows of earlier pages"
+            ),
+            "{error}"
+        );
+
+        let mut pages = NumberedPages::new("/apps", 2);
+        let error = pages
+            .accept(page(&["a", "b"], true, Some(2)), |r| r)
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("although its total of 2 fits in 1 page(s) of 2"),
+            "{error}"
+        );
+        let mut pages = NumberedPages::new("/apps", 2);
+        assert!(pages.accept(page(&[], true, None), |r| r).is_err());
+        // A re-read expects known rows.
+        let mut pages = NumberedPages::new("/apps", 2);
+        pages
+            .accept(page(&["a", "b"], false, Some(2)), |r| r)
+            .unwrap();
+        assert_eq!(pages.next_page(), None);
+        pages.reread();
+        assert!(
+            pages
+                .accept(page(&["a", "b"], true, Some(3)), |r| r)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(pages.next_page(), Some(2));
+    }
+
+    #[test]
+    fn cursor_pages_stop_on_a_repeated_cursor_or_page() {
+        let last = <[&str]>::last;
+        let mut pages = CursorPages::new("/apps/x/workflow-runs", "last_id");
+        assert_eq!(pages.cursor(), None);
+        pages
+            .accept(page(&["a", "b"], true, None), |r| r, last)
+            .unwrap();
+        assert_eq!(pages.cursor(), Some("b"));
+        // The page before's last row again is dropped; c leads on.
+        assert_eq!(
+            pages
+                .accept(page(&["b", "c"], true, None), |r| r, last)
+                .unwrap(),
+            ["c"]
+        );
+        // A server that cycles back to a cursor it gave before.
+        let error = pages
+            .accept(page(&["d", "b"], true, None), |r| r, last)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("led back to last_id=b"),
+            "{error}"
+        );
+        let mut pages = CursorPages::new("/apps/x/workflow-runs", "last_id");
+        pages
+            .accept(page(&["a", "b"], true, None), |r| r, last)
+            .unwrap();
+        let error = pages
+            .accept(page(&["a", "b"], true, None), |r| r, last)
+            .unwrap_err();
+        assert!(error.to_string().contains("it ignores last_id"), "{error}");
+    }
+}
