@@ -423,6 +423,33 @@ mod tests {
     }
 
     #[test]
+    fn prices_must_not_be_negative_and_currencies_are_three_letters() {
+        let usage = |price: &str, currency: &str| {
+            serde_json::from_str::<Usage>(&format!(
+                r#"{{"prompt_tokens":1,"completion_tokens":1,"total_price":{price},"currency":{currency}}}"#
+            ))
+        };
+        assert_eq!(
+            usage(r#""0""#, r#""rmb""#).unwrap().currency.as_deref(),
+            Some("RMB")
+        );
+        assert_eq!(usage(r#""-0""#, "null").unwrap().total_price, Decimal::ZERO);
+        for (price, currency, reason) in [
+            (r#""-0.1""#, r#""USD""#, "a non-negative decimal price"),
+            ("-0.1", r#""USD""#, "a non-negative decimal price"),
+            (r#""0.1""#, r#""usd$""#, "a currency of three ASCII letters"),
+            (r#""0.1""#, r#""""#, "a currency of three ASCII letters"),
+            (r#""0.1""#, r#""US""#, "a currency of three ASCII letters"),
+        ] {
+            let error = usage(price, currency).unwrap_err();
+            assert!(
+                error.to_string().contains(reason),
+                "{price} {currency}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn the_user_is_session_then_email_then_empty() {
         let both: Creator = serde_json::from_str(
             r#"{"created_by_account":{"email":"a@x"},"created_by_end_user":{"session_id":"s1"}}"#,
