@@ -113,8 +113,9 @@ pub struct NextRunsArgs {
     /// Print fire times strictly after this RFC 3339 instant (default: now).
     #[arg(long, value_name = "INSTANT")]
     pub from: Option<DateTime<Utc>>,
-    /// Use this schedule instead of CRON_SCHEDULE.
-    #[arg(long, value_name = "EXPR")]
+    /// Use this schedule instead of CRON_SCHEDULE (a value may start with `-`, so that a wrong
+    /// schedule gets the schedule's own error).
+    #[arg(long, value_name = "EXPR", allow_hyphen_values = true)]
     pub schedule: Option<String>,
 }
 
