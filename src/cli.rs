@@ -92,6 +92,10 @@ pub struct RunArgs {
     /// Last UTC day to export (inclusive, YYYY-MM-DD); at most yesterday.
     #[arg(long, value_name = "DAY", requires = "from")]
     pub to: Option<NaiveDate>,
+    /// Log in to Dify once even though Dify refused these DIFY_EMAIL/DIFY_PASSWORD before (after
+    /// the password was changed in Dify to this one, or the account was unlocked).
+    #[arg(long)]
+    pub retry_login: bool,
 }
 
 #[derive(Debug, Args)]

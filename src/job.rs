@@ -24,6 +24,7 @@ use crate::deliver::{self, Delivery};
 use crate::dify::{AppMode, DifyClient, collect};
 use crate::export::{Aggregator, UsageRecord, batch};
 use crate::http::HttpClient;
+use crate::progress;
 use crate::state::{Counts, State};
 use crate::window::Window;
 
@@ -183,6 +184,7 @@ pub async fn run(
     // Queued and committed: from here on the outbox is the only copy that matters.
     drop(records);
     if !cancel.is_cancelled() {
+        progress::delivering(state.counts()?.queued);
         report.delivery = deliver::deliver(state, http, config, cancel).await?;
     }
     report.outbox = state.counts()?;
@@ -229,6 +231,10 @@ async fn collect_from(
         "apps listed"
     );
 
+    let requests = Arc::clone(dify);
+    progress::collecting(window.days().count(), apps.len(), move || {
+        requests.stats().requests()
+    });
     let mut aggregator = Aggregator::default();
     let collected = collect::collect(
         dify.clone(),

@@ -20,7 +20,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 pub const DATABASE_FILE: &str = "state.db";
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
     CREATE TABLE watermark (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         day TEXT NOT NULL
@@ -52,7 +53,26 @@ const MIGRATIONS: &[&str] = &[r"
         exit_code INTEGER NOT NULL,
         summary TEXT NOT NULL
     );
-"];
+",
+    r"
+    -- For monitoring: the end of the last run that exited 0 (kept when later runs fail).
+    CREATE TABLE last_success (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        finished_at TEXT NOT NULL
+    );
+    -- The login guard: the last credentials Dify refused, as a salted argon2id hash (never the
+    -- password), so that later runs with the same credentials do not spend the lockout budget.
+    CREATE TABLE login_verdict (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        dify_url TEXT NOT NULL,
+        email TEXT NOT NULL,
+        credentials_hash TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    );
+",
+];
 
 /// Runs kept in the history.
 const RUNS_KEPT: i64 = 50;
@@ -136,6 +156,22 @@ pub struct RunRecord {
     pub exit_code: u8,
     /// The summary line's figures as a JSON object.
     pub summary: String,
+}
+
+/// Dify's refusal of a login, as the login guard keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginVerdictRecord {
+    /// `DIFY_API_URL` of the refusal (masked).
+    pub dify_url: String,
+    pub email: String,
+    /// PHC string of the salted argon2id hash of URL, email and password.
+    pub credentials_hash: String,
+    /// `wrong_password` or `account_locked`.
+    pub verdict: String,
+    /// Dify's answer, for the operator.
+    pub detail: String,
+    /// RFC 3339 UTC.
+    pub recorded_at: String,
 }
 
 /// What queueing did.
@@ -559,6 +595,87 @@ impl State {
             .with_context(|| unreadable(&self.path))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .with_context(|| unreadable(&self.path))
+    }
+}
+
+impl State {
+    /// The end of the last run that exited 0, if any.
+    pub fn last_success(&self) -> Result<Option<DateTime<Utc>>> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT finished_at FROM last_success WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .with_context(|| unreadable(&self.path))?;
+        text.map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .with_context(|| format!("`{t}` in the state database is not an instant"))
+        })
+        .transpose()
+    }
+
+    /// Keeps `at` as the end of the last successful run.
+    pub fn set_last_success(&self, at: DateTime<Utc>) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO last_success (id, finished_at) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at",
+                params![at.to_rfc3339_opts(SecondsFormat::Millis, true)],
+            )
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
+    }
+
+    /// The login guard's verdict, if Dify refused the last credentials tried.
+    pub fn login_verdict(&self) -> Result<Option<LoginVerdictRecord>> {
+        self.conn
+            .query_row(
+                "SELECT dify_url, email, credentials_hash, verdict, detail, recorded_at FROM login_verdict WHERE id = 1",
+                [],
+                |row| {
+                    Ok(LoginVerdictRecord {
+                        dify_url: row.get(0)?,
+                        email: row.get(1)?,
+                        credentials_hash: row.get(2)?,
+                        verdict: row.get(3)?,
+                        detail: row.get(4)?,
+                        recorded_at: row.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .with_context(|| unreadable(&self.path))
+    }
+
+    /// Replaces the login guard's verdict.
+    pub fn set_login_verdict(&self, record: &LoginVerdictRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO login_verdict (id, dify_url, email, credentials_hash, verdict, detail, recorded_at) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    record.dify_url,
+                    record.email,
+                    record.credentials_hash,
+                    record.verdict,
+                    record.detail,
+                    record.recorded_at
+                ],
+            )
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
+    }
+
+    /// Forgets the login guard's verdict (new credentials, or a successful login).
+    pub fn clear_login_verdict(&self) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM login_verdict", [])
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@ use rand::{Rng as _, SeedableRng as _};
 use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, Row, held_row, truth_row};
 
 /// The simulator's default workspace: the three days ending yesterday.
-fn dify() -> DifySim {
+pub(crate) fn dify() -> DifySim {
     DifySim::start(SimConfig {
         seed: 21,
         auth: AuthMode::AdminKey,
@@ -24,7 +24,7 @@ fn dify() -> DifySim {
     .unwrap()
 }
 
-fn meter() -> MeterSim {
+pub(crate) fn meter() -> MeterSim {
     MeterSim::start(MeterConfig {
         token: EXTERNAL_TOKEN.to_owned(),
         ..MeterConfig::default()
@@ -32,12 +32,12 @@ fn meter() -> MeterSim {
     .unwrap()
 }
 
-fn yesterday() -> NaiveDate {
+pub(crate) fn yesterday() -> NaiveDate {
     Utc::now().date_naive() - Days::new(1)
 }
 
 /// A run against both simulators with its state in `state_dir`.
-fn exporter(dify: &DifySim, meter: &MeterSim, state_dir: &Path) -> Exporter {
+pub(crate) fn exporter(dify: &DifySim, meter: &MeterSim, state_dir: &Path) -> Exporter {
     let credentials = dify.credentials();
     Exporter::new()
         .env("DIFY_API_URL", &dify.base_url())
@@ -75,11 +75,11 @@ fn assert_meter_holds_the_truth(dify: &DifySim, meter: &MeterSim) {
 }
 
 #[track_caller]
-fn summary(finished: &Finished) -> serde_json::Value {
+pub(crate) fn summary(finished: &Finished) -> serde_json::Value {
     finished.log("run finished")["context"].clone()
 }
 
-fn state_dir() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn state_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     (dir, state)

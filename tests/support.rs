@@ -67,6 +67,12 @@ impl Exporter {
         self
     }
 
+    /// Sends stderr to `stdio` (e.g. a pseudo-terminal) instead of capturing it.
+    pub(crate) fn stderr_to(mut self, stdio: Stdio) -> Self {
+        self.command.stderr(stdio);
+        self
+    }
+
     /// Writes a file into the working directory.
     pub(crate) fn file(self, name: &str, text: &str) -> Self {
         std::fs::write(self.dir.path().join(name), text).unwrap();

@@ -1,24 +1,44 @@
 //! `exporter resend --batch ID | --all-dead`: moves dead-lettered batches back to the queue (with a
-//! fresh count of failed runs) and delivers the queue now, under the run lock and signal handling.
+//! fresh count of failed runs) and delivers the queue now, under the run lock and signal handling,
+//! with a progress line at a terminal; its metrics are written whatever the outcome.
+
+use std::time::Instant;
 
 use serde_json::json;
 use tracing::{error, info};
 
 use super::frame;
 use crate::cli::ResendArgs;
+use crate::config::Config;
 use crate::deliver;
 use crate::environment::Environment;
 use crate::exit::Exit;
 use crate::logging::Json;
+use crate::metrics::{self, RunFigures};
+use crate::progress;
 use crate::state::State;
 
 #[must_use]
 pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
+    let started = Instant::now();
     let config = match frame::config(environment) {
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    let _lock = match frame::lock(&config) {
+    let exit = resend_configured(&config, args);
+    metrics::publish(
+        &config,
+        &RunFigures {
+            exit_code: exit.code(),
+            duration: started.elapsed(),
+            ..RunFigures::default()
+        },
+    );
+    exit
+}
+
+fn resend_configured(config: &Config, args: &ResendArgs) -> Exit {
+    let _lock = match frame::lock(config) {
         Ok(lock) => lock,
         Err(exit) => return exit,
     };
@@ -48,14 +68,18 @@ pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
     };
     info!(batches = revived, "dead batches moved back to the queue");
 
-    let guarded = match frame::guarded(&config, |http, cancel| {
+    let line = progress::start("resending");
+    if let Ok(counts) = state.counts() {
+        progress::delivering(counts.queued);
+    }
+    let guarded = match frame::guarded(config, |http, cancel| {
         let state = &state;
-        let config = &config;
         async move { deliver::deliver(state, &http, config, &cancel).await }
     }) {
         Ok(guarded) => guarded,
         Err(exit) => return exit,
     };
+    drop(line);
     if let Some((exit, _)) = guarded.stopped_or_timed_out() {
         return exit;
     }

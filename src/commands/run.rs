@@ -1,8 +1,11 @@
-//! `exporter run`: configuration, lock, the job under signal handling, the summary line, the run's
-//! entry in the state database, and the exit code.
+//! `exporter run`: configuration, lock, the login guard, the job under signal handling (with a
+//! progress line at a terminal), the summary line, the run's entry in the state database, the
+//! metrics, and the exit code.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
+
+use anyhow::Error;
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::json;
@@ -10,22 +13,44 @@ use tracing::{error, info, warn};
 
 use super::frame;
 use crate::cli::RunArgs;
+use crate::config::Config;
+use crate::dify;
 use crate::environment::Environment;
 use crate::exit::Exit;
 use crate::job::{self, Days, JobPlan, JobReport};
 use crate::logging::Json;
+use crate::metrics::{self, RunFigures};
+use crate::progress;
 use crate::state::{RunRecord, State, now_text};
 use crate::window::Window;
 
-/// Runs the export once and returns the exit status.
+/// Runs the export once and returns the exit status. Once the configuration is valid, a real run
+/// leaves its metrics whatever the outcome.
 #[must_use]
 pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Exit {
     let started = Instant::now();
-    let started_at = now_text();
     let config = match frame::config(environment) {
         Ok(config) => config,
         Err(exit) => return exit,
     };
+    let mut figures = RunFigures::default();
+    let exit = run_configured(&config, args, run_id, started, &mut figures);
+    if !args.dry_run {
+        figures.exit_code = exit.code();
+        figures.duration = started.elapsed();
+        metrics::publish(&config, &figures);
+    }
+    exit
+}
+
+fn run_configured(
+    config: &Config,
+    args: &RunArgs,
+    run_id: &str,
+    started: Instant,
+    figures: &mut RunFigures,
+) -> Exit {
+    let started_at = now_text();
     let masked: BTreeMap<_, _> = config.masked().into_iter().collect();
     let next_fire_time = config
         .schedule
@@ -54,14 +79,23 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
     let _lock = if plan.dry_run {
         None
     } else {
-        match frame::lock(&config) {
+        match frame::lock(config) {
             Ok(lock) => Some(lock),
             Err(exit) => return exit,
         }
     };
+    if let Err(exit) = check_login_guard(config, args) {
+        return exit;
+    }
 
-    let guarded = match frame::guarded(&config, |http, cancel| {
-        let (config, plan) = (&config, &plan);
+    // A dry run's log is on stderr, where the line would be drawn: it gets none.
+    let line = if plan.dry_run {
+        None
+    } else {
+        progress::start("exporting")
+    };
+    let guarded = match frame::guarded(config, |http, cancel| {
+        let plan = &plan;
         async move { job::run(config, &http, plan, &cancel).await }
     }) {
         Ok(guarded) => guarded,
@@ -82,6 +116,9 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
             },
             (Some(Err(err)), _) => {
                 error!(error = format!("{err:#}"), "run failed");
+                if !args.dry_run {
+                    keep_login_refusal(config, &err);
+                }
                 ("failed", Exit::Failure, JobReport::default())
             }
             (None, _) => ("abandoned", Exit::Failure, JobReport::default()),
@@ -107,6 +144,15 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
         "retries": report.dify_retries + guarded.http.stats().retries(),
         "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     });
+    drop(line);
+    *figures = RunFigures {
+        records: u64::try_from(report.records).unwrap_or(u64::MAX),
+        tokens: report.total_tokens,
+        cost: report.cost.clone(),
+        dify_requests: report.dify_requests,
+        retries: report.dify_retries + guarded.http.stats().retries(),
+        ..RunFigures::default()
+    };
     info!(fields = ?Json(&summary), "run finished");
     if !args.dry_run && outcome != "abandoned" {
         record_run(
@@ -119,6 +165,58 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
         );
     }
     exit
+}
+
+/// Stops the run before any request to Dify when the configured login is one Dify already refused
+/// (see [`dify::login_guard`]).
+fn check_login_guard(config: &Config, args: &RunArgs) -> Result<(), Exit> {
+    if !matches!(config.dify_auth, dify::DifyAuth::Login { .. }) {
+        return Ok(());
+    }
+    let state = if args.dry_run {
+        State::open_read_only(&config.state_dir)
+    } else {
+        State::open(&config.state_dir).map(Some)
+    };
+    let refusal = state.and_then(|state| {
+        let Some(state) = state else { return Ok(None) };
+        dify::login_guard(
+            &state,
+            &config.dify_api_url,
+            &config.dify_auth,
+            args.retry_login,
+            !args.dry_run,
+        )
+    });
+    match refusal {
+        Ok(None) => Ok(()),
+        Ok(Some(refusal)) => {
+            error!(error = refusal, "run failed");
+            Err(Exit::Failure)
+        }
+        Err(err) => {
+            error!(error = format!("{err:#}"), "run failed");
+            Err(Exit::Failure)
+        }
+    }
+}
+
+/// Keeps Dify's refusal of the login, if that is why the job failed, so that later runs with the
+/// same credentials do not try again.
+fn keep_login_refusal(config: &Config, err: &Error) {
+    let kept = State::open(&config.state_dir).and_then(|state| {
+        dify::record_login_refusal(&state, &config.dify_api_url, &config.dify_auth, err)
+    });
+    match kept {
+        Ok(true) => warn!(
+            "login guard: runs with the same DIFY_EMAIL and DIFY_PASSWORD will not log in again; change them (or see `exporter status`)"
+        ),
+        Ok(false) => {}
+        Err(err) => warn!(
+            error = format!("{err:#}"),
+            "cannot keep the refused login in the state database; the next run will try it again"
+        ),
+    }
 }
 
 /// Keeps the run in the state database's history; a failure here is only worth a warning.
