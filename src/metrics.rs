@@ -63,14 +63,13 @@ struct Kept {
 /// configured target. Never fails: each problem is one `warn` line.
 pub fn publish(config: &Config, figures: &RunFigures) {
     let finished = Utc::now();
-    if figures.exit_code == 0 {
-        if let Err(err) = State::open(&config.state_dir).and_then(|s| s.set_last_success(finished))
-        {
-            warn!(
-                error = format!("{err:#}"),
-                "cannot keep the success time in the state database"
-            );
-        }
+    if figures.exit_code == 0
+        && let Err(err) = State::open(&config.state_dir).and_then(|s| s.set_last_success(finished))
+    {
+        warn!(
+            error = format!("{err:#}"),
+            "cannot keep the success time in the state database"
+        );
     }
     let targets = &config.metrics;
     if targets.textfile.is_none() && targets.pushgateway_url.is_none() {
@@ -93,13 +92,13 @@ pub fn publish(config: &Config, figures: &RunFigures) {
             return;
         }
     };
-    if let Some(path) = &targets.textfile {
-        if let Err(err) = write_textfile(path, &text) {
-            warn!(
-                error = format!("{err:#}"),
-                "cannot write METRICS_TEXTFILE; the run's data is safe in the state database"
-            );
-        }
+    if let Some(path) = &targets.textfile
+        && let Err(err) = write_textfile(path, &text)
+    {
+        warn!(
+            error = format!("{err:#}"),
+            "cannot write METRICS_TEXTFILE; the run's data is safe in the state database"
+        );
     }
     if let Some(url) = &targets.pushgateway_url {
         let instance = targets.pushgateway_instance.as_deref();
@@ -342,9 +341,9 @@ mod tests {
             group_url(&base, Some("host/1")).unwrap().as_str(),
             "https://gw.example.com/prefix/metrics/job/dify_usage_exporter/instance@base64/aG9zdC8x"
         );
-        let bare = Url::parse("http://127.0.0.1:9091").unwrap();
+        let root = Url::parse("http://127.0.0.1:9091").unwrap();
         assert_eq!(
-            group_url(&bare, None).unwrap().as_str(),
+            group_url(&root, None).unwrap().as_str(),
             "http://127.0.0.1:9091/metrics/job/dify_usage_exporter"
         );
     }

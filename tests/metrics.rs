@@ -194,10 +194,10 @@ fn a_pushgateway_holds_the_runs_metrics_and_a_failed_run_keeps_the_last_success(
         .unwrap()
         .and_utc()
         .timestamp();
+    // Whole seconds print without a fraction, whatever notation the gateway used.
     assert_eq!(
-        number(&metric(&text, "watermark_timestamp_seconds")),
-        // An exact integer, so the float comparison is exact too.
-        f64::from(i32::try_from(midnight_after_watermark).unwrap())
+        number(&metric(&text, "watermark_timestamp_seconds")).to_string(),
+        midnight_after_watermark.to_string()
     );
     let success = metric(&text, "last_success_timestamp_seconds");
     let finished = number(&metric(&text, "last_run_timestamp_seconds"));
@@ -266,6 +266,30 @@ fn the_textfile_is_complete_readable_by_all_and_passes_promtool() {
     assert!(
         !text.contains("# EOF"),
         "classic text format expected:\n{text}"
+    );
+
+    // `resend` leaves its metrics too: nothing collected, its own exit code.
+    let resend = exporter(&dify, &meter, &state)
+        .env("METRICS_TEXTFILE", textfile.to_str().unwrap())
+        .args(["resend", "--all-dead"])
+        .run();
+    resend.code(0);
+    let after_resend = std::fs::read_to_string(&textfile).unwrap();
+    assert_eq!(
+        value(&after_resend, "dify_usage_exporter_last_run_records", &[]),
+        "0"
+    );
+    assert_eq!(
+        value(&after_resend, "dify_usage_exporter_last_run_exit_code", &[]),
+        "0"
+    );
+    assert_ne!(
+        value(
+            &after_resend,
+            "dify_usage_exporter_last_run_timestamp_seconds",
+            &[]
+        ),
+        value(&text, "dify_usage_exporter_last_run_timestamp_seconds", &[])
     );
 
     let checked = Command::new(tool("promtool", "prometheus"))
@@ -370,7 +394,7 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
         ["test", "rules", "deploy/prometheus/alerts.test.yaml"],
     ] {
         let out = Command::new(&promtool)
-            .args(&args)
+            .args(args)
             .current_dir(repo)
             .output()
             .unwrap();

@@ -21,6 +21,7 @@ use crate::job::{self, Days, JobPlan, JobReport};
 use crate::logging::Json;
 use crate::metrics::{self, RunFigures};
 use crate::progress;
+use crate::shutdown::StopSignal;
 use crate::state::{RunRecord, State, now_text};
 use crate::window::Window;
 
@@ -94,36 +95,16 @@ fn run_configured(
     } else {
         progress::start("exporting")
     };
-    let guarded = match frame::guarded(config, |http, cancel| {
+    let mut guarded = match frame::guarded(config, |http, cancel| {
         let plan = &plan;
         async move { job::run(config, &http, plan, &cancel).await }
     }) {
         Ok(guarded) => guarded,
         Err(exit) => return exit,
     };
-    let (outcome, exit, report) = match guarded.stopped_or_timed_out() {
-        Some((exit, outcome)) => (outcome, exit, JobReport::default()),
-        None => match (guarded.result, guarded.signal) {
-            // Stopped by a signal with what was complete committed: batches left in the queue are
-            // the expected result, not a failure.
-            (Some(Ok(report)), Some(signal)) => ("stopped", signal.exit(), report),
-            (Some(Ok(report)), None) => match report.problem() {
-                Some(problem) => {
-                    error!(error = problem, "run failed");
-                    ("failed", Exit::Failure, report)
-                }
-                None => ("completed", Exit::Success, report),
-            },
-            (Some(Err(err)), _) => {
-                error!(error = format!("{err:#}"), "run failed");
-                if !args.dry_run {
-                    keep_login_refusal(config, &err);
-                }
-                ("failed", Exit::Failure, JobReport::default())
-            }
-            (None, _) => ("abandoned", Exit::Failure, JobReport::default()),
-        },
-    };
+    let stopped = guarded.stopped_or_timed_out();
+    let (outcome, exit, report) =
+        conclude(stopped, guarded.result.take(), guarded.signal, config, args);
 
     let summary = json!({
         "outcome": outcome,
@@ -165,6 +146,39 @@ fn run_configured(
         );
     }
     exit
+}
+
+/// The outcome word, exit status and report of the job as it ended; logs why it failed.
+fn conclude(
+    stopped: Option<(Exit, &'static str)>,
+    result: Option<anyhow::Result<JobReport>>,
+    signal: Option<StopSignal>,
+    config: &Config,
+    args: &RunArgs,
+) -> (&'static str, Exit, JobReport) {
+    match stopped {
+        Some((exit, outcome)) => (outcome, exit, JobReport::default()),
+        None => match (result, signal) {
+            // Stopped by a signal with what was complete committed: batches left in the queue are
+            // the expected result, not a failure.
+            (Some(Ok(report)), Some(signal)) => ("stopped", signal.exit(), report),
+            (Some(Ok(report)), None) => match report.problem() {
+                Some(problem) => {
+                    error!(error = problem, "run failed");
+                    ("failed", Exit::Failure, report)
+                }
+                None => ("completed", Exit::Success, report),
+            },
+            (Some(Err(err)), _) => {
+                error!(error = format!("{err:#}"), "run failed");
+                if !args.dry_run {
+                    keep_login_refusal(config, &err);
+                }
+                ("failed", Exit::Failure, JobReport::default())
+            }
+            (None, _) => ("abandoned", Exit::Failure, JobReport::default()),
+        },
+    }
 }
 
 /// Stops the run before any request to Dify when the configured login is one Dify already refused

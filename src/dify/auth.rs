@@ -22,6 +22,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{Result, anyhow, bail};
+use argon2::password_hash::PasswordHasher as _;
 use base64::Engine as _;
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use reqwest::{RequestBuilder, StatusCode};
@@ -212,7 +213,6 @@ pub fn record_login_refusal(
     else {
         return Ok(false);
     };
-    use argon2::password_hash::PasswordHasher as _;
     // Argon2id with its default cost (19 MiB, 2 passes) and a random salt per verdict.
     let hash = argon2::Argon2::default()
         .hash_password(credentials(url, email, password).as_bytes())
