@@ -499,10 +499,16 @@ impl Checker {
                 None
             }
         });
-        let pushgateway_url = raw
-            .pushgateway_url
-            .as_deref()
-            .and_then(|value| self.url("PUSHGATEWAY_URL", Some(value), allow_insecure));
+        // Metrics hold no secret, and in-cluster Pushgateways rarely have TLS: plain http is
+        // refused only when the URL carries a password.
+        let pushgateway_url = raw.pushgateway_url.as_deref().and_then(|value| {
+            let has_password = Url::parse(value.trim()).is_ok_and(|u| u.password().is_some());
+            self.url(
+                "PUSHGATEWAY_URL",
+                Some(value),
+                allow_insecure || !has_password,
+            )
+        });
         let pushgateway_instance = raw.pushgateway_instance.as_deref().map(str::trim);
         if pushgateway_instance.is_some() && raw.pushgateway_url.is_none() {
             self.problem(

@@ -367,6 +367,24 @@ fn metrics_variables_are_validated_and_shown() {
         "{}",
         invalid.stdout
     );
+    let clear_text_password = Exporter::configured("http://127.0.0.1:9")
+        .env("PUSHGATEWAY_URL", "http://ops:secret-pw@gw.example.com")
+        .args(["validate-config"])
+        .run();
+    clear_text_password.code(1);
+    assert!(
+        clear_text_password
+            .stdout
+            .contains("PUSHGATEWAY_URL: `http://ops:***@gw.example.com` uses plain http"),
+        "{}",
+        clear_text_password.stdout
+    );
+    assert!(!clear_text_password.stdout.contains("secret-pw"));
+    let in_cluster = Exporter::configured("http://127.0.0.1:9")
+        .env("PUSHGATEWAY_URL", "http://pushgateway.monitoring.svc:9091")
+        .args(["validate-config"])
+        .run();
+    in_cluster.code(0);
     let valid = Exporter::configured("http://127.0.0.1:9")
         .env("METRICS_TEXTFILE", "/var/lib/node_exporter/dify.prom")
         .env("PUSHGATEWAY_URL", "https://ops:secret-pw@gw.example.com/")
