@@ -7,7 +7,7 @@ use std::path::Path;
 use dify_sim::{AuthMode, DifySim, MeterSim, SimConfig};
 
 use crate::deliver::{exporter, meter, state_dir};
-use crate::support::{Exporter, Finished, PASSWORD};
+use crate::support::{Finished, PASSWORD, status};
 
 /// A Dify before 1.11.2: one login attempt per password, plain text.
 fn dify() -> DifySim {
@@ -40,15 +40,6 @@ fn statuses(dify: &DifySim) -> Vec<u16> {
         .iter()
         .map(|a| a.status)
         .collect()
-}
-
-fn status(state: &Path, format: &str) -> String {
-    let finished = Exporter::new()
-        .env("STATE_DIR", state.to_str().unwrap())
-        .args(["status", "--output", format])
-        .run();
-    finished.code(0);
-    finished.stdout.clone()
 }
 
 /// The database and its write-ahead log, as a thief would copy them.

@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use tempfile::TempDir;
 
 use crate::deliver::{dify, exporter, meter, state_dir, summary, yesterday};
-use crate::support::{EVENT_TIMEOUT, Exporter};
+use crate::support::{EVENT_TIMEOUT, Exporter, status};
 
 /// A binary from a Debian package, which the test needs (and `.ci/run` installs): never skipped.
 fn tool(name: &str, package: &str) -> PathBuf {
@@ -338,12 +338,7 @@ fn unusable_metrics_targets_are_one_warning_each_and_keep_the_exit_code() {
         "http://user:***@127.0.0.1:9"
     );
     // The success time was still kept.
-    let status = Exporter::new()
-        .env("STATE_DIR", state.to_str().unwrap())
-        .args(["status", "--output", "json"])
-        .run();
-    status.code(0);
-    let report: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&status(&state, "json")).unwrap();
     assert!(report["last_success"].is_string(), "{report}");
 }
 

@@ -243,6 +243,17 @@ impl Finished {
     }
 }
 
+/// What `exporter status --output OUTPUT` prints for the state in `state_dir` (it must exit 0).
+#[track_caller]
+pub(crate) fn status(state_dir: &Path, output: &str) -> String {
+    let finished = Exporter::new()
+        .env("STATE_DIR", state_dir.to_str().unwrap())
+        .args(["status", "--output", output])
+        .run();
+    finished.code(0);
+    finished.stdout.clone()
+}
+
 #[track_caller]
 pub(crate) fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
