@@ -22,7 +22,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{Result, anyhow, bail};
-use argon2::password_hash::PasswordHasher as _;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use base64::Engine as _;
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use reqwest::{RequestBuilder, StatusCode};
@@ -151,7 +151,6 @@ pub fn login_guard(
     };
     let same =
         argon2::password_hash::phc::PasswordHash::new(&record.credentials_hash).is_ok_and(|hash| {
-            use argon2::password_hash::PasswordVerifier as _;
             argon2::Argon2::default()
                 .verify_password(credentials(url, email, password).as_bytes(), &hash)
                 .is_ok()
