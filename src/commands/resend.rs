@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::deliver;
 use crate::environment::Environment;
 use crate::exit::Exit;
+use crate::lock::RunLock;
 use crate::logging::Json;
 use crate::metrics::{self, RunFigures};
 use crate::progress;
@@ -25,7 +26,9 @@ pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    let exit = resend_configured(&config, args);
+    // Held until the metrics are written, so that two runs never write them at once.
+    let mut lock = None;
+    let exit = resend_configured(&config, args, &mut lock);
     metrics::publish(
         &config,
         &RunFigures {
@@ -34,14 +37,15 @@ pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
             ..RunFigures::default()
         },
     );
+    drop(lock);
     exit
 }
 
-fn resend_configured(config: &Config, args: &ResendArgs) -> Exit {
-    let _lock = match frame::lock(config) {
-        Ok(lock) => lock,
+fn resend_configured(config: &Config, args: &ResendArgs, lock: &mut Option<RunLock>) -> Exit {
+    match frame::lock(config) {
+        Ok(held) => *lock = Some(held),
         Err(exit) => return exit,
-    };
+    }
     let state = match State::open(&config.state_dir) {
         Ok(state) => state,
         Err(err) => {

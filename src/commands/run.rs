@@ -18,6 +18,7 @@ use crate::dify;
 use crate::environment::Environment;
 use crate::exit::Exit;
 use crate::job::{self, Days, JobPlan, JobReport};
+use crate::lock::RunLock;
 use crate::logging::Json;
 use crate::metrics::{self, RunFigures};
 use crate::progress;
@@ -35,12 +36,15 @@ pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Ex
         Err(exit) => return exit,
     };
     let mut figures = RunFigures::default();
-    let exit = run_configured(&config, args, run_id, started, &mut figures);
+    // Held until the metrics are written, so that two runs never write them at once.
+    let mut lock = None;
+    let exit = run_configured(&config, args, run_id, started, &mut figures, &mut lock);
     if !args.dry_run {
         figures.exit_code = exit.code();
         figures.duration = started.elapsed();
         metrics::publish(&config, &figures);
     }
+    drop(lock);
     exit
 }
 
@@ -50,6 +54,7 @@ fn run_configured(
     run_id: &str,
     started: Instant,
     figures: &mut RunFigures,
+    lock: &mut Option<RunLock>,
 ) -> Exit {
     let started_at = now_text();
     let masked: BTreeMap<_, _> = config.masked().into_iter().collect();
@@ -77,14 +82,12 @@ fn run_configured(
     };
 
     // A dry run changes no state, so it neither creates STATE_DIR nor waits for a real run.
-    let _lock = if plan.dry_run {
-        None
-    } else {
+    if !plan.dry_run {
         match frame::lock(config) {
-            Ok(lock) => Some(lock),
+            Ok(held) => *lock = Some(held),
             Err(exit) => return exit,
         }
-    };
+    }
     if let Err(exit) = check_login_guard(config, args) {
         return exit;
     }
