@@ -88,6 +88,14 @@ fn three_runs_with_a_wrong_password_cost_one_failed_login_and_a_new_password_cle
         assert!(error.contains("Set the right DIFY_PASSWORD"), "{error}");
         assert!(error.contains("exporter run --retry-login"), "{error}");
     }
+    // A dry run obeys the guard too.
+    let dry = run(&dify, &meter, &state, PASSWORD, &["--dry-run"]);
+    dry.code(1);
+    assert!(
+        dry.failure().starts_with("login guard: "),
+        "{}",
+        dry.failure()
+    );
     assert_eq!(statuses(&dify), [401], "no second failed login");
     assert_eq!(dify.stats().requests_total, requests, "no request at all");
 

@@ -221,6 +221,9 @@ fn check_login_guard(config: &Config, args: &RunArgs) -> Result<(), Exit> {
 /// Keeps Dify's refusal of the login, if that is why the job failed, so that later runs with the
 /// same credentials do not try again.
 fn keep_login_refusal(config: &Config, err: &Error) {
+    if !err.chain().any(|cause| cause.is::<dify::LoginRefused>()) {
+        return;
+    }
     let kept = State::open(&config.state_dir).and_then(|state| {
         dify::record_login_refusal(&state, &config.dify_api_url, &config.dify_auth, err)
     });
