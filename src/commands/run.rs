@@ -221,7 +221,7 @@ fn check_login_guard(config: &Config, args: &RunArgs) -> Result<(), Exit> {
 /// Keeps Dify's refusal of the login, if that is why the job failed, so that later runs with the
 /// same credentials do not try again.
 fn keep_login_refusal(config: &Config, err: &Error) {
-    if !err.chain().any(|cause| cause.is::<dify::LoginRefused>()) {
+    if dify::login_refusal(err).is_none() {
         return;
     }
     let kept = State::open(&config.state_dir).and_then(|state| {

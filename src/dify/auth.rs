@@ -206,10 +206,7 @@ pub fn record_login_refusal(
     else {
         return Ok(false);
     };
-    let Some(refused) = error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<LoginRefused>())
-    else {
+    let Some(refused) = login_refusal(error) else {
         return Ok(false);
     };
     // Argon2id with its default cost (19 MiB, 2 passes) and a random salt per verdict.
@@ -226,6 +223,14 @@ pub fn record_login_refusal(
         recorded_at: now_text(),
     })?;
     Ok(true)
+}
+
+/// The [`LoginRefused`] in `error`'s chain, if a refused login is why the work failed.
+#[must_use]
+pub fn login_refusal(error: &anyhow::Error) -> Option<&LoginRefused> {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<LoginRefused>())
 }
 
 /// What the guard hashes: the same password on another Dify is other credentials.

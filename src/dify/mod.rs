@@ -10,7 +10,8 @@ mod model;
 
 pub use apps::AppMode;
 pub use auth::{
-    DifyAuth, LoginRefused, LoginVerdict, PasswordEncoding, login_guard, record_login_refusal,
+    DifyAuth, LoginRefused, LoginVerdict, PasswordEncoding, login_guard, login_refusal,
+    record_login_refusal,
 };
 pub use client::DifyClient;
 pub use model::App;
