@@ -187,9 +187,6 @@ fn conclude(
 /// Stops the run before any request to Dify when the configured login is one Dify already refused
 /// (see [`dify::login_guard`]).
 fn check_login_guard(config: &Config, args: &RunArgs) -> Result<(), Exit> {
-    if !matches!(config.dify_auth, dify::DifyAuth::Login { .. }) {
-        return Ok(());
-    }
     let state = if args.dry_run {
         State::open_read_only(&config.state_dir)
     } else {
@@ -206,15 +203,13 @@ fn check_login_guard(config: &Config, args: &RunArgs) -> Result<(), Exit> {
         )
     });
     match refusal {
-        Ok(None) => Ok(()),
         Ok(Some(refusal)) => {
             error!(error = refusal, "run failed");
             Err(Exit::Failure)
         }
-        Err(err) => {
-            error!(error = format!("{err:#}"), "run failed");
-            Err(Exit::Failure)
-        }
+        // A state database that cannot be read or written is the job's first step too, before
+        // any request to Dify: it fails there and reports it in the run's summary.
+        Ok(None) | Err(_) => Ok(()),
     }
 }
 

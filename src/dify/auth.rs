@@ -131,8 +131,8 @@ const LOCKOUT_HOURS: i64 = 24;
 
 /// Before any request to Dify: whether the configured login is one Dify already refused. Returns
 /// the message for the operator when the run must not log in. A verdict on other credentials (or
-/// another Dify) is cleared when `writable`; so is a lockout older than a day, or any verdict when
-/// the operator asked to `retry`.
+/// another Dify, or a token instead of a login) is cleared when `writable`; so is a lockout older
+/// than a day, or any verdict when the operator asked to `retry`.
 pub fn login_guard(
     state: &State,
     url: &url::Url,
@@ -140,21 +140,21 @@ pub fn login_guard(
     retry: bool,
     writable: bool,
 ) -> Result<Option<String>> {
-    let DifyAuth::Login {
-        email, password, ..
-    } = auth
-    else {
-        return Ok(None);
-    };
     let Some(record) = state.login_verdict()? else {
         return Ok(None);
     };
-    let same =
-        argon2::password_hash::phc::PasswordHash::new(&record.credentials_hash).is_ok_and(|hash| {
-            argon2::Argon2::default()
-                .verify_password(credentials(url, email, password).as_bytes(), &hash)
-                .is_ok()
-        });
+    let same = match auth {
+        DifyAuth::Login {
+            email, password, ..
+        } => argon2::password_hash::phc::PasswordHash::new(&record.credentials_hash).is_ok_and(
+            |hash| {
+                argon2::Argon2::default()
+                    .verify_password(credentials(url, email, password).as_bytes(), &hash)
+                    .is_ok()
+            },
+        ),
+        DifyAuth::AdminKey { .. } | DifyAuth::ConsoleToken(_) => false,
+    };
     let verdict = LoginVerdict::parse(&record.verdict);
     let lockout_over = verdict == Some(LoginVerdict::AccountLocked)
         && chrono::DateTime::parse_from_rfc3339(&record.recorded_at).is_ok_and(|at| {
