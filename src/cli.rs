@@ -40,6 +40,27 @@ pub enum Command {
     Resend(ResendArgs),
     /// Show or set the last day whose records are queued (the next run starts after it).
     Watermark(WatermarkArgs),
+    /// Give up on dead-lettered batches: they leave the outbox (listed by `status` as discarded)
+    /// and no longer make runs fail. Their records are not sent.
+    Discard(DiscardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiscardArgs {
+    /// The dead batch to discard (its id from `exporter status`).
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "all_dead",
+        conflicts_with = "all_dead"
+    )]
+    pub batch: Option<i64>,
+    /// Discard every dead batch.
+    #[arg(long)]
+    pub all_dead: bool,
+    /// Confirm (there is no interactive prompt); without it, only show what would be discarded.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,7 @@ use crate::dify::{DifyAuth, PasswordEncoding};
 use crate::environment::Environment;
 use crate::logging::{LogFormat, LogSettings};
 use crate::schedule::Schedule;
-use crate::secret::{MASK, Secret};
+use crate::secret::{MASK, Masker, Secret};
 
 /// `STATE_DIR` when unset.
 pub const DEFAULT_STATE_DIR: &str = "./data";
@@ -29,6 +29,11 @@ pub const DEFAULT_STATE_DIR: &str = "./data";
 pub fn state_dir(env: &Environment) -> PathBuf {
     PathBuf::from(env.get("STATE_DIR").map_or(DEFAULT_STATE_DIR, str::trim))
 }
+
+/// `COLLECT_CHUNK_DAYS` when unset: Dify's run and conversation lists have no upper date bound, so
+/// every chunk lists again from the newest rows; a month keeps a year's backfill at about six times
+/// the listing of one pass, while a stop loses at most a month of collecting.
+pub const DEFAULT_COLLECT_CHUNK_DAYS: u32 = 31;
 
 /// The schedule used when `CRON_SCHEDULE` is unset.
 pub const DEFAULT_SCHEDULE: &str = "0 0 * * *";
@@ -44,6 +49,7 @@ struct RawEnv {
     dify_password_encoding: Option<String>,
     dify_fetch_days: Option<String>,
     dify_concurrency: Option<String>,
+    collect_chunk_days: Option<String>,
     external_api_url: Option<String>,
     external_api_token: Option<String>,
     external_api_tenant_id: Option<String>,
@@ -74,6 +80,8 @@ pub struct Config {
     pub dify_fetch_days: u32,
     /// Requests to Dify in flight at once.
     pub dify_concurrency: usize,
+    /// Days collected, queued and committed together; a stopped run keeps the chunks it finished.
+    pub collect_chunk_days: u32,
     /// Full URL of the metering endpoint that receives the POSTs (nothing is appended).
     pub external_api_url: Url,
     /// Sent as `Authorization: Bearer` to the metering API.
@@ -100,6 +108,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Whether plain `http://` to non-loopback hosts was explicitly allowed.
     pub allow_insecure_http: bool,
+    /// Masks this configuration's secrets in text that came from a server.
+    pub masker: Masker,
     /// Where every `run` and `resend` leaves its metrics, if anywhere.
     pub metrics: MetricsTargets,
 }
@@ -190,6 +200,12 @@ impl Config {
             1..=64,
             8,
         );
+        let collect_chunk_days = check.number(
+            "COLLECT_CHUNK_DAYS",
+            raw.collect_chunk_days.as_deref(),
+            1..=crate::window::MAX_WINDOW_DAYS,
+            DEFAULT_COLLECT_CHUNK_DAYS,
+        );
         let external_api_url = check.url(
             "EXTERNAL_API_URL",
             raw.external_api_url.as_deref(),
@@ -238,6 +254,7 @@ impl Config {
             dify_auth: dify_auth.ok_or_else(missing)?,
             dify_fetch_days,
             dify_concurrency,
+            collect_chunk_days,
             external_api_url: external_api_url.ok_or_else(missing)?,
             external_api_token: external_api_token.ok_or_else(missing)?,
             external_api_tenant_id: raw.external_api_tenant_id.map(|t| t.trim().to_owned()),
@@ -254,6 +271,7 @@ impl Config {
             http_timeout: http_timeout.ok_or_else(missing)?,
             state_dir: state_dir.ok_or_else(missing)?,
             allow_insecure_http,
+            masker: Masker::from_env(env),
             metrics,
         })
     }
@@ -289,6 +307,7 @@ impl Config {
             ("DIFY_PASSWORD_ENCODING", encoding),
             ("DIFY_FETCH_DAYS", self.dify_fetch_days.to_string()),
             ("DIFY_CONCURRENCY", self.dify_concurrency.to_string()),
+            ("COLLECT_CHUNK_DAYS", self.collect_chunk_days.to_string()),
             ("EXTERNAL_API_URL", masked_url(&self.external_api_url)),
             ("EXTERNAL_API_TOKEN", MASK.to_owned()),
             (
@@ -420,10 +439,30 @@ impl Checker {
 
     fn required(&mut self, variable: &'static str, value: Option<&str>) -> Option<Secret> {
         if let Some(value) = value {
-            Some(Secret::new(value.trim().to_owned()))
+            self.header_value(variable, value.trim())
         } else {
             self.problem(variable, "is required and not set");
             None
+        }
+    }
+
+    /// A secret sent in an HTTP header: it must be a valid header value, or the request could not
+    /// even be built. The value itself is never shown, only the position of the bad character.
+    fn header_value(&mut self, variable: &'static str, value: &str) -> Option<Secret> {
+        match value.bytes().position(|b| !is_header_byte(b)) {
+            None => Some(Secret::new(value.to_owned())),
+            Some(index) => {
+                self.problem(
+                    variable,
+                    format!(
+                        "contains a character that cannot be sent in an HTTP header (character {} of {}: a line \
+                         break, a control character or non-ASCII); allowed: visible ASCII, spaces and tabs",
+                        value[..index].chars().count() + 1,
+                        value.chars().count()
+                    ),
+                );
+                None
+            }
         }
     }
 
@@ -594,7 +633,7 @@ impl Checker {
                 })
             }
             (Some(token), None) => {
-                let key = Secret::new(token.trim().to_owned());
+                let key = self.header_value("DIFY_API_TOKEN", token.trim())?;
                 match workspace_id {
                     Some(workspace_id) => Some(DifyAuth::AdminKey { key, workspace_id }),
                     None if workspace_ok => Some(DifyAuth::ConsoleToken(key)),
@@ -603,6 +642,12 @@ impl Checker {
             }
         }
     }
+}
+
+/// What `http::HeaderValue` accepts, narrowed to ASCII (a token never needs more): visible
+/// characters, space and tab.
+fn is_header_byte(byte: u8) -> bool {
+    byte == b'\t' || (b' '..=b'~').contains(&byte)
 }
 
 fn parse_url(text: &str, allow_insecure: bool) -> Result<Url, String> {
@@ -757,6 +802,22 @@ mod tests {
         );
         assert_eq!(mask_userinfo("u:p@host"), "u:***@host");
         assert_eq!(mask_userinfo("https://host/a@b"), "https://host/a@b");
+    }
+
+    #[test]
+    fn header_bound_values_must_be_header_safe_and_are_never_echoed() {
+        for (variable, value) in [
+            ("DIFY_API_TOKEN", "tok\nen-secret"),
+            ("EXTERNAL_API_TOKEN", "tok\u{7}en-secret"),
+            ("DIFY_API_TOKEN", "tokö-secret"),
+        ] {
+            let err = config(&[(variable, value)]).unwrap_err();
+            assert_eq!(err.0.len(), 1, "{err}");
+            assert_eq!(err.0[0].variable, variable);
+            assert!(err.0[0].message.contains("character 4 of"), "{err}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+        assert!(config(&[("EXTERNAL_API_TOKEN", "a b\tc")]).is_ok());
     }
 
     #[test]

@@ -5,12 +5,16 @@
 //! | 2xx, 409 | sent | goes on |
 //! | 429, 5xx, timeout, connection error (after `MAX_RETRY` retries) | stays queued; dead after `DEAD_LETTER_AFTER` failed runs | stops sending, fails |
 //! | 401, 403, 404, 405 | stays queued (a configuration problem, not the batch's) | stops sending, fails |
-//! | 400, 422, other 4xx | dead, with the answer's first 4 KiB | goes on, fails |
+//! | 413 (payload too large) | split in halves, which are sent at once (down to one record) | goes on |
+//! | 3xx (redirects are not followed) | stays queued (a configuration problem) | stops sending, fails |
+//! | 400, 422, other 4xx, 413 for one record | dead, with the answer's first 4 KiB | goes on, fails |
 //!
 //! A queued batch older than 7 days is dead-lettered before it is tried. Dead batches wait for
-//! `exporter resend`. Each answer is written to the state database before the next batch is sent,
+//! `exporter resend` (which re-batches them to the current `BATCH_SIZE`) or `exporter discard`. Each answer is written to the state database before the next batch is sent,
 //! so a kill at any moment loses at most the knowledge that the last POST succeeded, which the
 //! idempotency key makes harmless.
+
+use std::collections::VecDeque;
 
 use anyhow::Result;
 use chrono::{Duration as ChronoDuration, Utc};
@@ -52,7 +56,8 @@ pub async fn deliver(
     cancel: &CancellationToken,
 ) -> Result<Delivery> {
     let mut delivery = Delivery::default();
-    for batch in state.batches(BatchState::Queued)? {
+    let mut pending: VecDeque<Batch> = state.batches(BatchState::Queued)?.into();
+    while let Some(batch) = pending.pop_front() {
         if cancel.is_cancelled() {
             break;
         }
@@ -80,7 +85,26 @@ pub async fn deliver(
                 );
             }
             Err(RequestError::Cancelled { .. }) => break,
-            Err(error) => match classify(&error) {
+            Err(error) => match classify(&error, batch.record_count) {
+                Failure::TooLarge => {
+                    let parts = state.split(
+                        &batch,
+                        batch
+                            .record_count
+                            .div_ceil(2)
+                            .try_into()
+                            .unwrap_or(usize::MAX),
+                    )?;
+                    info!(
+                        batch_id = batch.id,
+                        records = batch.record_count,
+                        parts = ?parts.iter().map(|p| p.id).collect::<Vec<_>>(),
+                        "batch too large for the metering API (413); split in halves and sent again"
+                    );
+                    for part in parts.into_iter().rev() {
+                        pending.push_front(part);
+                    }
+                }
                 Failure::Configuration(hint) => {
                     let message = format!("{hint}: {error}");
                     state.note_error(batch.id, &message)?;
@@ -168,6 +192,8 @@ async fn send(
 }
 
 enum Failure {
+    /// 413 for a batch of more than one record: worth splitting.
+    TooLarge,
     /// The configuration is wrong; the hint names the variable.
     Configuration(&'static str),
     /// The receiver refused the payload; its answer.
@@ -175,9 +201,13 @@ enum Failure {
     Transient,
 }
 
-fn classify(error: &RequestError) -> Failure {
+fn classify(error: &RequestError, records: u64) -> Failure {
     match error {
         RequestError::Status { status, body, .. } => match status.as_u16() {
+            413 if records > 1 => Failure::TooLarge,
+            300..=399 => Failure::Configuration(
+                "check EXTERNAL_API_URL: the metering API redirects it elsewhere",
+            ),
             401 | 403 => {
                 Failure::Configuration("check EXTERNAL_API_TOKEN (and EXTERNAL_API_TENANT_ID)")
             }

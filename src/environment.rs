@@ -42,10 +42,10 @@ impl Environment {
         working_dir: &Path,
     ) -> Result<Environment> {
         let env_file = match explicit_file {
-            Some(path) if !path.is_file() => {
-                bail!("--env-file {}: no such file", path.display())
+            Some(path) => {
+                check_env_file(path)?;
+                Some(path.to_path_buf())
             }
-            Some(path) => Some(path.to_path_buf()),
             None => Some(working_dir.join(DEFAULT_ENV_FILE)).filter(|p| p.is_file()),
         };
 
@@ -103,17 +103,46 @@ impl Environment {
     }
 }
 
+/// `--env-file` names a readable file: the message says which of the usual mistakes it is.
+fn check_env_file(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            bail!("--env-file {}: no such file", path.display())
+        }
+        Err(err) => bail!("--env-file {}: {}", path.display(), io_cause(&err)),
+        Ok(meta) if meta.is_dir() => bail!(
+            "--env-file {}: is a directory; name the env file inside it",
+            path.display()
+        ),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// An I/O error in words, without the "(os error N)" noise.
+pub(crate) fn io_cause(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        _ => err.to_string(),
+    }
+}
+
+/// The UTF-8 byte order mark some Windows editors put at the start of a file.
+const BOM: char = '\u{feff}';
+
 fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
     let context = || format!("cannot read env file {}", path.display());
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| anyhow::anyhow!("{}: {}", context(), io_cause(&err)))?;
+    let text = text.strip_prefix(BOM).unwrap_or(&text);
     let mut vars = BTreeMap::new();
-    for item in dotenvy::from_path_iter(path).with_context(context)? {
+    for item in dotenvy::from_read_iter(text.as_bytes()) {
         match item {
             Ok((key, value)) => {
                 vars.insert(key, value);
             }
             // dotenvy's message quotes the offending text, which may be a secret: name the line only.
             Err(dotenvy::Error::LineParse(fragment, _)) => {
-                let text = std::fs::read_to_string(path).unwrap_or_default();
                 let line = text
                     .lines()
                     .position(|l| l.contains(fragment.trim()))
@@ -177,6 +206,30 @@ mod tests {
         let text = format!("{err:#}");
         assert!(text.contains("line 2 is not NAME=value"), "{text}");
         assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored_and_a_directory_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "bom.env",
+            "\u{feff}LOG_LEVEL=debug\nMAX_RETRY=5\n",
+        );
+        let env = Environment::load_with(
+            BTreeMap::new(),
+            Some(&dir.path().join("bom.env")),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(env.get("LOG_LEVEL"), Some("debug"));
+        let err =
+            Environment::load_with(BTreeMap::new(), Some(dir.path()), dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with(": is a directory; name the env file inside it"),
+            "{err}"
+        );
     }
 
     #[test]

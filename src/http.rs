@@ -5,6 +5,11 @@
 //! spreads retries of many clients), honouring `Retry-After` in seconds or as an HTTP date. A stop
 //! signal never interrupts a request in flight, but no new attempt and no backoff wait starts after
 //! it: [`RequestError::Cancelled`] comes back instead.
+//!
+//! Redirects are not followed: a redirected metering POST would silently turn into a GET, and a
+//! token must not follow a redirect to another host; the error names the target instead. Every
+//! text that comes from a server (an error body, a redirect target, a transport error) passes
+//! through the configuration's [`Masker`] here, before anything can log or store it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +23,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::secret::Masker;
+
 /// First backoff ceiling; doubled per retry.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Backoff ceiling.
@@ -25,6 +32,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// The longest `Retry-After` honoured; a server asking for more is treated as failing now, since a
 /// run-once job is better off ending and being started again by its schedule.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// The longest wait for a connection (within `HTTP_TIMEOUT`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of an error body is kept for messages.
 const ERROR_BODY_LIMIT: usize = 4096;
 
@@ -42,11 +51,11 @@ pub enum RequestError {
         /// The raw body (first 4 KiB).
         body: String,
     },
-    #[error("{endpoint} could not be reached")]
+    #[error("{endpoint} could not be reached: {cause}")]
     Transport {
         endpoint: String,
-        #[source]
-        source: reqwest::Error,
+        /// What went wrong, in words: timed out, connection refused, reset, ... (secrets masked).
+        cause: String,
     },
 }
 
@@ -85,6 +94,10 @@ pub struct HttpClient {
     stats: Arc<RequestStats>,
     /// At most this many attempts in flight at once (`DIFY_CONCURRENCY`); backoff waits hold none.
     in_flight: Option<Arc<Semaphore>>,
+    /// `HTTP_TIMEOUT`, for messages.
+    timeout: Duration,
+    /// Masks secrets in what servers answer.
+    masker: Arc<Masker>,
 }
 
 /// A successful answer: status, headers and the whole body.
@@ -100,11 +113,13 @@ impl HttpClient {
         timeout: Duration,
         max_retry: u32,
         cancel: CancellationToken,
+        masker: Masker,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("dify-usage-exporter/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .connect_timeout(timeout.min(CONNECT_TIMEOUT))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(HttpClient {
             client,
@@ -112,6 +127,8 @@ impl HttpClient {
             cancel,
             stats: Arc::default(),
             in_flight: None,
+            timeout,
+            masker: Arc::new(masker),
         })
     }
 
@@ -168,7 +185,7 @@ impl HttpClient {
                 None => None,
             };
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let outcome = attempt_once(endpoint, build()).await;
+            let outcome = self.attempt_once(endpoint, build()).await;
             drop(permit);
             let (error, retry_after) = match outcome {
                 Ok(answer) => return Ok(answer),
@@ -202,48 +219,113 @@ impl HttpClient {
     }
 }
 
-/// One attempt; on failure also the server's `Retry-After`, if any.
-async fn attempt_once(
-    endpoint: &str,
-    request: RequestBuilder,
-) -> Result<Answer, (RequestError, Option<Duration>)> {
-    let transport = |source| {
-        (
-            RequestError::Transport {
+impl HttpClient {
+    /// One attempt; on failure also the server's `Retry-After`, if any.
+    async fn attempt_once(
+        &self,
+        endpoint: &str,
+        request: RequestBuilder,
+    ) -> Result<Answer, (RequestError, Option<Duration>)> {
+        let transport = |source: reqwest::Error| {
+            (
+                RequestError::Transport {
+                    endpoint: endpoint.to_owned(),
+                    cause: self.masker.mask(&transport_cause(&source, self.timeout)),
+                },
+                None,
+            )
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let headers = response.headers().clone();
+        let body = response.text().await.map_err(transport)?;
+        debug!(
+            endpoint,
+            status = status.as_u16(),
+            bytes = body.len(),
+            "request finished"
+        );
+        if status.is_success() {
+            return Ok(Answer {
+                status,
+                headers,
+                body,
+            });
+        }
+        let body = self.masker.mask(truncate(&body, ERROR_BODY_LIMIT));
+        let detail = if status.is_redirection() {
+            redirect_detail(&headers)
+        } else {
+            error_detail(&body)
+        };
+        Err((
+            RequestError::Status {
                 endpoint: endpoint.to_owned(),
-                source,
+                status,
+                detail: self.masker.mask(&detail),
+                body,
             },
-            None,
-        )
-    };
-    let response = request.send().await.map_err(transport)?;
-    let status = response.status();
-    let retry_after = retry_after(response.headers());
-    let headers = response.headers().clone();
-    let body = response.text().await.map_err(transport)?;
-    debug!(
-        endpoint,
-        status = status.as_u16(),
-        bytes = body.len(),
-        "request finished"
-    );
-    if status.is_success() {
-        return Ok(Answer {
-            status,
-            headers,
-            body,
-        });
+            retry_after,
+        ))
     }
-    let body: String = truncate(&body, ERROR_BODY_LIMIT).to_owned();
-    Err((
-        RequestError::Status {
-            endpoint: endpoint.to_owned(),
-            status,
-            detail: error_detail(&body),
-            body,
-        },
-        retry_after,
-    ))
+}
+
+/// Why a request got no answer, in the words an operator searches for.
+fn transport_cause(error: &reqwest::Error, timeout: Duration) -> String {
+    if error.is_builder() {
+        return "the request could not be built (a header value or the URL is invalid)".to_owned();
+    }
+    if error.is_timeout() && error.is_connect() {
+        return format!(
+            "timed out while connecting (after at most {} s)",
+            timeout.min(CONNECT_TIMEOUT).as_secs()
+        );
+    }
+    if error.is_timeout() {
+        return format!("timed out after {} s (HTTP_TIMEOUT)", timeout.as_secs());
+    }
+    let mut innermost: &dyn std::error::Error = error;
+    let mut io_kind = None;
+    while let Some(cause) = innermost.source() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            io_kind = io_kind.or(Some(io.kind()));
+        }
+        innermost = cause;
+    }
+    let described = match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
+        Some(std::io::ErrorKind::ConnectionReset) => "connection reset by the server".to_owned(),
+        Some(std::io::ErrorKind::ConnectionAborted) => "connection aborted".to_owned(),
+        Some(std::io::ErrorKind::TimedOut) => "timed out while connecting".to_owned(),
+        _ => innermost.to_string(),
+    };
+    if error.is_connect() && !described.starts_with("conn") {
+        format!("cannot connect: {described}")
+    } else {
+        described
+    }
+}
+
+/// A 3xx: where it points, without credentials, since redirects are not followed.
+fn redirect_detail(headers: &header::HeaderMap) -> String {
+    let target = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(
+            || "(no Location header)".to_owned(),
+            |location| match url::Url::parse(location) {
+                Ok(mut url) => {
+                    let _ = url.set_password(None);
+                    let _ = url.set_username("");
+                    url.to_string()
+                }
+                Err(_) => location.split('?').next().unwrap_or_default().to_owned(),
+            },
+        );
+    format!(
+        "a redirect to {target}, which is not followed: set the URL to the address it redirects to"
+    )
 }
 
 fn is_transient(error: &RequestError) -> bool {

@@ -1,13 +1,15 @@
 //! The export job: what one run does between taking the lock and writing the summary line.
 //!
-//! 1. Open the state database and work out the window (watermark, lookback, or `--from/--to`).
-//! 2. Collect the window's usage from Dify and aggregate it into records.
-//! 3. Queue the records as batches in the same transaction that advances the watermark.
+//! 1. Open the state database and work out the window (watermark, lookback, or `--from/--to`),
+//!    at most `MAX_WINDOW_DAYS` long.
+//! 2. Collect the window's usage from Dify in chunks of `COLLECT_CHUNK_DAYS`, oldest first.
+//! 3. After each chunk, queue its records as batches in the same transaction that advances the
+//!    watermark to the chunk's last day, so a run stopped between chunks resumes after them.
 //! 4. Deliver the outbox, oldest batch first.
 //!
-//! With `--dry-run` the job stops after step 2 and prints the records; it reads the watermark if a
-//! database exists but writes nothing. The frame around the job (configuration, lock, signals,
-//! exit code) lives in [`crate::commands`].
+//! With `--dry-run` the job prints the records of the whole window once it is collected; it reads
+//! the watermark if a database exists but writes nothing. The frame around the job (configuration,
+//! lock, signals, exit code) lives in [`crate::commands`].
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -112,83 +114,142 @@ impl JobReport {
     }
 
     fn add_records(&mut self, records: &[UsageRecord]) {
-        self.records = records.len();
-        self.total_tokens = records.iter().map(|r| r.total_tokens).sum();
+        self.records += records.len();
+        self.total_tokens += records.iter().map(|r| r.total_tokens).sum::<u64>();
         for record in records {
             *self.cost.entry(record.key.currency.clone()).or_default() += record.cost;
         }
     }
 }
 
-/// Runs the job once. After a stop signal (`cancel`) no new request starts; what was collected
-/// completely is still queued, and nothing is printed from a collection that did not finish.
-pub async fn run(
-    config: &Config,
-    http: &HttpClient,
-    plan: &JobPlan,
-    cancel: &CancellationToken,
-) -> Result<JobReport> {
-    let mut state = if plan.dry_run {
+/// The state database and the window of a run, opened before the run is announced so that
+/// `run starting` can name the days.
+pub struct Opened {
+    /// `None` for a dry run without a database.
+    state: Option<State>,
+    /// The days to collect; `None` when the watermark is yesterday.
+    pub window: Option<Window>,
+    watermark: Option<chrono::NaiveDate>,
+}
+
+/// Opens the state (read-only for a dry run) and works out the window, refusing one longer than
+/// [`crate::window::MAX_WINDOW_DAYS`].
+pub fn open(config: &Config, plan: &JobPlan) -> Result<Opened> {
+    let state = if plan.dry_run {
         State::open_read_only(&config.state_dir)?
     } else {
         Some(State::open(&config.state_dir)?)
     };
     let watermark = state.as_ref().map(State::watermark).transpose()?.flatten();
+    let today = Utc::now().date_naive();
     let window = match plan.days {
         Days::Backfill(window) => Some(window),
-        Days::Scheduled => Window::scheduled(
-            watermark,
-            Utc::now().date_naive(),
-            config.export_lookback_days,
-            config.dify_fetch_days,
-        ),
+        Days::Scheduled => {
+            if let Some(watermark) = watermark {
+                Window::check_catch_up(watermark, today)?;
+            }
+            Window::scheduled(
+                watermark,
+                today,
+                config.export_lookback_days,
+                config.dify_fetch_days,
+            )
+        }
     };
-    let mut report = JobReport {
+    Ok(Opened {
+        state,
         window,
-        ..JobReport::default()
-    };
+        watermark,
+    })
+}
 
-    let records = if let Some(window) = window {
-        collect_window(config, http, window, &mut report).await?
-    } else {
+/// Runs the job once, filling `report` as it goes (so that a failed or stopped run still reports
+/// what it did). The window is collected in chunks of `COLLECT_CHUNK_DAYS`, oldest first; each
+/// chunk's records are queued, and a scheduled run's watermark moved to the chunk's last day, in
+/// one transaction before the next chunk starts. After a stop signal (`cancel`) no new request
+/// and no new chunk starts; the chunks already queued stay queued, and a dry run prints nothing.
+pub async fn run(
+    config: &Config,
+    http: &HttpClient,
+    plan: &JobPlan,
+    opened: Opened,
+    cancel: &CancellationToken,
+    report: &mut JobReport,
+) -> Result<()> {
+    let Opened {
+        mut state,
+        window,
+        watermark,
+    } = opened;
+    report.window = window;
+    let Some(window) = window else {
         info!(
             watermark = ?watermark.map(|d| d.to_string()),
             "nothing to collect: the watermark is yesterday"
         );
-        Vec::new()
+        if plan.dry_run {
+            return Ok(());
+        }
+        return deliver_outbox(config, http, state.as_ref(), cancel, report).await;
     };
-    report.add_records(&records);
-
+    let moves_watermark = matches!(plan.days, Days::Scheduled);
+    progress::window(window.day_count());
+    let mut dry_run_records = Vec::new();
+    for chunk in window.chunks(config.collect_chunk_days) {
+        if cancel.is_cancelled() {
+            break;
+        }
+        // Each chunk lists the apps again; the last listing is the one reported.
+        report.apps_by_mode.clear();
+        let records = collect_window(config, http, chunk, report).await?;
+        report.add_records(&records);
+        match state.as_mut() {
+            Some(state) if !plan.dry_run => {
+                let queued = state.queue(
+                    &plan.run_id,
+                    batch::batches(&records, config.batch_size),
+                    moves_watermark.then_some(chunk.last),
+                )?;
+                report.batches_queued_now += queued.batches;
+                info!(
+                    from = %chunk.first,
+                    to = %chunk.last,
+                    batches = queued.batches,
+                    unchanged = queued.unchanged,
+                    watermark = %state.watermark()?.map_or_else(|| "(none)".to_owned(), |d| d.to_string()),
+                    "records queued"
+                );
+            }
+            _ => dry_run_records.extend(records),
+        }
+        progress::days_collected(chunk.day_count());
+    }
     if plan.dry_run {
-        print_records(&records)?;
-        return Ok(report);
+        if !cancel.is_cancelled() {
+            print_records(&dry_run_records)?;
+        }
+        return Ok(());
     }
-    let Some(state) = state.as_mut() else {
-        return Ok(report); // opened above unless dry run
+    deliver_outbox(config, http, state.as_ref(), cancel, report).await
+}
+
+/// Delivers the outbox (unless stopped) and notes its state after.
+async fn deliver_outbox(
+    config: &Config,
+    http: &HttpClient,
+    state: Option<&State>,
+    cancel: &CancellationToken,
+    report: &mut JobReport,
+) -> Result<()> {
+    let Some(state) = state else {
+        return Ok(()); // nothing was ever queued
     };
-    if let Some(window) = window {
-        let moves_watermark = matches!(plan.days, Days::Scheduled);
-        let queued = state.queue(
-            &plan.run_id,
-            batch::batches(&records, config.batch_size),
-            moves_watermark.then_some(window.last),
-        )?;
-        report.batches_queued_now = queued.batches;
-        info!(
-            batches = queued.batches,
-            unchanged = queued.unchanged,
-            watermark = %state.watermark()?.map_or_else(|| "(none)".to_owned(), |d| d.to_string()),
-            "records queued"
-        );
-    }
-    // Queued and committed: from here on the outbox is the only copy that matters.
-    drop(records);
     if !cancel.is_cancelled() {
         progress::delivering(state.counts()?.queued);
         report.delivery = deliver::deliver(state, http, config, cancel).await?;
     }
     report.outbox = state.counts()?;
-    Ok(report)
+    Ok(())
 }
 
 async fn collect_window(
@@ -204,8 +265,8 @@ async fn collect_window(
         config.dify_concurrency,
     ));
     let outcome = collect_from(&dify, config, window, report).await;
-    report.dify_requests = dify.stats().requests();
-    report.dify_retries = dify.stats().retries();
+    report.dify_requests += dify.stats().requests();
+    report.dify_retries += dify.stats().retries();
     outcome
 }
 
@@ -232,9 +293,7 @@ async fn collect_from(
     );
 
     let requests = Arc::clone(dify);
-    progress::collecting(window.days().count(), apps.len(), move || {
-        requests.stats().requests()
-    });
+    progress::collecting(apps.len(), move || requests.stats().requests());
     let mut aggregator = Aggregator::default();
     let collected = collect::collect(
         dify.clone(),

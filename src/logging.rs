@@ -10,6 +10,7 @@
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value};
@@ -18,6 +19,11 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::secret::Masker;
+
+/// The secrets masked in every line, once the environment is known.
+static MASKER: OnceLock<Masker> = OnceLock::new();
 
 /// Our own crate's target prefix: other crates (hyper, reqwest) only get through at `warn`.
 const OWN_TARGET: &str = "dify_usage_exporter";
@@ -92,6 +98,13 @@ pub enum LogStream {
     Stderr,
 }
 
+/// Masks these secrets in every line written from now on: the last line of defence behind the
+/// masking of server answers in [`crate::http`], for text that reaches a log by another way.
+pub fn mask_secrets(masker: Masker) {
+    // Set once per process by `commands::execute`; a second call (tests only) keeps the first.
+    let _ = MASKER.set(masker);
+}
+
 /// Installs the global subscriber. `run_id` is put on every line when given.
 pub fn init(settings: LogSettings, stream: LogStream, run_id: Option<String>) {
     let filter = Targets::new()
@@ -161,6 +174,9 @@ impl<S: Subscriber> Layer<S> for LineLayer {
                 text
             }
         };
+        if let Some(masker) = MASKER.get() {
+            line = masker.mask(&line);
+        }
         line.push('\n');
         // One write per line keeps lines whole when several tasks log at once; a closed pipe is
         // not worth crashing over.

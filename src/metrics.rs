@@ -105,7 +105,8 @@ pub fn publish(config: &Config, figures: &RunFigures) {
         if let Err(err) = push(url, instance, text, config.http_timeout) {
             warn!(
                 pushgateway = masked_url(url),
-                error = format!("{err:#}"),
+                // The Pushgateway's answer is quoted: it may echo a secret.
+                error = config.masker.mask(&format!("{err:#}")),
                 "cannot push the metrics to PUSHGATEWAY_URL; the run's data is safe in the state database"
             );
         }

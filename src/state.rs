@@ -16,10 +16,40 @@ use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
+use crate::environment::io_cause;
+
 /// The database's name inside `STATE_DIR`.
 pub const DATABASE_FILE: &str = "state.db";
 
+/// Migration 2, harmless to run again (migration 3 repeats it; see [`MIGRATIONS`]).
+macro_rules! discarded_table {
+    () => {
+        r"
+    CREATE TABLE IF NOT EXISTS discarded (
+        batch_id INTEGER PRIMARY KEY,
+        discarded_at TEXT NOT NULL,
+        queued_at TEXT NOT NULL,
+        first_day TEXT NOT NULL,
+        last_day TEXT NOT NULL,
+        record_count INTEGER NOT NULL,
+        total_tokens INTEGER NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX IF NOT EXISTS discarded_by_key ON discarded (idempotency_key);
+"
+    };
+}
+
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
+///
+/// 2: `discarded`, the dead letters an operator gave up on (`exporter discard`), kept so that
+/// `status` shows them and a lookback day with the same records is not queued again.
+///
+/// 3: `last_success` (monitoring) and `login_verdict` (the login guard). Issue 10 was first built
+/// with these tables as migration 2, next to issue 9's; a database made by that build is at
+/// version 2 without `discarded`. Migration 3 therefore creates every table of 2 and 3 only if it
+/// is missing, so that such a database, like one at main's version 2, ends with all of them.
 const MIGRATIONS: &[&str] = &[
     r"
     CREATE TABLE watermark (
@@ -54,15 +84,17 @@ const MIGRATIONS: &[&str] = &[
         summary TEXT NOT NULL
     );
 ",
-    r"
+    discarded_table!(),
+    concat!(
+        r"
     -- For monitoring: the end of the last run that exited 0 (kept when later runs fail).
-    CREATE TABLE last_success (
+    CREATE TABLE IF NOT EXISTS last_success (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         finished_at TEXT NOT NULL
     );
     -- The login guard: the last credentials Dify refused, as a salted argon2id hash (never the
     -- password), so that later runs with the same credentials do not spend the lockout budget.
-    CREATE TABLE login_verdict (
+    CREATE TABLE IF NOT EXISTS login_verdict (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         dify_url TEXT NOT NULL,
         email TEXT NOT NULL,
@@ -72,6 +104,8 @@ const MIGRATIONS: &[&str] = &[
         recorded_at TEXT NOT NULL
     );
 ",
+        discarded_table!()
+    ),
 ];
 
 /// Runs kept in the history.
@@ -213,12 +247,14 @@ impl State {
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .with_context(|| unreadable(&path))?;
+        .map_err(|err| open_failure(&path, err))?;
         let mut state = State { conn, path };
         // The version is read before anything is written (WAL mode rewrites the header), so a
         // database of a newer exporter stays byte for byte as it was.
         state.refuse_newer()?;
-        state.configure().with_context(|| unreadable(&state.path))?;
+        state
+            .configure()
+            .map_err(|err| open_failure(&state.path, err))?;
         state.migrate()?;
         Ok(state)
     }
@@ -226,16 +262,23 @@ impl State {
     /// Opens an existing database without writing to it; `None` when there is none yet.
     pub fn open_read_only(state_dir: &Path) -> Result<Option<State>> {
         let path = state_dir.join(DATABASE_FILE);
-        if !path.exists() {
-            return Ok(None);
+        match path.try_exists() {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            // "No state yet" would be a lie when the directory cannot even be looked into.
+            Err(err) => bail!(
+                "cannot look into STATE_DIR {}: {}",
+                state_dir.display(),
+                io_cause(&err)
+            ),
         }
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .with_context(|| unreadable(&path))?;
+        .map_err(|err| open_failure(&path, err))?;
         conn.busy_timeout(Duration::from_secs(10))
-            .with_context(|| unreadable(&path))?;
+            .map_err(|err| open_failure(&path, err))?;
         let state = State { conn, path };
         let version = state.schema_version()?;
         if version == 0 {
@@ -277,7 +320,7 @@ impl State {
         let version: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .with_context(|| unreadable(&self.path))?;
+            .map_err(|err| open_failure(&self.path, err))?;
         Ok(usize::try_from(version).unwrap_or(usize::MAX))
     }
 
@@ -356,7 +399,10 @@ impl State {
         let mut outcome = Queued::default();
         {
             let mut exists = tx
-                .prepare_cached("SELECT 1 FROM batches WHERE idempotency_key = ?1 LIMIT 1")
+                .prepare_cached(
+                    "SELECT 1 FROM batches WHERE idempotency_key = ?1 \
+                     UNION ALL SELECT 1 FROM discarded WHERE idempotency_key = ?1 LIMIT 1",
+                )
                 .with_context(|| unwritable(&path))?;
             let mut insert = tx
                 .prepare_cached(
@@ -523,6 +569,152 @@ impl State {
         }
         .with_context(|| unwritable(&self.path))?;
         Ok(moved)
+    }
+
+    /// Replaces a queued batch by batches of at most `size` records each, in one transaction; the
+    /// parts keep the batch's day, run, queue time and failed runs, and get the idempotency keys of
+    /// their own records (the receiver upserts on `source_event_id`, so the records may arrive
+    /// again under new keys). A part whose key is already in the outbox is left out. Returns the
+    /// parts queued, in record order.
+    pub fn split(&self, batch: &Batch, size: usize) -> Result<Vec<Batch>> {
+        #[derive(serde::Deserialize)]
+        struct Tokens {
+            total_tokens: u64,
+        }
+        let records = self.records(batch.id)?;
+        let list: Vec<&serde_json::value::RawValue> =
+            serde_json::from_str(&records).with_context(|| {
+                format!(
+                    "batch {} in {} holds records that are not a JSON array",
+                    batch.id,
+                    self.path.display()
+                )
+            })?;
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .with_context(|| unwritable(&path))?;
+        let mut parts = Vec::new();
+        for chunk in list.chunks(size.max(1)) {
+            let text = format!(
+                "[{}]",
+                chunk.iter().map(|r| r.get()).collect::<Vec<_>>().join(",")
+            );
+            let total_tokens = chunk
+                .iter()
+                .map(|r| serde_json::from_str::<Tokens>(r.get()).map(|t| t.total_tokens))
+                .sum::<serde_json::Result<u64>>()
+                .with_context(|| {
+                    format!(
+                        "batch {} in {} holds a record without total_tokens",
+                        batch.id,
+                        path.display()
+                    )
+                })?;
+            let key = crate::export::batch::idempotency_key(&text);
+            let known: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM batches WHERE idempotency_key = ?1 AND id != ?2)",
+                    params![key, batch.id],
+                    |row| row.get(0),
+                )
+                .with_context(|| unwritable(&path))?;
+            if known {
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO batches (run_id, created_at, first_day, last_day, record_count, total_tokens, \
+                 idempotency_key, records, state, attempts, first_attempt_at, last_attempt_at, last_error) \
+                 SELECT run_id, created_at, first_day, last_day, ?2, ?3, ?4, ?5, 'queued', attempts, \
+                 first_attempt_at, last_attempt_at, last_error FROM batches WHERE id = ?1",
+                params![
+                    batch.id,
+                    i64::try_from(chunk.len()).unwrap_or(i64::MAX),
+                    i64::try_from(total_tokens).unwrap_or(i64::MAX),
+                    key,
+                    text
+                ],
+            )
+            .with_context(|| unwritable(&path))?;
+            parts.push(Batch {
+                id: tx.last_insert_rowid(),
+                record_count: u64::try_from(chunk.len()).unwrap_or(u64::MAX),
+                total_tokens,
+                idempotency_key: key,
+                state: BatchState::Queued,
+                ..batch.clone()
+            });
+        }
+        tx.execute("DELETE FROM batches WHERE id = ?1", params![batch.id])
+            .with_context(|| unwritable(&path))?;
+        tx.commit().with_context(|| unwritable(&path))?;
+        Ok(parts)
+    }
+
+    /// Gives up on dead batches, one (`Some(id)`) or all: they leave the outbox for the
+    /// `discarded` list, so they no longer fail every run. Returns the batches discarded.
+    pub fn discard(&mut self, id: Option<i64>) -> Result<Vec<Batch>> {
+        let dead: Vec<Batch> = self
+            .batches(BatchState::Dead)?
+            .into_iter()
+            .filter(|b| id.is_none_or(|id| b.id == id))
+            .collect();
+        let path = self.path.clone();
+        let tx = self.conn.transaction().with_context(|| unwritable(&path))?;
+        let now = now_text();
+        for batch in &dead {
+            tx.execute(
+                "INSERT INTO discarded (batch_id, discarded_at, queued_at, first_day, last_day, record_count, \
+                 total_tokens, idempotency_key, last_error) SELECT id, ?2, created_at, first_day, last_day, \
+                 record_count, total_tokens, idempotency_key, last_error FROM batches WHERE id = ?1",
+                params![batch.id, now],
+            )
+            .and_then(|_| tx.execute("DELETE FROM batches WHERE id = ?1", params![batch.id]))
+            .with_context(|| unwritable(&path))?;
+        }
+        tx.commit().with_context(|| unwritable(&path))?;
+        Ok(dead)
+    }
+
+    /// The most recently discarded batches, newest first, as (batch, when discarded).
+    pub fn discarded(&self, limit: usize) -> Result<Vec<(Batch, String)>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT batch_id, queued_at, first_day, last_day, record_count, total_tokens, idempotency_key, \
+                 last_error, discarded_at FROM discarded ORDER BY discarded_at DESC, batch_id DESC LIMIT ?1",
+            )
+            .with_context(|| unreadable(&self.path))?;
+        let mut rows = statement
+            .query(params![i64::try_from(limit).unwrap_or(i64::MAX)])
+            .with_context(|| unreadable(&self.path))?;
+        let mut list = Vec::new();
+        while let Some(row) = rows.next().with_context(|| unreadable(&self.path))? {
+            let text = |i: usize| {
+                row.get::<_, String>(i)
+                    .with_context(|| unreadable(&self.path))
+            };
+            let number = |i: usize| row.get::<_, i64>(i).with_context(|| unreadable(&self.path));
+            let batch = Batch {
+                id: number(0)?,
+                run_id: String::new(),
+                created_at: DateTime::parse_from_rfc3339(&text(1)?)
+                    .map_or_else(|_| DateTime::<Utc>::UNIX_EPOCH, |t| t.with_timezone(&Utc)),
+                first_day: parse_day(&text(2)?)?,
+                last_day: parse_day(&text(3)?)?,
+                record_count: u64::try_from(number(4)?).unwrap_or(0),
+                total_tokens: u64::try_from(number(5)?).unwrap_or(0),
+                idempotency_key: text(6)?,
+                state: BatchState::Dead,
+                attempts: 0,
+                first_attempt_at: None,
+                last_attempt_at: None,
+                last_error: row.get(7).with_context(|| unreadable(&self.path))?,
+            };
+            list.push((batch, text(8)?));
+        }
+        Ok(list)
     }
 
     /// How many batches are in each state.
@@ -698,6 +890,49 @@ fn unreadable(path: &Path) -> String {
     )
 }
 
+/// Why the database could not be opened or first read: only a damaged file gets the advice to move
+/// it aside; a file that merely cannot be accessed is named as such, since moving it aside would
+/// export every day again.
+fn open_failure(path: &Path, err: rusqlite::Error) -> anyhow::Error {
+    let damaged = matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    );
+    let context = if damaged {
+        unreadable(path)
+    } else {
+        format!(
+            "cannot open the state database {}: {}; the database itself was not touched: give the user running \
+             the exporter read and write access to it and to STATE_DIR",
+            path.display(),
+            access_problem(path, &err)
+        )
+    };
+    anyhow::Error::new(err).context(context)
+}
+
+/// What this process lacks to use the database file.
+fn access_problem(path: &Path, err: &rusqlite::Error) -> String {
+    if let Err(err) = std::fs::File::open(path) {
+        return io_cause(&err);
+    }
+    if let rusqlite::Error::SqliteFailure(failure, _) = err
+        && failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
+    {
+        return READ_ONLY_DIRECTORY.to_owned();
+    }
+    match OpenOptions::new().write(true).open(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            "the file is read-only for this user".to_owned()
+        }
+        Err(err) => io_cause(&err),
+        Ok(_) => READ_ONLY_DIRECTORY.to_owned(),
+    }
+}
+
+const READ_ONLY_DIRECTORY: &str = "STATE_DIR is read-only for this user (SQLite creates state.db-wal and \
+                                   state.db-shm beside the database, even to read it)";
+
 fn unwritable(path: &Path) -> String {
     format!("cannot write the state database {}", path.display())
 }
@@ -783,6 +1018,87 @@ mod tests {
         );
         assert_eq!(state.revive(None).unwrap(), 1);
         assert_eq!(state.batches(BatchState::Queued).unwrap()[0].attempts, 0);
+    }
+
+    #[test]
+    fn a_split_keeps_every_record_once_and_a_discard_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(dir.path()).unwrap();
+        let records = r#"[{"total_tokens":1},{"total_tokens":2},{"total_tokens":3}]"#;
+        let whole = NewBatch {
+            record_count: 3,
+            total_tokens: 6,
+            idempotency_key: crate::export::batch::idempotency_key(records),
+            records: records.to_owned(),
+            ..batch("unused", "2026-11-26")
+        };
+        state.queue("r1", [whole.clone()], None).unwrap();
+        let queued = state.batches(BatchState::Queued).unwrap();
+        let parts = state.split(&queued[0], 2).unwrap();
+        let shape: Vec<_> = parts
+            .iter()
+            .map(|p| (p.record_count, p.total_tokens))
+            .collect();
+        assert_eq!(shape, [(2, 3), (1, 3)]);
+        assert_eq!(
+            state.records(parts[1].id).unwrap(),
+            r#"[{"total_tokens":3}]"#
+        );
+        assert_eq!(state.counts().unwrap().queued, 2, "the whole batch is gone");
+
+        state.mark_dead(parts[0].id, "422 too large").unwrap();
+        assert_eq!(
+            state.discard(Some(parts[1].id)).unwrap().len(),
+            0,
+            "only dead batches"
+        );
+        let discarded = state.discard(None).unwrap();
+        assert_eq!(discarded[0].id, parts[0].id);
+        let (listed, _) = &state.discarded(10).unwrap()[0];
+        assert_eq!(listed.last_error.as_deref(), Some("422 too large"));
+        // The same records collected again are not queued again.
+        let again = NewBatch {
+            record_count: 2,
+            total_tokens: 3,
+            idempotency_key: parts[0].idempotency_key.clone(),
+            records: String::new(),
+            ..batch("unused", "2026-11-26")
+        };
+        assert_eq!(state.queue("r2", [again], None).unwrap().unchanged, 1);
+    }
+
+    #[test]
+    fn a_database_at_version_2_of_either_build_gets_every_table() {
+        // Main's version 2 has `discarded`; the first build of issue 10 had `last_success` and
+        // `login_verdict` at version 2 instead (the same tables as migration 3, without `discarded`).
+        for (build, version_2) in [
+            ("main", MIGRATIONS[1].to_owned()),
+            (
+                "issue 10",
+                format!("{} DROP TABLE discarded;", MIGRATIONS[2]),
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            conn.execute_batch(&format!(
+                "{} {version_2} PRAGMA user_version = 2;",
+                MIGRATIONS[0]
+            ))
+            .unwrap();
+            drop(conn);
+            let mut state = State::open(dir.path()).unwrap();
+            assert_eq!(state.schema_version().unwrap(), MIGRATIONS.len(), "{build}");
+            state
+                .queue("r1", [batch("k1", "2026-11-26")], None)
+                .unwrap();
+            let queued = state.batches(BatchState::Queued).unwrap();
+            state.mark_dead(queued[0].id, "boom").unwrap();
+            assert_eq!(state.discard(None).unwrap().len(), 1, "{build}");
+            let at = "2026-11-27T00:00:00Z".parse().unwrap();
+            state.set_last_success(at).unwrap();
+            assert_eq!(state.last_success().unwrap(), Some(at), "{build}");
+            assert!(state.login_verdict().unwrap().is_none(), "{build}");
+        }
     }
 
     #[test]

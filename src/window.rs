@@ -4,11 +4,29 @@
 //! days after the watermark up to yesterday, plus `EXPORT_LOOKBACK_DAYS` already-exported days again
 //! (runs that finished after midnight add usage to a day already sent); the first run, with no
 //! watermark yet, covers the last `DIFY_FETCH_DAYS` days. `--from/--to` names the days itself.
+//!
+//! One run covers at most [`MAX_WINDOW_DAYS`] days (new days after the watermark; the lookback
+//! comes on top): a typo such as `1900-01-01` would otherwise walk 46,000 days. Longer gaps are
+//! backfilled in steps. A window is collected in chunks of `COLLECT_CHUNK_DAYS`, oldest first, each
+//! queued (and the watermark moved) before the next starts, so a stopped run keeps its progress.
 
 use std::fmt;
 
 use anyhow::{Result, bail};
 use chrono::{Days, NaiveDate, NaiveDateTime, NaiveTime};
+
+/// The most days one run collects.
+pub const MAX_WINDOW_DAYS: u32 = 366;
+
+/// How to get further back than one run may go.
+fn in_steps(first: NaiveDate) -> String {
+    format!(
+        "backfill in steps of at most {MAX_WINDOW_DAYS} days, oldest first: `exporter run --from {first} --to {}`, \
+         then the next {MAX_WINDOW_DAYS} days, and so on (backfills do not move the watermark; set it with \
+         `exporter watermark set DAY --yes` once the gap is filled)",
+        first + Days::new(u64::from(MAX_WINDOW_DAYS - 1))
+    )
+}
 
 /// An inclusive range of UTC days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +73,46 @@ impl Window {
                 today - Days::new(1)
             );
         }
-        Ok(Window { first, last })
+        let window = Window { first, last };
+        if window.day_count() > u64::from(MAX_WINDOW_DAYS) {
+            bail!(
+                "--from {first} --to {last} covers {} days, more than the {MAX_WINDOW_DAYS} one run may collect; {}",
+                window.day_count(),
+                in_steps(first)
+            );
+        }
+        Ok(window)
+    }
+
+    /// Refuses a watermark so far back that the next scheduled run would collect more than
+    /// [`MAX_WINDOW_DAYS`] new days.
+    pub fn check_catch_up(watermark: NaiveDate, today: NaiveDate) -> Result<()> {
+        let new_days = (today - watermark).num_days() - 1;
+        if new_days > i64::from(MAX_WINDOW_DAYS) {
+            bail!(
+                "the watermark {watermark} is {new_days} days behind yesterday, more than the {MAX_WINDOW_DAYS} one run \
+                 may collect; {}",
+                in_steps(watermark + Days::new(1))
+            );
+        }
+        Ok(())
+    }
+
+    /// Days in the window.
+    #[must_use]
+    pub fn day_count(self) -> u64 {
+        u64::try_from((self.last - self.first).num_days() + 1).unwrap_or(0)
+    }
+
+    /// The window cut into consecutive windows of at most `days` days, oldest first.
+    pub fn chunks(self, days: u32) -> impl Iterator<Item = Window> {
+        let step = Days::new(u64::from(days.max(1)));
+        std::iter::successors(Some(self.first), move |first| first.checked_add_days(step))
+            .take_while(move |first| *first <= self.last)
+            .map(move |first| Window {
+                first,
+                last: (first + step - Days::new(1)).min(self.last),
+            })
     }
 
     /// Every day of the window, in order.
@@ -136,6 +193,34 @@ mod tests {
                 first: day("2026-11-25"),
                 last: day("2026-11-27")
             })
+        );
+    }
+
+    #[test]
+    fn a_window_is_capped_and_cut_into_chunks_oldest_first() {
+        let today = day("2026-11-28");
+        let err = Window::backfill(day("1900-01-01"), day("2026-11-27"), today).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`exporter run --from 1900-01-01 --to 1901-01-01`"),
+            "{err}"
+        );
+        let year = Window::backfill(day("2025-11-27"), day("2026-11-27"), today).unwrap();
+        assert_eq!(year.day_count(), 366);
+        assert!(Window::check_catch_up(day("2025-11-26"), today).is_ok());
+        assert!(Window::check_catch_up(day("2025-11-25"), today).is_err());
+        let chunks: Vec<String> = Window::backfill(day("2026-11-01"), day("2026-11-17"), today)
+            .unwrap()
+            .chunks(7)
+            .map(|w| w.to_string())
+            .collect();
+        assert_eq!(
+            chunks,
+            [
+                "2026-11-01..=2026-11-07",
+                "2026-11-08..=2026-11-14",
+                "2026-11-15..=2026-11-17"
+            ]
         );
     }
 

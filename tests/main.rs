@@ -9,6 +9,8 @@ mod collect;
 mod deliver;
 // Configuration: required variables, malformed values, masking, env files.
 mod config;
+// Hostile inputs and a broken network (issue 9): headers, echoed secrets, windows, 413, messages.
+mod hardening;
 // The run lock: held, contended, and after SIGKILL.
 mod lock;
 // The login guard: one failed login per wrong password across runs, cleared by new credentials.

@@ -1,5 +1,6 @@
 //! The progress line: `exporter run` with stderr on a pseudo-terminal draws it (with the final
-//! counts); with stderr piped there is none, and the JSON log on stdout is the same either way.
+//! counts of the whole window, collected in one-day chunks); with stderr piped there is none, and
+//! the JSON log on stdout is the same either way.
 
 use std::io::Read as _;
 use std::process::Stdio;
@@ -11,6 +12,9 @@ use crate::support::Finished;
 
 /// A person's terminal type (without one, indicatif treats the terminal as dumb and draws nothing).
 const TERM: &str = "xterm-256color";
+
+/// One chunk per day of the 3-day window: the line must count the window, not the last chunk.
+const CHUNK_DAYS: &str = "1";
 
 /// Runs `exporter run` with stderr on a fresh pseudo-terminal; returns it and what the terminal got.
 fn run_on_a_terminal() -> (Finished, String, u64) {
@@ -36,6 +40,7 @@ fn run_on_a_terminal() -> (Finished, String, u64) {
     });
     let finished = exporter(&dify, &meter, &state)
         .env("TERM", TERM)
+        .env("COLLECT_CHUNK_DAYS", CHUNK_DAYS)
         .stderr_to(Stdio::from(pty.slave))
         .args(["run"])
         .run();
@@ -51,7 +56,7 @@ fn run_draws_the_progress_line_on_a_terminal_only() {
     let s = summary(&finished);
     for expected in [
         "exporting".to_owned(),
-        "3 days".to_owned(),
+        "days 3/3".to_owned(),
         format!("apps {apps}/{apps}"),
         format!("Dify requests {}", s["dify_requests"]),
         format!("batches {0}/{0} sent", s["batches_sent"].as_u64().unwrap()),
@@ -78,6 +83,7 @@ fn run_draws_the_progress_line_on_a_terminal_only() {
     let (_dir, state) = state_dir();
     let piped = exporter(&dify, &meter, &state)
         .env("TERM", TERM)
+        .env("COLLECT_CHUNK_DAYS", CHUNK_DAYS)
         .args(["run"])
         .run();
     piped.code(0);

@@ -86,7 +86,7 @@ where
             Exit::Failure
         })?;
         let cancel = CancellationToken::new();
-        let http = HttpClient::new(config.http_timeout, config.max_retry, cancel.clone()).map_err(|err| {
+        let http = HttpClient::new(config.http_timeout, config.max_retry, cancel.clone(), config.masker.clone()).map_err(|err| {
             error!(error = format!("{err:#}"), "cannot build the HTTP client");
             Exit::Failure
         })?;

@@ -1,6 +1,7 @@
 //! One module per subcommand, and [`execute`], which loads the environment, starts logging on the
 //! right stream and dispatches.
 
+mod discard;
 mod frame;
 mod next_runs;
 mod resend;
@@ -16,6 +17,7 @@ use crate::config::Problems;
 use crate::environment::Environment;
 use crate::exit::Exit;
 use crate::logging::{self, Json, LogSettings, LogStream};
+use crate::secret::Masker;
 
 /// Runs the parsed command line to its exit status. Errors are logged here, once.
 #[must_use]
@@ -39,7 +41,8 @@ pub fn execute(cli: Cli) -> Exit {
         Command::ValidateConfig(_)
         | Command::NextRuns(_)
         | Command::Status(_)
-        | Command::Watermark(_) => (LogStream::Stderr, None),
+        | Command::Watermark(_)
+        | Command::Discard(_) => (LogStream::Stderr, None),
     };
     logging::init(settings, stream, run_id.clone());
 
@@ -50,6 +53,7 @@ pub fn execute(cli: Cli) -> Exit {
             return Exit::Failure;
         }
     };
+    logging::mask_secrets(Masker::from_env(&environment));
     if !environment.missing_example_keys.is_empty() {
         warn!(
             keys = ?Json(&environment.missing_example_keys),
@@ -64,6 +68,7 @@ pub fn execute(cli: Cli) -> Exit {
         Command::Status(args) => status::status(&environment, &args),
         Command::Resend(args) => resend::resend(&environment, &args),
         Command::Watermark(args) => watermark::watermark(&environment, &args),
+        Command::Discard(args) => discard::discard(&environment, &args),
     }
 }
 

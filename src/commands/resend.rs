@@ -1,6 +1,8 @@
 //! `exporter resend --batch ID | --all-dead`: moves dead-lettered batches back to the queue (with a
-//! fresh count of failed runs) and delivers the queue now, under the run lock and signal handling,
-//! with a progress line at a terminal; its metrics are written whatever the outcome.
+//! fresh count of failed runs), cuts every queued batch larger than the current `BATCH_SIZE` to
+//! that size (a receiver that refused 43 records at once would refuse them forever), and delivers
+//! the queue now, under the run lock and signal handling, with a progress line at a terminal; its
+//! metrics are written whatever the outcome.
 
 use std::time::Instant;
 
@@ -17,7 +19,7 @@ use crate::lock::RunLock;
 use crate::logging::Json;
 use crate::metrics::{self, RunFigures};
 use crate::progress;
-use crate::state::State;
+use crate::state::{BatchState, State};
 
 #[must_use]
 pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
@@ -71,6 +73,13 @@ fn resend_configured(config: &Config, args: &ResendArgs, lock: &mut Option<RunLo
         }
     };
     info!(batches = revived, "dead batches moved back to the queue");
+    let rebatched = match rebatch(&state, config.batch_size) {
+        Ok(rebatched) => rebatched,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "cannot re-batch the queue");
+            return Exit::Failure;
+        }
+    };
 
     let line = progress::start("resending");
     if let Ok(counts) = state.counts() {
@@ -104,6 +113,7 @@ fn resend_configured(config: &Config, args: &ResendArgs, lock: &mut Option<RunLo
     };
     let summary = json!({
         "batches_revived": revived,
+        "batches_rebatched": rebatched,
         "batches_sent": delivery.batches_sent,
         "records_sent": delivery.records_sent,
         "batches_queued": counts.queued,
@@ -119,4 +129,22 @@ fn resend_configured(config: &Config, args: &ResendArgs, lock: &mut Option<RunLo
         (0, 0, None) => Exit::Success,
         _ => Exit::Failure,
     }
+}
+
+/// Splits every queued batch larger than `batch_size`; returns how many were split.
+fn rebatch(state: &State, batch_size: usize) -> anyhow::Result<usize> {
+    let mut split = 0;
+    for batch in state.batches(BatchState::Queued)? {
+        if usize::try_from(batch.record_count).unwrap_or(usize::MAX) > batch_size {
+            let parts = state.split(&batch, batch_size)?;
+            info!(
+                batch_id = batch.id,
+                records = batch.record_count,
+                parts = ?parts.iter().map(|p| p.id).collect::<Vec<_>>(),
+                "batch re-batched to BATCH_SIZE"
+            );
+            split += 1;
+        }
+    }
+    Ok(split)
 }

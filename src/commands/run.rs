@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Error;
-
 use chrono::{SecondsFormat, Utc};
 use serde_json::json;
 use tracing::{error, info, warn};
@@ -22,7 +21,6 @@ use crate::lock::RunLock;
 use crate::logging::Json;
 use crate::metrics::{self, RunFigures};
 use crate::progress;
-use crate::shutdown::StopSignal;
 use crate::state::{RunRecord, State, now_text};
 use crate::window::Window;
 
@@ -57,14 +55,6 @@ fn run_configured(
     lock: &mut Option<RunLock>,
 ) -> Exit {
     let started_at = now_text();
-    let masked: BTreeMap<_, _> = config.masked().into_iter().collect();
-    let next_fire_time = config
-        .schedule
-        .fire_times_after(Utc::now())
-        .next()
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
-    info!(version = env!("CARGO_PKG_VERSION"), config = ?Json(&masked), next_fire_time, "run starting");
-
     let days = match (args.from, args.to) {
         (Some(from), Some(to)) => match Window::backfill(from, to, Utc::now().date_naive()) {
             Ok(window) => Days::Backfill(window),
@@ -88,27 +78,43 @@ fn run_configured(
             Err(exit) => return exit,
         }
     }
-    if let Err(exit) = check_login_guard(config, args) {
-        return exit;
-    }
+    let opened = job::open(config, &plan);
+    let window = opened.as_ref().ok().and_then(|opened| opened.window);
+    log_start(config, window);
 
-    // A dry run's log is on stderr, where the line would be drawn: it gets none.
-    let line = if plan.dry_run {
-        None
-    } else {
-        progress::start("exporting")
+    // `report` holds what the job did even when it failed or was stopped.
+    let mut report = JobReport {
+        window,
+        ..JobReport::default()
     };
-    let mut guarded = match frame::guarded(config, |http, cancel| {
-        let plan = &plan;
-        async move { job::run(config, &http, plan, &cancel).await }
-    }) {
-        Ok(guarded) => guarded,
-        Err(exit) => return exit,
+    // The guard is asked only when the job could start: before any request to Dify.
+    let refusal = opened
+        .is_ok()
+        .then(|| check_login_guard(config, args))
+        .flatten();
+    let (outcome, exit, delivery_retries) = match (opened, refusal) {
+        (Err(err), _) => {
+            error!(error = format!("{err:#}"), "run failed");
+            ("failed", Exit::Failure, 0)
+        }
+        (Ok(_), Some(refusal)) => {
+            error!(error = refusal, "run failed");
+            ("failed", Exit::Failure, 0)
+        }
+        (Ok(opened), None) => match run_job(config, &plan, opened, &mut report) {
+            Ok(ended) => ended,
+            Err(exit) => return exit,
+        },
     };
-    let stopped = guarded.stopped_or_timed_out();
-    let (outcome, exit, report) =
-        conclude(stopped, guarded.result.take(), guarded.signal, config, args);
 
+    *figures = RunFigures {
+        records: u64::try_from(report.records).unwrap_or(u64::MAX),
+        tokens: report.total_tokens,
+        cost: report.cost.clone(),
+        dify_requests: report.dify_requests,
+        retries: report.dify_retries + delivery_retries,
+        ..RunFigures::default()
+    };
     let summary = json!({
         "outcome": outcome,
         "exit_code": exit.code(),
@@ -125,18 +131,9 @@ fn run_configured(
         "batches_queued": report.outbox.queued,
         "batches_dead": report.outbox.dead,
         "dify_requests": report.dify_requests,
-        "retries": report.dify_retries + guarded.http.stats().retries(),
+        "retries": figures.retries,
         "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     });
-    drop(line);
-    *figures = RunFigures {
-        records: u64::try_from(report.records).unwrap_or(u64::MAX),
-        tokens: report.total_tokens,
-        cost: report.cost.clone(),
-        dify_requests: report.dify_requests,
-        retries: report.dify_retries + guarded.http.stats().retries(),
-        ..RunFigures::default()
-    };
     info!(fields = ?Json(&summary), "run finished");
     if !args.dry_run && outcome != "abandoned" {
         record_run(
@@ -151,42 +148,76 @@ fn run_configured(
     exit
 }
 
-/// The outcome word, exit status and report of the job as it ended; logs why it failed.
-fn conclude(
-    stopped: Option<(Exit, &'static str)>,
-    result: Option<anyhow::Result<JobReport>>,
-    signal: Option<StopSignal>,
+/// Runs the job under signal handling, with a progress line at a terminal (gone before the
+/// summary): the outcome word, the exit status and the retries made outside Dify (delivery), or
+/// `Err` when the runtime could not even start (already logged).
+fn run_job(
     config: &Config,
-    args: &RunArgs,
-) -> (&'static str, Exit, JobReport) {
-    match stopped {
-        Some((exit, outcome)) => (outcome, exit, JobReport::default()),
-        None => match (result, signal) {
+    plan: &JobPlan,
+    opened: job::Opened,
+    report: &mut JobReport,
+) -> Result<(&'static str, Exit, u64), Exit> {
+    // A dry run's log is on stderr, where the line would be drawn: it gets none.
+    let line = if plan.dry_run {
+        None
+    } else {
+        progress::start("exporting")
+    };
+    let guarded = frame::guarded(config, |http, cancel| {
+        let report = &mut *report;
+        async move { job::run(config, &http, plan, opened, &cancel, report).await }
+    });
+    drop(line);
+    let guarded = guarded?;
+    let retries = guarded.http.stats().retries();
+    let (outcome, exit) = match guarded.stopped_or_timed_out() {
+        Some((exit, outcome)) => (outcome, exit),
+        None => match (guarded.result, guarded.signal) {
             // Stopped by a signal with what was complete committed: batches left in the queue are
             // the expected result, not a failure.
-            (Some(Ok(report)), Some(signal)) => ("stopped", signal.exit(), report),
-            (Some(Ok(report)), None) => match report.problem() {
+            (Some(Ok(())), Some(signal)) => ("stopped", signal.exit()),
+            (Some(Ok(())), None) => match report.problem() {
                 Some(problem) => {
                     error!(error = problem, "run failed");
-                    ("failed", Exit::Failure, report)
+                    ("failed", Exit::Failure)
                 }
-                None => ("completed", Exit::Success, report),
+                None => ("completed", Exit::Success),
             },
             (Some(Err(err)), _) => {
                 error!(error = format!("{err:#}"), "run failed");
-                if !args.dry_run {
+                if !plan.dry_run {
                     keep_login_refusal(config, &err);
                 }
-                ("failed", Exit::Failure, JobReport::default())
+                ("failed", Exit::Failure)
             }
-            (None, _) => ("abandoned", Exit::Failure, JobReport::default()),
+            (None, _) => ("abandoned", Exit::Failure),
         },
-    }
+    };
+    Ok((outcome, exit, retries))
 }
 
-/// Stops the run before any request to Dify when the configured login is one Dify already refused
-/// (see [`dify::login_guard`]).
-fn check_login_guard(config: &Config, args: &RunArgs) -> Result<(), Exit> {
+/// The `run starting` line: version, configuration (secrets masked), next fire time and the days.
+fn log_start(config: &Config, window: Option<Window>) {
+    let masked: BTreeMap<_, _> = config.masked().into_iter().collect();
+    let next_fire_time = config
+        .schedule
+        .fire_times_after(Utc::now())
+        .next()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = ?Json(&masked),
+        next_fire_time,
+        from = window.map(|w| w.first.to_string()),
+        to = window.map(|w| w.last.to_string()),
+        days = window.map(Window::day_count),
+        "run starting"
+    );
+}
+
+/// Why the run must stop before any request to Dify, when the configured login is one Dify
+/// already refused (see [`dify::login_guard`]).
+fn check_login_guard(config: &Config, args: &RunArgs) -> Option<String> {
     let state = if args.dry_run {
         State::open_read_only(&config.state_dir)
     } else {
@@ -202,15 +233,9 @@ fn check_login_guard(config: &Config, args: &RunArgs) -> Result<(), Exit> {
             !args.dry_run,
         )
     });
-    match refusal {
-        Ok(Some(refusal)) => {
-            error!(error = refusal, "run failed");
-            Err(Exit::Failure)
-        }
-        // A state database that cannot be read or written is the job's first step too, before
-        // any request to Dify: it fails there and reports it in the run's summary.
-        Ok(None) | Err(_) => Ok(()),
-    }
+    // A state database that cannot be read or written was already opened by the job a moment
+    // ago; if it fails now, the job fails on it too, before any request to Dify, and says why.
+    refusal.ok().flatten()
 }
 
 /// Keeps Dify's refusal of the login, if that is why the job failed, so that later runs with the

@@ -1,6 +1,7 @@
 //! `exporter status`: the watermark, the outbox (queued and dead batches with their last errors),
-//! the login guard's verdict (never its hash), the last success and the last runs, read without
-//! taking the lock (SQLite lets readers in beside a writer).
+//! the batches discarded by `exporter discard`, the login guard's verdict (never its hash), the
+//! last success and the last runs, read without taking the lock (SQLite lets readers in beside a
+//! writer).
 
 use std::fmt::Write as _;
 
@@ -11,8 +12,11 @@ use crate::cli::{OutputFormat, StatusArgs};
 use crate::config;
 use crate::environment::Environment;
 use crate::exit::Exit;
+use crate::secret::Masker;
 use crate::state::{Batch, BatchState, State};
 
+/// Discarded batches shown.
+const DISCARDED_SHOWN: usize = 10;
 /// Runs shown.
 const RUNS_SHOWN: usize = 10;
 
@@ -39,9 +43,11 @@ pub(super) fn status(environment: &Environment, args: &StatusArgs) -> Exit {
         }
         return Exit::Success;
     };
+    // Errors stored by an older exporter may hold a secret a server echoed: mask on the way out too.
+    let masker = Masker::from_env(environment);
     match args.output {
-        OutputFormat::Json => println!("{report}"),
-        OutputFormat::Text => print!("{}", text(&report)),
+        OutputFormat::Json => println!("{}", masker.mask(&report.to_string())),
+        OutputFormat::Text => print!("{}", masker.mask(&text(&report))),
     }
     Exit::Success
 }
@@ -79,6 +85,11 @@ fn report(state: &State) -> anyhow::Result<Value> {
         "batches": {"queued": counts.queued, "dead": counts.dead, "sent": counts.sent},
         "queued": state.batches(BatchState::Queued)?.iter().map(batch).collect::<Vec<_>>(),
         "dead": state.batches(BatchState::Dead)?.iter().map(batch).collect::<Vec<_>>(),
+        "discarded": state.discarded(DISCARDED_SHOWN)?.iter().map(|(b, at)| {
+            let mut shown = batch(b);
+            shown["discarded_at"] = at.as_str().into();
+            shown
+        }).collect::<Vec<_>>(),
         "runs": runs,
     }))
 }
@@ -120,7 +131,14 @@ fn text(report: &Value) -> String {
         "batches         {} queued, {} dead, {} sent (kept 35 days)",
         b["queued"], b["dead"], b["sent"]
     );
-    for (title, key) in [("queued", "queued"), ("dead letters", "dead")] {
+    for (title, key) in [
+        ("queued", "queued"),
+        (
+            "dead letters (`exporter resend` or `exporter discard`)",
+            "dead",
+        ),
+        ("discarded by the operator (never sent)", "discarded"),
+    ] {
         let list = report[key]
             .as_array()
             .map(Vec::as_slice)
@@ -130,10 +148,11 @@ fn text(report: &Value) -> String {
         }
         let _ = writeln!(out, "{title}:");
         for batch in list {
+            // `Value` ignores width and alignment: pad the id as text.
+            let id = format!("#{}", batch["id"]);
             let _ = writeln!(
                 out,
-                "  #{:<6} {}  {:>5} records  failed runs {}  last error: {}",
-                batch["id"],
+                "  {id:<7} {}  {:>5} records  failed runs {}  last error: {}",
                 str_or(&batch["first_day"], ""),
                 batch["records"],
                 batch["failed_runs"],

@@ -12,6 +12,7 @@ use crate::environment::Environment;
 use crate::exit::Exit;
 use crate::lock::RunLock;
 use crate::state::State;
+use crate::window::Window;
 
 #[must_use]
 pub(super) fn watermark(environment: &Environment, args: &WatermarkArgs) -> Exit {
@@ -37,6 +38,10 @@ pub(super) fn watermark(environment: &Environment, args: &WatermarkArgs) -> Exit
             let today = Utc::now().date_naive();
             if day >= today {
                 error!(day = %day, "the watermark must be a closed UTC day, before today");
+                return Exit::Failure;
+            }
+            if let Err(err) = Window::check_catch_up(day, today) {
+                error!(error = %err, "watermark too far back");
                 return Exit::Failure;
             }
             let _lock = match RunLock::acquire(&state_dir) {

@@ -3,7 +3,7 @@
 //! a typed answer or an error that names the endpoint, the status, Dify's message and what the
 //! operator should change. A login session that meets a 401 renews itself once and tries again.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context as _, Result, anyhow};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -66,13 +66,20 @@ impl DifyClient {
                 .session
                 .authorize(self.http.client().get(&url).query(query))
                 .await;
-            // `send` builds the request once per attempt; the credentials stay those of this pass.
+            // Built once, so that a value that cannot be sent is an error here rather than a panic
+            // in a clone; `send` then copies it per attempt, with this pass's credentials.
+            let request = request.build().with_context(|| {
+                format!(
+                    "{endpoint} could not be built: check DIFY_API_URL and the Dify credentials"
+                )
+            })?;
             let outcome = self
                 .http
                 .send(&endpoint, || {
-                    request
-                        .try_clone()
-                        .expect("GET requests have no streaming body")
+                    self.http
+                        .client()
+                        .request(request.method().clone(), request.url().clone())
+                        .headers(request.headers().clone())
                 })
                 .await;
             match outcome {

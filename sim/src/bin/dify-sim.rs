@@ -27,7 +27,7 @@ struct Args {
     /// Number of UTC days with usage.
     #[arg(long, default_value_t = 3)]
     days: u32,
-    /// Apps of each of the five modes.
+    /// Apps of each mode of `--modes`.
     #[arg(long, default_value_t = 2)]
     apps_per_mode: u32,
     /// Production runs (or messages) per app and day.
@@ -51,6 +51,23 @@ struct Args {
     /// Expire an access token after it has served this many requests.
     #[arg(long)]
     expire_token_after: Option<u64>,
+    /// Messages per conversation (completion apps: always 1).
+    #[arg(long, default_value_t = 3)]
+    messages_per_conversation: u32,
+    /// Give the first chat app one more end-user conversation with this many messages over all days.
+    #[arg(long, default_value_t = 0)]
+    long_conversation_messages: u32,
+    /// App modes to generate, comma-separated: workflow, advanced-chat, chat, agent-chat, completion, agent.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "workflow,advanced-chat,chat,agent-chat,completion,agent"
+    )]
+    modes: Vec<String>,
+    /// Add a message "now" to a page-2 conversation the first time page 1 of an app's chat-conversations
+    /// is served, so it jumps pages while the client lists.
+    #[arg(long)]
+    bump_conversation_while_listing: bool,
 }
 
 fn main() -> ExitCode {
@@ -68,7 +85,11 @@ fn main() -> ExitCode {
             retry_after_secs: args.retry_after_secs,
             delay: Duration::from_millis(args.delay_ms),
             expire_token_after_requests: args.expire_token_after,
+            bump_conversation_while_listing: args.bump_conversation_while_listing,
         },
+        messages_per_conversation: args.messages_per_conversation,
+        long_conversation_messages: args.long_conversation_messages,
+        modes: args.modes,
         port: args.port,
         ..SimConfig::default()
     };
@@ -105,6 +126,10 @@ fn main() -> ExitCode {
     println!("  UTC days {} .. {last}", cfg.first_day);
     println!(
         "  truth: {base}/_sim/truth?from={}&to={last}",
+        cfg.first_day
+    );
+    println!(
+        "  database truth: {base}/_sim/truth?source=database&from={}&to={last}",
         cfg.first_day
     );
     println!("  stats: {base}/_sim/stats");

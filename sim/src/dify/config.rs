@@ -74,6 +74,11 @@ pub struct Faults {
     pub delay: Duration,
     /// An access token serves this many requests, then answers 401 "Token has expired." until refreshed.
     pub expire_token_after_requests: Option<u64>,
+    /// The first time page 1 of an app's `chat-conversations` is served with `has_more`, add a new end-user
+    /// message "now" (after the window) to the last conversation of page 2 as it stood (its last end-user
+    /// conversation, when page 2 has one), so that under `-updated_at` it jumps to page 1 while the client
+    /// pages. The truth does not change; the message shows in listings and `chat-messages`, not in statistics.
+    pub bump_conversation_while_listing: bool,
 }
 
 impl Default for Faults {
@@ -83,6 +88,7 @@ impl Default for Faults {
             retry_after_secs: 1,
             delay: Duration::ZERO,
             expire_token_after_requests: None,
+            bump_conversation_while_listing: false,
         }
     }
 }
@@ -100,10 +106,18 @@ pub struct SimConfig {
     pub first_day: NaiveDate,
     /// Number of UTC days with usage, from `first_day` on.
     pub days: u32,
-    /// Apps generated for each of the five modes.
+    /// Apps generated for each mode of `modes`.
     pub apps_per_mode: u32,
-    /// Production runs (workflow, advanced-chat) or messages (chat types) per app and UTC day.
+    /// Production runs (workflow, advanced-chat) or messages (message-based modes) per app and UTC day.
     pub runs_per_app_per_day: u32,
+    /// Messages are grouped into conversations of this many (completion apps: always 1).
+    pub messages_per_conversation: u32,
+    /// When > 0, the first `chat` app gets one more end-user conversation with this many messages spread evenly
+    /// over all simulated days.
+    pub long_conversation_messages: u32,
+    /// App modes to generate `apps_per_mode` apps for: `workflow`, `advanced-chat`, `chat`, `agent-chat`,
+    /// `completion`, `agent` (a mode the exporter does not know, as on Dify's main branch).
+    pub modes: Vec<String>,
     /// IANA name of the account timezone, which drives the statistics endpoints.
     pub account_timezone: String,
     /// Faults to inject.
@@ -124,6 +138,18 @@ impl Default for SimConfig {
             days: 3,
             apps_per_mode: 2,
             runs_per_app_per_day: 5,
+            messages_per_conversation: 3,
+            long_conversation_messages: 0,
+            modes: [
+                "workflow",
+                "advanced-chat",
+                "chat",
+                "agent-chat",
+                "completion",
+                "agent",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
             account_timezone: "Asia/Tokyo".to_owned(),
             faults: Faults::default(),
             port: 0,

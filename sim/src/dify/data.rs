@@ -1,9 +1,12 @@
-//! The simulated workspace: apps, users, workflow runs and chat messages generated from the seed, plus the
-//! node executions of a run, generated lazily and deterministically from (seed, run id).
+//! The simulated workspace: apps, users, workflow runs, conversations and messages generated from the seed,
+//! plus the node executions of a run, generated lazily and deterministically from (seed, run id).
 //!
 //! Runs are kept compact (about 40 bytes each) because the benchmark asks for ~200,000 of them; their node
-//! executions are regenerated on every request instead of being stored. Wire shapes live in `routes`; what
-//! counts as usage lives in `truth`. This module only says what exists.
+//! executions are regenerated on every request instead of being stored. Messages are compact too (about 40
+//! bytes: prices are derived from tokens and the conversation's model), and a conversation is a range of its
+//! app's messages. Every row a database loader needs is here (ids, creators, `invoke_from`, `is_deleted`,
+//! Unix-second timestamps, `triggered_from`); see `sim/DIFY-SOURCES.md`. Wire shapes live in `routes` and
+//! `chat`; what counts as usage lives in `truth`. This module only says what exists.
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,7 +21,7 @@ use super::config::SimConfig;
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
-/// The five Dify app modes.
+/// Dify's five app modes of 1.9-1.11 plus `agent` from its main branch, which the exporter does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Workflow,
@@ -26,16 +29,22 @@ pub(crate) enum Mode {
     Chat,
     AgentChat,
     Completion,
+    Agent,
 }
 
 impl Mode {
-    pub(crate) const ALL: [Mode; 5] = [
+    pub(crate) const ALL: [Mode; 6] = [
         Mode::Workflow,
         Mode::AdvancedChat,
         Mode::Chat,
         Mode::AgentChat,
         Mode::Completion,
+        Mode::Agent,
     ];
+
+    pub(crate) fn parse(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == name)
+    }
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -44,6 +53,7 @@ impl Mode {
             Mode::Chat => "chat",
             Mode::AgentChat => "agent-chat",
             Mode::Completion => "completion",
+            Mode::Agent => "agent",
         }
     }
 
@@ -57,8 +67,9 @@ impl Mode {
             Mode::Workflow => "Workflow",
             Mode::AdvancedChat => "Chatflow",
             Mode::Chat => "Chatbot",
-            Mode::AgentChat => "Agent",
+            Mode::AgentChat => "Agent chat",
             Mode::Completion => "Text generator",
+            Mode::Agent => "Agent",
         }
     }
 }
@@ -183,23 +194,132 @@ impl RunStatus {
     }
 }
 
+/// `workflow_runs.triggered_from` (`WorkflowRunTriggeredFrom` in `api/models/enums.py`). Triggered runs
+/// (webhook, schedule, plugin; Dify >= 1.10, workflow apps only) are executed with `invoke_from=service-api`, so
+/// they are logged in `workflow-app-logs` but never listed by `workflow-runs?triggered_from=app-run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TriggeredFrom {
+    AppRun,
+    Debugging,
+    Webhook,
+    Schedule,
+    Plugin,
+}
+
+impl TriggeredFrom {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TriggeredFrom::AppRun => "app-run",
+            TriggeredFrom::Debugging => "debugging",
+            TriggeredFrom::Webhook => "webhook",
+            TriggeredFrom::Schedule => "schedule",
+            TriggeredFrom::Plugin => "plugin",
+        }
+    }
+}
+
 /// One workflow run, compact: its nodes are regenerated from `id` when asked for.
 #[derive(Debug, Clone)]
 pub(crate) struct Run {
     pub(crate) id: Uuid,
+    /// Unix seconds (UTC).
     pub(crate) created_at: i64,
     pub(crate) status: RunStatus,
+    /// `created_by_role` + `created_by`.
     pub(crate) creator: Creator,
-    pub(crate) debug: bool,
+    pub(crate) triggered_from: TriggeredFrom,
 }
 
-/// One message of a chat-type app, as the statistics endpoints see it.
+/// `messages.invoke_from` / `conversations.invoke_from` (`InvokeFrom` in `api/core/app/entities`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InvokeFrom {
+    WebApp,
+    ServiceApi,
+    Explore,
+    Debugger,
+}
+
+impl InvokeFrom {
+    /// The column value, for whoever loads the world into Dify's tables.
+    #[allow(
+        dead_code,
+        reason = "the database loader writes messages.invoke_from with it"
+    )]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            InvokeFrom::WebApp => "web-app",
+            InvokeFrom::ServiceApi => "service-api",
+            InvokeFrom::Explore => "explore",
+            InvokeFrom::Debugger => "debugger",
+        }
+    }
+
+    /// The `from_source` column: `api` for end users, `console` for accounts (explore and debugger alike).
+    pub(crate) fn source(self) -> &'static str {
+        match self {
+            InvokeFrom::WebApp | InvokeFrom::ServiceApi => "api",
+            InvokeFrom::Explore | InvokeFrom::Debugger => "console",
+        }
+    }
+}
+
+/// One conversation (`conversations` row). Its messages are `App::messages[first_message..][..message_count]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Conversation {
+    pub(crate) id: Uuid,
+    /// `from_end_user_id` (end user) or `from_account_id` (account).
+    pub(crate) sender: Creator,
+    pub(crate) invoke_from: InvokeFrom,
+    /// Index into [`MODELS`] of the conversation's own `model_config` (the app's config when it was created).
+    pub(crate) model: usize,
+    pub(crate) is_deleted: bool,
+    pub(crate) first_message: u32,
+    pub(crate) message_count: u32,
+}
+
+// `message_tokens` is Dify's own column name; keeping it makes the wire and table mapping obvious.
+#[allow(clippy::struct_field_names)]
+/// One message (`messages` row); its conversation is the one whose range holds it, and its sender,
+/// invoke_from and model are that conversation's.
 #[derive(Debug, Clone)]
 pub(crate) struct Message {
+    pub(crate) id: Uuid,
+    /// Unix seconds (UTC); strictly increasing within a conversation.
     pub(crate) created_at: i64,
-    pub(crate) tokens: u64,
-    /// `None` for an unpriced message: a day of only those gives `total_price: null`.
-    pub(crate) price: Option<Decimal>,
+    pub(crate) message_tokens: u32,
+    pub(crate) answer_tokens: u32,
+    /// False when the call failed before the model answered: no `metadata.usage`, 0 tokens, price 0, `USD`.
+    pub(crate) answered: bool,
+}
+
+impl Message {
+    /// `messages.total_price`: `None` (NULL) for a model Dify has no pricing for.
+    pub(crate) fn price(&self, spec: &ModelSpec) -> Option<Decimal> {
+        if !self.answered {
+            return Some(Decimal::ZERO);
+        }
+        if spec.provider.is_empty() {
+            return None;
+        }
+        Some(self.prompt_price(spec) + self.completion_price(spec))
+    }
+
+    pub(crate) fn prompt_price(&self, spec: &ModelSpec) -> Decimal {
+        ModelSpec::price(u64::from(self.message_tokens), spec.prompt_unit_price())
+    }
+
+    pub(crate) fn completion_price(&self, spec: &ModelSpec) -> Decimal {
+        ModelSpec::price(u64::from(self.answer_tokens), spec.completion_unit_price())
+    }
+
+    /// `messages.currency`: Dify writes `USD` when it creates the row and the model's currency once it answered.
+    pub(crate) fn currency(&self, spec: &ModelSpec) -> &'static str {
+        if self.answered { spec.currency } else { "USD" }
+    }
+
+    pub(crate) fn total_tokens(&self) -> u64 {
+        u64::from(self.message_tokens) + u64::from(self.answer_tokens)
+    }
 }
 
 #[derive(Debug)]
@@ -208,19 +328,49 @@ pub(crate) struct App {
     pub(crate) name: String,
     pub(crate) mode: Mode,
     pub(crate) created_at: i64,
-    /// Index into [`MODELS`] of the app's `model_config` model (chat types only).
+    /// Index into [`MODELS`] of the app's current `model_config` model (message-based modes only).
     pub(crate) model: Option<usize>,
-    /// Production runs, newest first, with distinct `created_at` so a cursor never skips a tie.
+    /// Production runs (app-run and triggered), newest first, with distinct `created_at` so a cursor never
+    /// skips a tie.
     pub(crate) runs: Vec<Run>,
     /// Editor test runs (`triggered_from=debugging`), newest first; they must never count.
     pub(crate) debug_runs: Vec<Run>,
     /// Run id -> (is debug, index in its list).
     pub(crate) run_index: HashMap<Uuid, (bool, usize)>,
-    /// Chat-type messages, oldest first.
+    /// Conversations of message-based apps, oldest first.
+    pub(crate) conversations: Vec<Conversation>,
+    pub(crate) conversation_index: HashMap<Uuid, u32>,
+    /// Messages grouped by conversation, each group oldest first.
     pub(crate) messages: Vec<Message>,
 }
 
+/// An advanced-chat run answers one message of one conversation; their ids derive from the run's.
+pub(crate) fn run_conversation_id(run: Uuid) -> Uuid {
+    Uuid::from_u128(run.as_u128() ^ 0xC0)
+}
+
+pub(crate) fn run_message_id(run: Uuid) -> Uuid {
+    Uuid::from_u128(run.as_u128() ^ 0x3E)
+}
+
 impl App {
+    /// The run behind a conversation of an advanced-chat app.
+    pub(crate) fn run_of_conversation(&self, conversation: &Conversation) -> Option<&Run> {
+        self.find_run(run_conversation_id(conversation.id))
+    }
+
+    pub(crate) fn conversation_messages(&self, conversation: &Conversation) -> &[Message] {
+        let start = conversation.first_message as usize;
+        self.messages
+            .get(start..start + conversation.message_count as usize)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn find_conversation(&self, id: Uuid) -> Option<(u32, &Conversation)> {
+        let &i = self.conversation_index.get(&id)?;
+        self.conversations.get(i as usize).map(|c| (i, c))
+    }
+
     pub(crate) fn find_run(&self, id: Uuid) -> Option<&Run> {
         let &(debug, i) = self.run_index.get(&id)?;
         if debug {
@@ -255,55 +405,38 @@ fn day_start(day: NaiveDate) -> i64 {
 }
 
 impl Workspace {
-    /// Generates the workspace; `tz` is the already validated account timezone.
-    pub(crate) fn generate(config: &SimConfig, tz: Tz) -> Workspace {
+    /// Generates the workspace; `tz` is the already validated account timezone, `modes` the validated modes to
+    /// generate apps for, `now` the Unix time messages "after the window" must not pass.
+    pub(crate) fn generate(config: &SimConfig, tz: Tz, app_modes: &[Mode], now: i64) -> Workspace {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let workspace_id = uuid_from(&mut rng);
-        let accounts = ["owner", "editor", "developer"]
-            .iter()
-            .map(|who| Account {
-                id: uuid_from(&mut rng),
-                name: format!("Sim {who}"),
-                email: format!("{who}@example.com"),
-            })
-            .collect();
-        let end_users = [
-            ("service_api", "customer-0042".to_owned()),
-            ("service_api", "alice@example.org".to_owned()),
-            ("browser", String::new()),
-            ("browser", String::new()),
-            ("service_api", "bob".to_owned()),
-        ]
-        .into_iter()
-        .map(|(kind, session)| {
-            let id = uuid_from(&mut rng);
-            // Web-app sessions are opaque random strings in Dify.
-            let session_id = if session.is_empty() {
-                uuid_from(&mut rng).simple().to_string()
-            } else {
-                session
-            };
-            EndUser {
-                id,
-                kind,
-                session_id,
-            }
-        })
-        .collect();
-
+        let (accounts, end_users) = generate_people(&mut rng);
         let first = day_start(config.first_day);
+        let plan = MessagePlan {
+            first,
+            days: config.days,
+            per_day: config.runs_per_app_per_day,
+            per_conversation: config.messages_per_conversation.max(1),
+            long_conversation: 0,
+            after_window: (first + i64::from(config.days) * SECONDS_PER_DAY).min(now - 1),
+            now,
+            ordinal: 0,
+        };
         let mut apps = Vec::new();
-        let mut chat_type_no = 0usize;
-        // Chat types cycle over these models so that even one app per mode covers path-style, plain and "".
+        let mut message_app_no = 0usize;
+        // Message-based apps cycle over these models so that even one app per mode covers path-style, plain
+        // and "" providers; the second chat app is priced in RMB.
         let chat_models = [0usize, 1, 2, 3];
-        for mode in Mode::ALL {
+        for &mode in app_modes {
             for n in 0..config.apps_per_mode {
                 let id = uuid_from(&mut rng);
                 let model = if mode.has_runs() {
                     None
+                } else if mode == Mode::Chat && n == 1 {
+                    Some(RMB_MODEL)
                 } else {
-                    chat_type_no += 1;
-                    Some(chat_models[(chat_type_no - 1) % chat_models.len()])
+                    message_app_no += 1;
+                    Some(chat_models[(message_app_no - 1) % chat_models.len()])
                 };
                 let created_at =
                     first - 30 * SECONDS_PER_DAY + i64::try_from(apps.len()).unwrap_or(0) * 600;
@@ -316,12 +449,27 @@ impl Workspace {
                     runs: Vec::new(),
                     debug_runs: Vec::new(),
                     run_index: HashMap::new(),
+                    conversations: Vec::new(),
+                    conversation_index: HashMap::new(),
                     messages: Vec::new(),
                 };
                 if mode.has_runs() {
                     generate_runs(&mut app, config, &mut rng, first);
                 } else {
-                    generate_messages(&mut app, config, &mut rng, first);
+                    let long = if mode == Mode::Chat && n == 0 {
+                        config.long_conversation_messages
+                    } else {
+                        0
+                    };
+                    generate_conversations(
+                        &mut app,
+                        &MessagePlan {
+                            long_conversation: long,
+                            ordinal: n as usize,
+                            ..plan
+                        },
+                        &mut rng,
+                    );
                 }
                 apps.push(app);
             }
@@ -365,6 +513,43 @@ impl Workspace {
     }
 }
 
+/// The workspace's three accounts and five end users (three service-API users, two web-app sessions).
+fn generate_people(rng: &mut ChaCha8Rng) -> (Vec<Account>, Vec<EndUser>) {
+    let accounts = ["owner", "editor", "developer"]
+        .iter()
+        .map(|who| Account {
+            id: uuid_from(rng),
+            name: format!("Sim {who}"),
+            email: format!("{who}@example.com"),
+        })
+        .collect();
+    let end_users = [
+        ("service_api", "customer-0042".to_owned()),
+        ("service_api", "alice@example.org".to_owned()),
+        ("browser", String::new()),
+        ("browser", String::new()),
+        ("service_api", "bob".to_owned()),
+    ]
+    .into_iter()
+    .map(|(kind, session)| {
+        let id = uuid_from(rng);
+        // Web-app sessions are opaque random strings in Dify.
+        let session_id = if session.is_empty() {
+            uuid_from(rng).simple().to_string()
+        } else {
+            session
+        };
+        EndUser {
+            id,
+            kind,
+            session_id,
+        }
+    })
+    .collect();
+
+    (accounts, end_users)
+}
+
 /// Draws a second of the day not used yet by this app's list, so timestamps never tie.
 fn distinct_second(
     rng: &mut ChaCha8Rng,
@@ -401,6 +586,23 @@ fn generate_runs(app: &mut App, config: &SimConfig, rng: &mut ChaCha8Rng, first:
             } else {
                 Creator::Nobody
             };
+            // Workflow apps (only they can start on a trigger node) get some triggered runs: plugin and
+            // webhook runs as an end user (Dify creates one per app for triggers), schedules as the owner.
+            let (triggered_from, creator) = if app.mode == Mode::Workflow && rng.random_bool(0.12) {
+                match rng.random_range(0..3u8) {
+                    0 => (
+                        TriggeredFrom::Webhook,
+                        Creator::EndUser(rng.random_range(0..5)),
+                    ),
+                    1 => (TriggeredFrom::Schedule, Creator::Account(0)),
+                    _ => (
+                        TriggeredFrom::Plugin,
+                        Creator::EndUser(rng.random_range(0..5)),
+                    ),
+                }
+            } else {
+                (TriggeredFrom::AppRun, creator)
+            };
             let roll: f64 = rng.random();
             let status = if roll < 0.1 {
                 RunStatus::Failed
@@ -414,7 +616,7 @@ fn generate_runs(app: &mut App, config: &SimConfig, rng: &mut ChaCha8Rng, first:
                 created_at,
                 status,
                 creator,
-                debug: false,
+                triggered_from,
             });
         }
         for _ in 0..config.runs_per_app_per_day.div_ceil(3) {
@@ -425,7 +627,7 @@ fn generate_runs(app: &mut App, config: &SimConfig, rng: &mut ChaCha8Rng, first:
                 created_at,
                 status: RunStatus::Succeeded,
                 creator,
-                debug: true,
+                triggered_from: TriggeredFrom::Debugging,
             });
         }
     }
@@ -444,36 +646,223 @@ fn generate_runs(app: &mut App, config: &SimConfig, rng: &mut ChaCha8Rng, first:
             .enumerate()
             .map(|(i, r)| (r.id, (true, i))),
     );
+    if app.mode == Mode::AdvancedChat {
+        conversations_from_runs(app);
+    }
 }
 
-fn generate_messages(app: &mut App, config: &SimConfig, rng: &mut ChaCha8Rng, first: i64) {
-    let Some(spec) = app.model.and_then(|m| MODELS.get(m)) else {
+/// An advanced-chat app's conversations: one per run, debugger ones from the editor's runs. Their message's
+/// tokens and price are the run's, computed from its nodes when served (placeholders here), and they never
+/// count as messages in either truth: the runs do.
+fn conversations_from_runs(app: &mut App) {
+    let runs = app.runs.iter().chain(&app.debug_runs).rev();
+    let (conversations, messages): (Vec<Conversation>, Vec<Message>) = runs
+        .enumerate()
+        .map(|(i, run)| {
+            let invoke_from = match (run.triggered_from, run.creator) {
+                (TriggeredFrom::Debugging, _) => InvokeFrom::Debugger,
+                (_, Creator::EndUser(u)) if u % 2 == 1 => InvokeFrom::WebApp,
+                (_, Creator::Account(_)) => InvokeFrom::Explore,
+                _ => InvokeFrom::ServiceApi,
+            };
+            let conversation = Conversation {
+                id: run_conversation_id(run.id),
+                sender: run.creator,
+                invoke_from,
+                model: 0,
+                is_deleted: false,
+                first_message: u32::try_from(i).unwrap_or(u32::MAX),
+                message_count: 1,
+            };
+            let message = Message {
+                id: run_message_id(run.id),
+                created_at: run.created_at,
+                message_tokens: 0,
+                answer_tokens: 0,
+                answered: true,
+            };
+            (conversation, message)
+        })
+        .unzip();
+    app.conversation_index = conversations
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id, u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
+    app.conversations = conversations;
+    app.messages = messages;
+}
+
+/// What every message-based app's conversations are generated from.
+#[derive(Debug, Clone, Copy)]
+struct MessagePlan {
+    first: i64,
+    days: u32,
+    per_day: u32,
+    per_conversation: u32,
+    /// Messages of one extra end-user conversation spread evenly over all days (0: none).
+    long_conversation: u32,
+    /// Start of the day after the window (capped at `now`): where "today's" messages go.
+    after_window: i64,
+    now: i64,
+    /// Which app of its mode this is (0-based).
+    ordinal: usize,
+}
+
+/// Index into [`MODELS`] of `qwen-max`, priced in RMB.
+const RMB_MODEL: usize = 5;
+
+/// The kinds of conversation, cycled so that even five conversations per app cover every case Dify has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConversationKind {
+    /// Service API end user, the app's current model.
+    EndUser,
+    /// An account on the explore page.
+    Explore,
+    /// A web-app end user on an older model, with one more message after the window.
+    OlderModelUpdatedLater,
+    /// An account in the editor's debugger.
+    Debugger,
+    /// An end user's conversation the admin deleted; its messages still count in Dify's statistics.
+    Deleted,
+}
+
+const CONVERSATION_KINDS: [ConversationKind; 5] = [
+    ConversationKind::EndUser,
+    ConversationKind::Explore,
+    ConversationKind::OlderModelUpdatedLater,
+    ConversationKind::Debugger,
+    ConversationKind::Deleted,
+];
+
+/// An end user of the wanted kind (`browser` for web-app sessions, `service_api` otherwise).
+fn end_user_of_kind(rng: &mut ChaCha8Rng, web_app: bool) -> u16 {
+    // Indices into `Workspace::end_users`: 2 and 3 are browser sessions, 0, 1 and 4 service API users.
+    if web_app {
+        rng.random_range(2..4)
+    } else {
+        [0u16, 1, 4][rng.random_range(0..3usize)]
+    }
+}
+
+fn generate_conversations(app: &mut App, plan: &MessagePlan, rng: &mut ChaCha8Rng) {
+    let Some(current) = app.model else {
         return;
     };
+    let older = if current == 3 { 0 } else { 3 };
     let mut used = HashSet::new();
-    for d in 0..i64::from(config.days) {
-        let base = first + d * SECONDS_PER_DAY;
-        for _ in 0..config.runs_per_app_per_day {
-            let created_at = distinct_second(rng, &mut used, base, 0..86_400);
-            let prompt = rng.random_range(10..3000u64);
-            let completion = rng.random_range(0..800u64);
-            // The empty-provider model has no pricing in Dify here, and one message in ten is unpriced.
-            let price = if spec.provider.is_empty() || rng.random_bool(0.1) {
-                None
-            } else {
-                Some(
-                    ModelSpec::price(prompt, spec.prompt_unit_price())
-                        + ModelSpec::price(completion, spec.completion_unit_price()),
-                )
-            };
-            app.messages.push(Message {
-                created_at,
-                tokens: prompt + completion,
-                price,
-            });
+    let mut times = Vec::new();
+    for d in 0..i64::from(plan.days) {
+        let base = plan.first + d * SECONDS_PER_DAY;
+        for _ in 0..plan.per_day {
+            times.push(distinct_second(rng, &mut used, base, 0..86_400));
         }
     }
-    app.messages.sort_by_key(|m| m.created_at);
+    times.sort_unstable();
+    // A completion app answers each request in a conversation of its own.
+    let size = if app.mode == Mode::Completion {
+        1
+    } else {
+        plan.per_conversation as usize
+    };
+    for (k, chunk) in times.chunks(size).enumerate() {
+        // Each app of a mode starts the cycle one kind later, so small worlds still show every kind.
+        let kind = CONVERSATION_KINDS[(k + plan.ordinal) % CONVERSATION_KINDS.len()];
+        let (sender, invoke_from) = match kind {
+            ConversationKind::EndUser | ConversationKind::Deleted => (
+                Creator::EndUser(end_user_of_kind(rng, false)),
+                InvokeFrom::ServiceApi,
+            ),
+            ConversationKind::OlderModelUpdatedLater => (
+                Creator::EndUser(end_user_of_kind(rng, true)),
+                InvokeFrom::WebApp,
+            ),
+            ConversationKind::Explore => (
+                Creator::Account(rng.random_range(0..3)),
+                InvokeFrom::Explore,
+            ),
+            ConversationKind::Debugger => (
+                Creator::Account(rng.random_range(0..3)),
+                InvokeFrom::Debugger,
+            ),
+        };
+        let model = if kind == ConversationKind::OlderModelUpdatedLater {
+            older
+        } else {
+            current
+        };
+        let mut at: Vec<i64> = chunk.to_vec();
+        if kind == ConversationKind::OlderModelUpdatedLater && app.mode != Mode::Completion {
+            let later = (plan.after_window + rng.random_range(0..86_400)).min(plan.now - 1);
+            at.push(later.max(chunk[chunk.len() - 1] + 1));
+        }
+        push_conversation(
+            app,
+            rng,
+            (sender, invoke_from, model),
+            kind == ConversationKind::Deleted,
+            &at,
+        );
+    }
+    if plan.long_conversation > 0 {
+        let span = i64::from(plan.days) * SECONDS_PER_DAY;
+        let n = i64::from(plan.long_conversation);
+        let at: Vec<i64> = (0..n)
+            .map(|k| plan.first + (2 * k + 1) * span / (2 * n))
+            .collect();
+        push_conversation(
+            app,
+            rng,
+            (Creator::EndUser(0), InvokeFrom::ServiceApi, current),
+            false,
+            &at,
+        );
+    }
+    app.conversation_index = app
+        .conversations
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id, u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
+}
+
+/// Adds one conversation with a message at each of `at` (strictly increasing Unix seconds).
+fn push_conversation(
+    app: &mut App,
+    rng: &mut ChaCha8Rng,
+    (sender, invoke_from, model): (Creator, InvokeFrom, usize),
+    is_deleted: bool,
+    at: &[i64],
+) {
+    app.conversations.push(Conversation {
+        id: uuid_from(rng),
+        sender,
+        invoke_from,
+        model,
+        is_deleted,
+        first_message: u32::try_from(app.messages.len()).unwrap_or(u32::MAX),
+        message_count: u32::try_from(at.len()).unwrap_or(u32::MAX),
+    });
+    for &created_at in at {
+        app.messages.push(generate_message(rng, created_at));
+    }
+}
+
+/// One message; one in twenty failed before the model answered.
+pub(crate) fn generate_message(rng: &mut ChaCha8Rng, created_at: i64) -> Message {
+    let answered = !rng.random_bool(0.05);
+    let (message_tokens, answer_tokens) = if answered {
+        (rng.random_range(10..3000u32), rng.random_range(1..800u32))
+    } else {
+        (0, 0)
+    };
+    Message {
+        id: uuid_from(rng),
+        created_at,
+        message_tokens,
+        answer_tokens,
+        answered,
+    }
 }
 
 /// The usage object of a model node (DIFY-API.md section 3).

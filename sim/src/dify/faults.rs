@@ -47,6 +47,15 @@ pub struct SimStats {
     /// Injected faults in total and per status.
     pub faults_injected: u64,
     pub faults_by_status: BTreeMap<u16, u64>,
+    /// `GET .../chat-conversations/{cid}` and `.../completion-conversations/{cid}`: each marks a conversation
+    /// read for the admin, a side effect the exporter must never cause.
+    pub conversation_detail_requests: u64,
+    /// `GET .../chat-conversations` (listing).
+    pub chat_conversations_requests: u64,
+    /// `GET .../chat-messages`.
+    pub chat_messages_requests: u64,
+    /// `GET .../workflow-runs/{run_id}` (run detail), which the exporter never needs.
+    pub run_detail_requests: u64,
 }
 
 /// Live counters behind [`SimStats`].
@@ -83,7 +92,19 @@ impl Counters {
 
     pub(crate) fn snapshot(&self) -> SimStats {
         let locked = self.locked();
+        let route = |template: &str| {
+            locked
+                .by_route
+                .get(&format!("GET /console/api/apps/{{app_id}}/{template}"))
+                .copied()
+                .unwrap_or_default()
+        };
         SimStats {
+            conversation_detail_requests: route("chat-conversations/{conversation_id}")
+                + route("completion-conversations/{conversation_id}"),
+            chat_conversations_requests: route("chat-conversations"),
+            chat_messages_requests: route("chat-messages"),
+            run_detail_requests: route("workflow-runs/{run_id}"),
             requests_total: self.requests_total.load(Ordering::SeqCst),
             requests_by_route: locked.by_route.clone(),
             max_in_flight: self.max_in_flight.load(Ordering::SeqCst),

@@ -5,13 +5,16 @@
 //! answering. Every handle method is a plain sync call; dropping the handle stops the server.
 //!
 //! Modules: `config` (what to simulate), `data` (the seeded workspace and lazy node executions), `truth` (the
-//! totals the exporter must produce), `auth` (version-specific login, cookies, CSRF, expiry), `faults`
-//! (request accounting, delays, injected errors), `routes` (the HTTP surface).
+//! records each exporter source must produce), `auth` (version-specific login, cookies, CSRF, expiry), `faults`
+//! (request accounting, delays, injected errors), `live` (the little state requests change), `routes` (the HTTP
+//! surface). Which Dify file each response shape follows is in `sim/DIFY-SOURCES.md`.
 
 mod auth;
+mod chat;
 mod config;
 mod data;
 mod faults;
+mod live;
 mod routes;
 mod truth;
 
@@ -29,24 +32,40 @@ pub use config::{AuthMode, Credentials, Faults, SimConfig};
 pub use faults::{LoginAttempt, SimStats};
 pub use truth::{TokenSplit, TruthRecord, normalize_provider};
 
+/// Which exporter source a truth is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Api,
+    Database,
+}
+
 /// Everything the request handlers share.
 #[derive(Debug)]
 struct SimState {
     config: SimConfig,
     credentials: Credentials,
     workspace: data::Workspace,
-    /// Computed on first use: it walks every run's nodes, which the benchmark's 200,000 runs make slow-ish.
-    truth: OnceLock<Vec<TruthRecord>>,
+    /// Computed on first use: they walk every run's nodes, which the benchmark's 200,000 runs make slow-ish.
+    truth_api: OnceLock<Vec<TruthRecord>>,
+    truth_database: OnceLock<Vec<TruthRecord>>,
+    /// What requests changed: the bump fault's messages and conversations marked read.
+    live: Mutex<live::Live>,
     auth: auth::AuthState,
     counters: faults::Counters,
     fault_rng: Mutex<ChaCha8Rng>,
 }
 
 impl SimState {
-    fn truth(&self, from: NaiveDate, to: NaiveDate) -> Vec<TruthRecord> {
-        self.truth
-            .get_or_init(|| truth::compute(&self.workspace))
-            .iter()
+    fn truth(&self, source: Source, from: NaiveDate, to: NaiveDate) -> Vec<TruthRecord> {
+        let all = match source {
+            Source::Api => self
+                .truth_api
+                .get_or_init(|| truth::compute_api(&self.workspace)),
+            Source::Database => self
+                .truth_database
+                .get_or_init(|| truth::compute_database(&self.workspace)),
+        };
+        all.iter()
             .filter(|r| r.usage_date >= from && r.usage_date <= to)
             .cloned()
             .collect()
@@ -78,7 +97,19 @@ impl DifySim {
         if !(0.0..=1.0).contains(&config.faults.error_share) {
             return Err(invalid("faults.error_share must be between 0.0 and 1.0"));
         }
-        let workspace = data::Workspace::generate(&config, tz);
+        let modes = config
+            .modes
+            .iter()
+            .map(|name| {
+                data::Mode::parse(name).ok_or_else(|| {
+                    invalid(&format!(
+                        "modes: unknown app mode {name:?}; allowed: workflow, advanced-chat, chat, agent-chat, completion, agent"
+                    ))
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let workspace =
+            data::Workspace::generate(&config, tz, &modes, chrono::Utc::now().timestamp());
         // Streams derived from the seed, distinct from the workspace's so a fault draw never shifts the data.
         let auth = auth::AuthState::new(ChaCha8Rng::seed_from_u64(config.seed ^ 0xA07A_0000));
         let fault_rng = Mutex::new(ChaCha8Rng::seed_from_u64(config.seed ^ 0xFA17_0000));
@@ -102,7 +133,9 @@ impl DifySim {
             config,
             credentials,
             workspace,
-            truth: OnceLock::new(),
+            truth_api: OnceLock::new(),
+            truth_database: OnceLock::new(),
+            live: Mutex::default(),
             auth,
             counters: faults::Counters::default(),
             fault_rng,
@@ -138,10 +171,18 @@ impl DifySim {
         format!("http://{}", self.addr)
     }
 
-    /// The exact records the exporter must produce for the UTC days `from..=to`, sorted by key.
+    /// The exact records the exporter's console API source must produce for the UTC days `from..=to`, sorted
+    /// by key (ARCHITECTURE.md 7.3).
     #[must_use]
     pub fn truth(&self, from: NaiveDate, to: NaiveDate) -> Vec<TruthRecord> {
-        self.state.truth(from, to)
+        self.state.truth(Source::Api, from, to)
+    }
+
+    /// The exact records the exporter's database source must produce for the UTC days `from..=to` once this
+    /// workspace is loaded into PostgreSQL, sorted by key (DIFY-DB.md section 3).
+    #[must_use]
+    pub fn truth_database(&self, from: NaiveDate, to: NaiveDate) -> Vec<TruthRecord> {
+        self.state.truth(Source::Database, from, to)
     }
 
     /// Counters of what the simulator has seen so far.

@@ -19,10 +19,11 @@ use uuid::Uuid;
 use super::SimState;
 use super::auth::{self, authenticate};
 use super::data::{
-    App, Creator, MODELS, Mode, ModelSpec, Node, NodeKind, Run, Usage, Workspace, generate_nodes,
+    App, Creator, InvokeFrom, MODELS, Mode, ModelSpec, Node, NodeKind, Run, RunStatus,
+    TriggeredFrom, Usage, Workspace, generate_nodes, run_conversation_id, run_message_id,
     run_totals,
 };
-use super::faults;
+use super::{Source, chat, faults};
 
 /// Dify's error body `{"code","message","status"}` with its status.
 #[derive(Debug)]
@@ -58,8 +59,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
+pub(crate) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 pub(crate) fn router(state: Arc<SimState>) -> Router {
     Router::new()
@@ -77,8 +78,32 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
             get(workflow_runs),
         )
         .route(
+            "/console/api/apps/{app_id}/workflow-runs/{run_id}",
+            get(run_detail),
+        )
+        .route(
             "/console/api/apps/{app_id}/workflow-runs/{run_id}/node-executions",
             get(node_executions),
+        )
+        .route(
+            "/console/api/apps/{app_id}/chat-conversations",
+            get(chat::chat_conversations),
+        )
+        .route(
+            "/console/api/apps/{app_id}/chat-conversations/{conversation_id}",
+            get(chat::chat_conversation_detail),
+        )
+        .route(
+            "/console/api/apps/{app_id}/completion-conversations",
+            get(chat::completion_conversations),
+        )
+        .route(
+            "/console/api/apps/{app_id}/completion-conversations/{conversation_id}",
+            get(chat::completion_conversation_detail),
+        )
+        .route(
+            "/console/api/apps/{app_id}/chat-messages",
+            get(chat::chat_messages),
         )
         .route(
             "/console/api/apps/{app_id}/statistics/token-costs",
@@ -103,7 +128,7 @@ async fn not_found() -> ApiError {
     )
 }
 
-fn params(query: Params) -> Result<HashMap<String, String>, ApiError> {
+pub(crate) fn params(query: Params) -> Result<HashMap<String, String>, ApiError> {
     query
         .map(|Query(q)| q)
         .map_err(|e| ApiError::invalid_param(format!("Bad query string: {e}")))
@@ -127,19 +152,19 @@ fn int_param(
     }
 }
 
-fn limit_param(q: &HashMap<String, String>) -> Result<usize, ApiError> {
+pub(crate) fn limit_param(q: &HashMap<String, String>) -> Result<usize, ApiError> {
     int_param(q, "limit", 20, 100)
 }
 
-fn page_param(q: &HashMap<String, String>) -> Result<usize, ApiError> {
+pub(crate) fn page_param(q: &HashMap<String, String>) -> Result<usize, ApiError> {
     int_param(q, "page", 1, 99_999)
 }
 
-fn find_app<'w>(ws: &'w Workspace, app_id: &str) -> Result<&'w App, ApiError> {
+pub(crate) fn find_app<'w>(ws: &'w Workspace, app_id: &str) -> Result<&'w App, ApiError> {
     ws.app(app_id).ok_or_else(ApiError::app_not_found)
 }
 
-fn require_mode(app: &App, modes: &[Mode]) -> Result<(), ApiError> {
+pub(crate) fn require_mode(app: &App, modes: &[Mode]) -> Result<(), ApiError> {
     if modes.contains(&app.mode) {
         Ok(())
     } else {
@@ -204,17 +229,13 @@ async fn apps(State(state): State<Arc<SimState>>, headers: HeaderMap, query: Par
     let q = params(query)?;
     let page = page_param(&q)?;
     let limit = limit_param(&q)?;
-    let mode = match q.get("mode").map(String::as_str) {
-        None | Some("all") => None,
-        Some(m) => Some(
-            Mode::ALL
-                .into_iter()
-                .find(|x| x.as_str() == m)
-                .ok_or_else(|| {
-                    ApiError::invalid_param(format!("mode: {m} is not a valid choice."))
-                })?,
-        ),
-    };
+    let mode =
+        match q.get("mode").map(String::as_str) {
+            None | Some("all") => None,
+            Some(m) => Some(Mode::parse(m).ok_or_else(|| {
+                ApiError::invalid_param(format!("mode: {m} is not a valid choice."))
+            })?),
+        };
     let ws = &state.workspace;
     let matching: Vec<&App> = ws
         .apps
@@ -270,26 +291,74 @@ fn role(creator: Creator) -> &'static str {
     }
 }
 
-/// A run as the run list and the app logs show it; `total_tokens` comes from its regenerated nodes.
-fn run_json(ws: &Workspace, app: &App, run: &Run) -> Value {
+/// What a run's regenerated nodes say about it.
+struct RunFacts {
+    total_tokens: u64,
+    total_steps: usize,
+    finished_at: i64,
+}
+
+fn run_facts(ws: &Workspace, app: &App, run: &Run) -> RunFacts {
     let nodes = generate_nodes(ws.seed, app.mode, run);
     let (total_tokens, _) = run_totals(&nodes);
-    let finished_at = nodes.last().map_or(run.created_at, |n| n.created_at + 1);
+    RunFacts {
+        total_tokens,
+        total_steps: nodes.len(),
+        finished_at: nodes.last().map_or(run.created_at, |n| n.created_at + 1),
+    }
+}
+
+fn run_error(run: &Run) -> Value {
+    if run.status == RunStatus::Failed {
+        Value::from("Node LLM run failed")
+    } else {
+        Value::Null
+    }
+}
+
+const RUN_VERSION: &str = "2025-01-01 00:00:00.000000";
+
+/// A row of `workflow-runs`: `workflow_run_for_list_fields` (`WorkflowRunForListResponse`), which carries the
+/// account that started the run and never its end user; advanced-chat rows add the conversation and message.
+fn run_list_json(ws: &Workspace, app: &App, run: &Run) -> Value {
+    let f = run_facts(ws, app, run);
     let mut value = json!({
-        "id": run.id, "version": "2025-01-01 00:00:00.000000", "status": run.status.as_str(),
-        "error": if run.status == super::data::RunStatus::Failed { Value::from("Node LLM run failed") } else { Value::Null },
-        "elapsed_time": finished_at - run.created_at, "total_tokens": total_tokens,
-        "total_steps": nodes.len(), "exceptions_count": 0, "retry_index": 0,
-        "triggered_from": if run.debug { "debugging" } else { "app-run" },
-        "created_by_role": role(run.creator),
-        "created_by_account": account_json(ws, run.creator), "created_by_end_user": end_user_json(ws, run.creator),
-        "created_at": run.created_at, "finished_at": finished_at,
+        "id": run.id, "version": RUN_VERSION, "status": run.status.as_str(),
+        "elapsed_time": f.finished_at - run.created_at, "total_tokens": f.total_tokens,
+        "total_steps": f.total_steps, "created_by_account": account_json(ws, run.creator),
+        "created_at": run.created_at, "finished_at": f.finished_at, "exceptions_count": 0, "retry_index": 0,
     });
     if app.mode == Mode::AdvancedChat {
-        value["conversation_id"] = json!(Uuid::from_u128(run.id.as_u128() ^ 0xC0));
-        value["message_id"] = json!(Uuid::from_u128(run.id.as_u128() ^ 0x3E));
+        value["conversation_id"] = json!(run_conversation_id(run.id));
+        value["message_id"] = json!(run_message_id(run.id));
     }
     value
+}
+
+/// The run inside a `workflow-app-logs` row: `workflow_run_for_log_fields`.
+fn run_log_json(ws: &Workspace, app: &App, run: &Run) -> Value {
+    let f = run_facts(ws, app, run);
+    json!({
+        "id": run.id, "version": RUN_VERSION, "status": run.status.as_str(),
+        "triggered_from": run.triggered_from.as_str(), "error": run_error(run),
+        "elapsed_time": f.finished_at - run.created_at, "total_tokens": f.total_tokens,
+        "total_steps": f.total_steps, "created_at": run.created_at, "finished_at": f.finished_at,
+        "exceptions_count": 0,
+    })
+}
+
+/// `GET .../workflow-runs/{run_id}`: `workflow_run_detail_fields` (`WorkflowRunDetailResponse`), with the creator.
+fn run_detail_json(ws: &Workspace, app: &App, run: &Run) -> Value {
+    let f = run_facts(ws, app, run);
+    json!({
+        "id": run.id, "version": RUN_VERSION, "graph": {"nodes": [], "edges": []}, "inputs": {},
+        "status": run.status.as_str(), "outputs": {}, "error": run_error(run),
+        "elapsed_time": f.finished_at - run.created_at, "total_tokens": f.total_tokens,
+        "total_steps": f.total_steps, "created_by_role": role(run.creator),
+        "created_by_account": account_json(ws, run.creator),
+        "created_by_end_user": end_user_json(ws, run.creator),
+        "created_at": run.created_at, "finished_at": f.finished_at, "exceptions_count": 0,
+    })
 }
 
 /// ISO 8601 as Dify's `isoparse` takes it: naive means UTC; an offset is converted to UTC.
@@ -350,15 +419,17 @@ async fn workflow_app_logs(
         .skip((page - 1).saturating_mul(limit))
         .take(limit)
         .map(|run| {
-            let created_from = match run.creator {
-                Creator::EndUser(i) if i % 2 == 0 => "service-api",
-                Creator::EndUser(_) => "web-app",
-                Creator::Account(_) => "installed-app",
-                Creator::Nobody => "service-api",
+            // Triggered runs are executed as service-API calls, so Dify logs them as such.
+            let created_from = match (run.triggered_from, run.creator) {
+                (TriggeredFrom::AppRun, Creator::EndUser(i)) if i % 2 == 1 => "web-app",
+                (TriggeredFrom::AppRun, Creator::Account(_)) => "installed-app",
+                _ => "service-api",
             };
             json!({
                 "id": Uuid::from_u128(run.id.as_u128() ^ 0x1065),
-                "workflow_run": run_json(ws, app, run),
+                "workflow_run": run_log_json(ws, app, run),
+                // Dify >= 1.10 adds `details` (trigger metadata); null when the log has none.
+                "details": null,
                 "created_from": created_from, "created_by_role": role(run.creator),
                 "created_by_account": account_json(ws, run.creator),
                 "created_by_end_user": end_user_json(ws, run.creator),
@@ -393,32 +464,71 @@ async fn workflow_runs(
             )));
         }
     };
-    let list = if debug { &app.debug_runs } else { &app.runs };
+    // `triggered_from=app-run` lists only runs started from the app itself: triggered runs (webhook,
+    // schedule, plugin) are in `app.runs` but match neither choice.
+    let (list, wanted) = if debug {
+        (&app.debug_runs, TriggeredFrom::Debugging)
+    } else {
+        (&app.runs, TriggeredFrom::AppRun)
+    };
     let start = match q.get("last_id") {
         None => 0,
         Some(raw) => {
             let found = Uuid::parse_str(raw)
                 .ok()
                 .and_then(|id| app.run_index.get(&id))
-                .filter(|&&(is_debug, _)| is_debug == debug);
+                .filter(|&&(is_debug, i)| {
+                    is_debug == debug && list.get(i).is_some_and(|r| r.triggered_from == wanted)
+                });
             match found {
                 Some(&(_, i)) => i + 1,
                 None => return Err(ApiError::invalid_param("Last workflow run not exists")),
             }
         }
     };
-    let rest = list.get(start..).unwrap_or_default();
-    let data: Vec<Value> = rest
+    let mut rest = list
+        .get(start..)
+        .unwrap_or_default()
         .iter()
+        .filter(|r| r.triggered_from == wanted);
+    let data: Vec<Value> = rest
+        .by_ref()
         .take(limit)
-        .map(|run| run_json(ws, app, run))
+        .map(|run| run_list_json(ws, app, run))
         .collect();
+    let has_more = rest.next().is_some();
     Ok(Json(
-        json!({"limit": limit, "has_more": rest.len() > limit, "data": data}),
+        json!({"limit": limit, "has_more": has_more, "data": data}),
     ))
 }
 
-fn usage_json(spec: &ModelSpec, usage: &Usage) -> Value {
+fn find_run<'a>(app: &'a App, run_id: &str) -> Result<&'a Run, ApiError> {
+    Uuid::parse_str(run_id)
+        .ok()
+        .and_then(|id| app.find_run(id))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Workflow run not found.",
+            )
+        })
+}
+
+/// `GET /apps/{id}/workflow-runs/{run_id}`: served, and counted, so a test can show the exporter never needs it.
+async fn run_detail(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path((app_id, run_id)): Path<(String, String)>,
+) -> ApiResult {
+    authenticate(&state, &headers)?;
+    let ws = &state.workspace;
+    let app = find_app(ws, &app_id)?;
+    require_mode(app, &[Mode::AdvancedChat, Mode::Workflow])?;
+    Ok(Json(run_detail_json(ws, app, find_run(app, &run_id)?)))
+}
+
+pub(crate) fn usage_json(spec: &ModelSpec, usage: &Usage) -> Value {
     let unit = ModelSpec::price_unit().to_string();
     json!({
         "prompt_tokens": usage.prompt_tokens, "prompt_unit_price": spec.prompt_unit_price().to_string(),
@@ -506,16 +616,7 @@ async fn node_executions(
     let ws = &state.workspace;
     let app = find_app(ws, &app_id)?;
     require_mode(app, &[Mode::AdvancedChat, Mode::Workflow])?;
-    let run = Uuid::parse_str(&run_id)
-        .ok()
-        .and_then(|id| app.find_run(id))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "Workflow run not found.",
-            )
-        })?;
+    let run = find_run(app, &run_id)?;
     let data: Vec<Value> = generate_nodes(ws.seed, app.mode, run)
         .iter()
         .map(|n| node_json(ws, run, n))
@@ -523,36 +624,48 @@ async fn node_executions(
     Ok(Json(json!({"data": data})))
 }
 
-/// `start`/`end` as `YYYY-MM-DD HH:MM` in the account timezone, converted to a UTC `[start, end)` window.
-fn stats_window(ws: &Workspace, q: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
-    let bound = |name: &str, default: i64| -> Result<i64, ApiError> {
-        let Some(raw) = q.get(name) else {
-            return Ok(default);
-        };
-        let local = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M").map_err(|_| {
-            ApiError::invalid_param(format!(
-                "{name}: {raw} does not match the format YYYY-MM-DD HH:MM."
-            ))
-        })?;
-        ws.tz
-            .from_local_datetime(&local)
-            .earliest()
-            .map(|t| t.timestamp())
-            .ok_or_else(|| {
-                ApiError::invalid_param(format!("{name}: {raw} does not exist in {}.", ws.tz_name))
-            })
+/// A `YYYY-MM-DD HH:MM` parameter in the account timezone as Unix seconds, if present.
+pub(crate) fn local_minute_param(
+    ws: &Workspace,
+    q: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = q.get(name).filter(|raw| !raw.is_empty()) else {
+        return Ok(None);
     };
-    Ok((bound("start", i64::MIN)?, bound("end", i64::MAX)?))
+    let local = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M").map_err(|_| {
+        ApiError::invalid_param(format!(
+            "{name}: {raw} does not match the format YYYY-MM-DD HH:MM."
+        ))
+    })?;
+    ws.tz
+        .from_local_datetime(&local)
+        .earliest()
+        .map(|t| Some(t.timestamp()))
+        .ok_or_else(|| {
+            ApiError::invalid_param(format!("{name}: {raw} does not exist in {}.", ws.tz_name))
+        })
 }
 
-/// (timestamp, tokens, price, messages) of everything the statistics endpoints count for an app.
+/// `start`/`end` of the statistics endpoints, converted to a UTC `[start, end)` window.
+fn stats_window(ws: &Workspace, q: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
+    Ok((
+        local_minute_param(ws, q, "start")?.unwrap_or(i64::MIN),
+        local_minute_param(ws, q, "end")?.unwrap_or(i64::MAX),
+    ))
+}
+
+/// (timestamp, tokens, price) of everything the statistics endpoints count for an app: every message not sent
+/// from the debugger, deleted conversations included (`api/controllers/console/app/statistic.py`).
 fn stat_items(ws: &Workspace, app: &App, from: i64, to: i64) -> Vec<(i64, u64, Option<Decimal>)> {
     let inside = |t: i64| t >= from && t < to;
-    match app.mode {
-        Mode::Workflow => Vec::new(),
+    if app.mode.has_runs() {
         // An advanced-chat run answers one message; its tokens are the run's. The exporter must not add these
-        // to the same runs' node usage.
-        Mode::AdvancedChat => app
+        // to the same runs' node usage. Workflow apps have no messages.
+        if app.mode == Mode::Workflow {
+            return Vec::new();
+        }
+        return app
             .runs
             .iter()
             .filter(|r| inside(r.created_at))
@@ -560,14 +673,19 @@ fn stat_items(ws: &Workspace, app: &App, from: i64, to: i64) -> Vec<(i64, u64, O
                 let (tokens, price) = run_totals(&generate_nodes(ws.seed, app.mode, r));
                 (r.created_at, tokens, Some(price))
             })
-            .collect(),
-        Mode::Chat | Mode::AgentChat | Mode::Completion => app
-            .messages
-            .iter()
-            .filter(|m| inside(m.created_at))
-            .map(|m| (m.created_at, m.tokens, m.price))
-            .collect(),
+            .collect();
     }
+    app.conversations
+        .iter()
+        .filter(|c| c.invoke_from != InvokeFrom::Debugger)
+        .flat_map(|c| {
+            let spec = &MODELS[c.model];
+            app.conversation_messages(c)
+                .iter()
+                .filter(|m| inside(m.created_at))
+                .map(move |m| (m.created_at, m.total_tokens(), m.price(spec)))
+        })
+        .collect()
 }
 
 /// Rows grouped by account-timezone day: (tokens, price sum or None when nothing was priced, messages).
@@ -658,7 +776,16 @@ async fn sim_truth(State(state): State<Arc<SimState>>, query: Params) -> ApiResu
     let q = params(query)?;
     let from = date_param(&q, "from", NaiveDate::MIN)?;
     let to = date_param(&q, "to", NaiveDate::MAX)?;
-    Ok(Json(json!({"records": state.truth(from, to)})))
+    let source = match q.get("source").map_or("api", String::as_str) {
+        "api" => Source::Api,
+        "database" => Source::Database,
+        other => {
+            return Err(ApiError::invalid_param(format!(
+                "source: {other} is not api or database."
+            )));
+        }
+    };
+    Ok(Json(json!({"records": state.truth(source, from, to)})))
 }
 
 async fn sim_stats(State(state): State<Arc<SimState>>) -> Json<super::SimStats> {

@@ -1,14 +1,17 @@
-//! The exact usage totals the exporter must deliver for the generated workspace, computed by the exporter's
-//! own rules (ARCHITECTURE.md 7.3) from the simulator's data rather than from its HTTP answers, so that a test
-//! comparing the two catches mistakes on either side.
+//! The exact usage records the exporter must deliver for the generated workspace, computed from the simulator's
+//! data rather than from its HTTP answers, so that a test comparing the two catches mistakes on either side.
+//! Two sources, two truths: [`compute_api`] follows the console API rules (ARCHITECTURE.md 7.3), where account
+//! messages and deleted conversations are only visible inside Dify's daily statistics; [`compute_database`]
+//! follows DIFY-DB.md section 3, where every message is a row with its own user, model and currency. Workflow
+//! runs count the same in both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::data::{MODELS, NodeKind, Workspace, generate_nodes, utc_day};
+use super::data::{App, InvokeFrom, MODELS, Mode, NodeKind, Workspace, generate_nodes, utc_day};
 
 /// Whether input and output tokens are known separately or only their total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,12 +64,48 @@ struct Acc {
     total_only: bool,
 }
 
-/// Every record of the workspace, sorted by key.
-pub(crate) fn compute(ws: &Workspace) -> Vec<TruthRecord> {
-    let mut acc: BTreeMap<Key, Acc> = BTreeMap::new();
-    for app in &ws.apps {
-        let app_id = app.id.to_string();
-        // Only production runs: debug runs are served but never count.
+/// Records keyed and summed like the exporter's aggregation.
+#[derive(Default)]
+struct Records(BTreeMap<Key, Acc>);
+
+/// What one usage item adds to its record.
+struct Item<'a> {
+    day: NaiveDate,
+    user: &'a str,
+    provider: &'a str,
+    model: &'a str,
+    currency: &'a str,
+    input: u64,
+    output: u64,
+    total: u64,
+    cost: Decimal,
+    requests: u64,
+    total_only: bool,
+}
+
+impl Records {
+    fn add(&mut self, app: &App, item: &Item<'_>) {
+        let key = (
+            item.day,
+            app.id.to_string(),
+            item.user.to_owned(),
+            normalize_provider(item.provider),
+            item.model.to_owned(),
+            item.currency.to_owned(),
+        );
+        let a = self.0.entry(key).or_default();
+        a.app_name.clone_from(&app.name);
+        a.input += item.input;
+        a.output += item.output;
+        a.total += item.total;
+        a.cost += item.cost;
+        a.requests += item.requests;
+        a.total_only |= item.total_only;
+    }
+
+    /// Every node with its own usage of every production run (app-run and triggered; never debug runs or
+    /// iteration/loop containers), on the UTC day of the run, for the run's creator.
+    fn add_runs(&mut self, ws: &Workspace, app: &App) {
         for run in &app.runs {
             let day = utc_day(run.created_at);
             let user = ws.user_of(run.creator);
@@ -87,69 +126,221 @@ pub(crate) fn compute(ws: &Workspace) -> Vec<TruthRecord> {
                     } => (model, total_tokens, 0, total_tokens, total_price, true),
                     NodeKind::Plain | NodeKind::Container { .. } => continue,
                 };
-                let spec = MODELS[model];
-                let key = (
-                    day,
-                    app_id.clone(),
-                    user.to_owned(),
-                    normalize_provider(spec.provider),
-                    spec.name.to_owned(),
-                    spec.currency.to_owned(),
+                let spec = &MODELS[model];
+                self.add(
+                    app,
+                    &Item {
+                        day,
+                        user,
+                        provider: spec.provider,
+                        model: spec.name,
+                        currency: spec.currency,
+                        input,
+                        output,
+                        total,
+                        cost,
+                        requests: 1,
+                        total_only,
+                    },
                 );
-                let a = acc.entry(key).or_default();
-                a.app_name.clone_from(&app.name);
-                a.input += input;
-                a.output += output;
-                a.total += total;
-                a.cost += cost;
-                a.requests += 1;
-                a.total_only |= total_only;
-            }
-        }
-        // Chat types: token costs give only a daily total and no user; the request count is the message count.
-        if let Some(spec) = app.model.and_then(|m| MODELS.get(m)) {
-            for message in &app.messages {
-                let key = (
-                    utc_day(message.created_at),
-                    app_id.clone(),
-                    String::new(),
-                    normalize_provider(spec.provider),
-                    spec.name.to_owned(),
-                    "USD".to_owned(),
-                );
-                let a = acc.entry(key).or_default();
-                a.app_name.clone_from(&app.name);
-                a.input += message.tokens;
-                a.total += message.tokens;
-                a.cost += message.price.unwrap_or_default();
-                a.requests += 1;
-                a.total_only = true;
             }
         }
     }
-    acc.into_iter()
-        .map(
-            |((usage_date, app_id, user, provider, model, currency), a)| TruthRecord {
-                usage_date,
-                app_id,
-                app_name: a.app_name,
-                user,
-                provider,
-                model,
-                currency,
-                input_tokens: a.input,
-                output_tokens: a.output,
-                total_tokens: a.total,
-                request_count: a.requests,
-                cost: a.cost,
-                token_split: if a.total_only {
-                    TokenSplit::TotalOnly
-                } else {
-                    TokenSplit::Exact
+
+    fn into_truth(self) -> Vec<TruthRecord> {
+        self.0
+            .into_iter()
+            .map(
+                |((usage_date, app_id, user, provider, model, currency), a)| TruthRecord {
+                    usage_date,
+                    app_id,
+                    app_name: a.app_name,
+                    user,
+                    provider,
+                    model,
+                    currency,
+                    input_tokens: a.input,
+                    output_tokens: a.output,
+                    total_tokens: a.total,
+                    request_count: a.requests,
+                    cost: a.cost,
+                    token_split: if a.total_only {
+                        TokenSplit::TotalOnly
+                    } else {
+                        TokenSplit::Exact
+                    },
                 },
+            )
+            .collect()
+    }
+}
+
+/// (tokens, price, messages) summed per UTC day.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DayTotals {
+    pub(crate) tokens: u64,
+    pub(crate) price: Decimal,
+    pub(crate) messages: u64,
+}
+
+impl DayTotals {
+    fn add(&mut self, tokens: u64, price: Decimal) {
+        self.tokens += tokens;
+        self.price += price;
+        self.messages += 1;
+    }
+}
+
+/// What Dify's `token-costs` and `daily-messages` count for a message-based app, per UTC day: every message
+/// whose `invoke_from` is not `debugger`, deleted conversations included (statistic.py's SQL).
+pub(crate) fn statistics_by_utc_day(app: &App) -> BTreeMap<NaiveDate, DayTotals> {
+    let mut days: BTreeMap<NaiveDate, DayTotals> = BTreeMap::new();
+    for conversation in app
+        .conversations
+        .iter()
+        .filter(|c| c.invoke_from != InvokeFrom::Debugger)
+    {
+        let spec = &MODELS[conversation.model];
+        for m in app.conversation_messages(conversation) {
+            days.entry(utc_day(m.created_at))
+                .or_default()
+                .add(m.total_tokens(), m.price(spec).unwrap_or_default());
+        }
+    }
+    days
+}
+
+/// The console API source's records (ARCHITECTURE.md 7.3), sorted by key.
+pub(crate) fn compute_api(ws: &Workspace) -> Vec<TruthRecord> {
+    let mut records = Records::default();
+    for app in &ws.apps {
+        match app.mode {
+            Mode::Workflow | Mode::AdvancedChat => records.add_runs(ws, app),
+            Mode::Chat | Mode::AgentChat => add_chat_api(ws, app, &mut records),
+            Mode::Completion => add_remainders(app, &mut records, &BTreeMap::new()),
+            // Not collected by the exporter: it only names the app in its log.
+            Mode::Agent => {}
+        }
+    }
+    records.into_truth()
+}
+
+/// Per UTC day: what the messages counted one by one add up to, and the currencies they were priced in.
+type Seen = BTreeMap<NaiveDate, (DayTotals, BTreeSet<&'static str>)>;
+
+/// End-user messages of listed conversations one by one; everything else token-costs counts as a remainder.
+fn add_chat_api(ws: &Workspace, app: &App, records: &mut Records) {
+    let mut seen = Seen::new();
+    for conversation in app.conversations.iter().filter(|c| {
+        !c.is_deleted && matches!(c.invoke_from, InvokeFrom::WebApp | InvokeFrom::ServiceApi)
+    }) {
+        let spec = &MODELS[conversation.model];
+        let user = ws.user_of(conversation.sender);
+        for m in app.conversation_messages(conversation) {
+            let day = utc_day(m.created_at);
+            // The API reads price and currency from `metadata.usage`, which a failed message lacks.
+            let cost = m.price(spec).unwrap_or_default();
+            let currency = m.currency(spec);
+            records.add(
+                app,
+                &Item {
+                    day,
+                    user,
+                    provider: spec.provider,
+                    model: spec.name,
+                    currency,
+                    input: u64::from(m.message_tokens),
+                    output: u64::from(m.answer_tokens),
+                    total: m.total_tokens(),
+                    cost,
+                    requests: 1,
+                    total_only: false,
+                },
+            );
+            let entry = seen.entry(day).or_default();
+            entry.0.add(m.total_tokens(), cost);
+            entry.1.insert(currency);
+        }
+    }
+    add_remainders(app, records, &seen);
+}
+
+/// Per UTC day: the statistics minus what was already counted one by one, for user "" with the app's current
+/// model, `total_only`, in the one currency the day's counted messages share, else `USD`; omitted when zero.
+fn add_remainders(app: &App, records: &mut Records, seen: &Seen) {
+    let Some(spec) = app.model.and_then(|m| MODELS.get(m)) else {
+        return;
+    };
+    for (day, stats) in statistics_by_utc_day(app) {
+        let (counted, currencies) = seen
+            .get(&day)
+            .map_or((DayTotals::default(), None), |(t, c)| (*t, Some(c)));
+        let tokens = stats.tokens - counted.tokens;
+        let cost = stats.price - counted.price;
+        let requests = stats.messages - counted.messages;
+        if tokens == 0 && cost.is_zero() && requests == 0 {
+            continue;
+        }
+        let currency = match currencies {
+            Some(set) if set.len() == 1 => set.first().copied().unwrap_or("USD"),
+            _ => "USD",
+        };
+        records.add(
+            app,
+            &Item {
+                day,
+                user: "",
+                provider: spec.provider,
+                model: spec.name,
+                currency,
+                input: tokens,
+                output: 0,
+                total: tokens,
+                cost,
+                requests,
+                total_only: true,
             },
-        )
-        .collect()
+        );
+    }
+}
+
+/// The database source's records (DIFY-DB.md section 3), sorted by key.
+pub(crate) fn compute_database(ws: &Workspace) -> Vec<TruthRecord> {
+    let mut records = Records::default();
+    for app in &ws.apps {
+        if app.mode.has_runs() {
+            // Advanced-chat messages repeat their run's nodes: only the runs count.
+            records.add_runs(ws, app);
+            continue;
+        }
+        for conversation in app
+            .conversations
+            .iter()
+            .filter(|c| c.invoke_from != InvokeFrom::Debugger)
+        {
+            let spec = &MODELS[conversation.model];
+            let user = ws.user_of(conversation.sender);
+            for m in app.conversation_messages(conversation) {
+                records.add(
+                    app,
+                    &Item {
+                        day: utc_day(m.created_at),
+                        user,
+                        provider: spec.provider,
+                        model: spec.name,
+                        currency: m.currency(spec),
+                        input: u64::from(m.message_tokens),
+                        output: u64::from(m.answer_tokens),
+                        total: m.total_tokens(),
+                        cost: m.price(spec).unwrap_or_default(),
+                        requests: 1,
+                        total_only: false,
+                    },
+                );
+            }
+        }
+    }
+    records.into_truth()
 }
 
 #[cfg(test)]

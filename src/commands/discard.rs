@@ -1,0 +1,92 @@
+//! `exporter discard --batch ID | --all-dead --yes`: the recorded way to give up on a dead letter
+//! that can never be delivered (the receiver refuses it, or its day was queued again under another
+//! `BATCH_SIZE`). The batch leaves the outbox for the `discarded` list that `status` shows, with a
+//! log line per batch, and no longer makes every run exit 1. Like `watermark set` it needs `--yes`
+//! and takes the run lock.
+
+use tracing::{error, info};
+
+use super::frame;
+use crate::cli::DiscardArgs;
+use crate::config;
+use crate::environment::Environment;
+use crate::exit::Exit;
+use crate::lock::RunLock;
+use crate::state::{BatchState, State};
+
+#[must_use]
+pub(super) fn discard(environment: &Environment, args: &DiscardArgs) -> Exit {
+    let state_dir = config::state_dir(environment);
+    let _lock = match RunLock::acquire(&state_dir) {
+        Ok(lock) => lock,
+        Err(err) => return frame::lock_error(err),
+    };
+    let mut state = match State::open(&state_dir) {
+        Ok(state) => state,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "cannot open the state");
+            return Exit::Failure;
+        }
+    };
+    if !args.yes {
+        let dead = match state.batches(BatchState::Dead) {
+            Ok(dead) => dead,
+            Err(err) => {
+                error!(error = format!("{err:#}"), "cannot read the state");
+                return Exit::Failure;
+            }
+        };
+        let chosen: Vec<_> = dead
+            .iter()
+            .filter(|b| args.batch.is_none_or(|id| b.id == id))
+            .collect();
+        if chosen.is_empty() {
+            return nothing_to_discard(args);
+        }
+        for batch in chosen {
+            println!(
+                "would discard batch #{} ({}, {} records, {} tokens); its records would never be sent",
+                batch.id, batch.first_day, batch.record_count, batch.total_tokens
+            );
+        }
+        println!("rerun with --yes to do it");
+        return Exit::Failure;
+    }
+    let discarded = match state.discard(args.batch) {
+        Ok(discarded) => discarded,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "cannot discard");
+            return Exit::Failure;
+        }
+    };
+    if discarded.is_empty() {
+        return nothing_to_discard(args);
+    }
+    for batch in &discarded {
+        info!(
+            batch_id = batch.id,
+            first_day = %batch.first_day,
+            records = batch.record_count,
+            tokens = batch.total_tokens,
+            last_error = batch.last_error,
+            "dead batch discarded by the operator; its records will not be sent"
+        );
+        println!(
+            "discarded batch #{} ({}, {} records)",
+            batch.id, batch.first_day, batch.record_count
+        );
+    }
+    Exit::Success
+}
+
+fn nothing_to_discard(args: &DiscardArgs) -> Exit {
+    if let Some(id) = args.batch {
+        error!(
+            batch_id = id,
+            "no dead-lettered batch has this id; see `exporter status`"
+        );
+        return Exit::Failure;
+    }
+    println!("no dead-lettered batches");
+    Exit::Success
+}
