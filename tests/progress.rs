@@ -44,8 +44,9 @@ fn run_on_a_terminal() -> (Finished, String, u64) {
         .stderr_to(Stdio::from(pty.slave))
         .args(["run"])
         .run();
-    // One app per mode for each of the five modes.
-    let apps = u64::from(dify.config().apps_per_mode) * 5;
+    // `apps_per_mode` apps for each mode the simulator serves.
+    let config = dify.config();
+    let apps = u64::from(config.apps_per_mode) * u64::try_from(config.modes.len()).unwrap();
     (finished, reader.join().unwrap(), apps)
 }
 
