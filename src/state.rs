@@ -1075,7 +1075,7 @@ mod tests {
             ("main", MIGRATIONS[1].to_owned()),
             (
                 "issue 10",
-                format!("{} DROP TABLE discarded;", MIGRATIONS[2]),
+                format!("{} DROP TABLE IF EXISTS discarded;", MIGRATIONS[2]),
             ),
         ] {
             let dir = tempfile::tempdir().unwrap();
