@@ -98,6 +98,7 @@ pub async fn collect(
             }
             Counted::AppDay => collected.app_days += 1,
         }
+        crate::progress::read(collected.runs, collected.app_days);
         for usage in observations {
             aggregator.add(usage);
         }
@@ -163,6 +164,7 @@ async fn produce(
             AppMode::Other => 0,
         };
         debug!(app_id = %info.id, mode = %app.mode, queued, "app queued");
+        crate::progress::app_done();
     }
     Ok(())
 }
