@@ -26,6 +26,7 @@ use crate::deliver::{self, Delivery};
 use crate::dify::{AppMode, DifyClient, collect};
 use crate::export::{Aggregator, UsageRecord, batch};
 use crate::http::HttpClient;
+use crate::progress;
 use crate::state::{Counts, State};
 use crate::window::Window;
 
@@ -198,6 +199,7 @@ pub async fn run(
         return deliver_outbox(config, http, state.as_ref(), cancel, report).await;
     };
     let moves_watermark = matches!(plan.days, Days::Scheduled);
+    progress::window(window.day_count());
     let mut dry_run_records = Vec::new();
     for chunk in window.chunks(config.collect_chunk_days) {
         if cancel.is_cancelled() {
@@ -226,6 +228,7 @@ pub async fn run(
             }
             _ => dry_run_records.extend(records),
         }
+        progress::days_collected(chunk.day_count());
     }
     if plan.dry_run {
         if !cancel.is_cancelled() {
@@ -248,6 +251,7 @@ async fn deliver_outbox(
         return Ok(()); // nothing was ever queued
     };
     if !cancel.is_cancelled() {
+        progress::delivering(state.counts()?.queued);
         report.delivery = deliver::deliver(state, http, config, cancel).await?;
     }
     report.outbox = state.counts()?;
@@ -294,6 +298,8 @@ async fn collect_from(
         "apps listed"
     );
 
+    let requests = Arc::clone(dify);
+    progress::collecting(apps.len(), move || requests.stats().requests());
     let mut aggregator = Aggregator::default();
     let collected = collect::collect(
         dify.clone(),

@@ -17,6 +17,12 @@ mod hardening;
 mod robustness;
 // The run lock: held, contended, and after SIGKILL.
 mod lock;
+// The login guard: one failed login per wrong password across runs, cleared by new credentials.
+mod login_guard;
+// Metrics to a real Pushgateway and a textfile that promtool accepts; the alert rules.
+mod metrics;
+// The progress line: drawn under a pseudo-terminal, absent when stderr is piped.
+mod progress;
 // `exporter run` against a fake Dify: log schema, app counts, auth headers, retries, errors.
 mod run;
 // Fire times against the reference data, rejections, and --check-deploy.

@@ -10,6 +10,9 @@ mod model;
 mod paging;
 
 pub use apps::AppMode;
-pub use auth::{DifyAuth, PasswordEncoding};
+pub use auth::{
+    DifyAuth, LoginRefused, LoginVerdict, PasswordEncoding, login_guard, login_refusal,
+    record_login_refusal,
+};
 pub use client::DifyClient;
 pub use model::App;

@@ -115,6 +115,7 @@ pub async fn collect(
                 remainders.add_statistics(day);
             }
         }
+        crate::progress::read(collected.runs, collected.app_days);
     }
     // The queue is drained, so the producer is done; its error (if any) is the run's error.
     producer
@@ -148,6 +149,7 @@ async fn produce(
                 mode = %app.mode_name,
                 "app not collected: this version does not know its mode"
             );
+            crate::progress::app_done();
             continue;
         }
         let info = Arc::new(AppInfo {
@@ -177,6 +179,7 @@ async fn produce(
             return Ok(()); // the consumer stopped on an error of its own
         }
         debug!(app_id = %info.id, %mode, queued, "app queued");
+        crate::progress::app_done();
     }
     Ok(())
 }
