@@ -544,3 +544,55 @@ async fn a_remainder_takes_the_shared_currency_and_a_negative_one_is_only_logged
         (&json!("2026-11-03"), &json!(300), &json!(360))
     );
 }
+
+#[tokio::test]
+async fn a_conversation_deleted_while_reading_falls_into_the_remainder() {
+    let dify = MockServer::start().await;
+    let openai = ("langgenius/openai/openai", "gpt-4o");
+    let apps = json!({"page": 1, "limit": 100, "total": 1, "has_more": false, "data": [
+        {"id": CHAT, "name": "Helpdesk", "mode": "chat", "model_config": {"model": {"provider": openai.0, "name": openai.1}}},
+    ]});
+    let mocks = [
+        Mock::given(method("GET")).and(path("/console/api/apps")).respond_with(ok(apps)),
+        Mock::given(method("GET"))
+            .and(path("/console/api/account/profile"))
+            .respond_with(ok(json!({"timezone": "UTC"}))),
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{CHAT}/chat-conversations")))
+            .respond_with(ok(json!({"page": 1, "limit": 100, "total": 1, "has_more": false,
+                "data": [conversation(BOB, Some("bob"), openai, at(12))]}))),
+        // Deleted after the listing: Dify answers as its message controller does.
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{CHAT}/chat-messages")))
+            .respond_with(ResponseTemplate::new(404).set_body_json(
+                json!({"code": "not_found", "message": "Conversation Not Exists.", "status": 404}),
+            ))
+            .expect(1),
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{CHAT}/statistics/token-costs")))
+            .respond_with(ok(json!({"data": [
+                {"date": DAY, "token_count": 150, "total_price": "0.0010000", "currency": "USD"}]}))),
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{CHAT}/statistics/daily-messages")))
+            .respond_with(ok(json!({"data": [{"date": DAY, "message_count": 1}]}))),
+    ];
+    for mock in mocks {
+        mount(&dify, mock).await;
+    }
+    let finished = Exporter::configured(&dify.uri())
+        .args(["run", "--dry-run", "--from", DAY, "--to", DAY])
+        .run();
+    finished.code(0);
+    assert_eq!(
+        records(&finished),
+        [row(
+            (CHAT, "Helpdesk"),
+            "",
+            ("openai", "gpt-4o", "USD"),
+            (150, 0),
+            1,
+            "0.001",
+            "total_only"
+        )]
+    );
+}

@@ -15,6 +15,9 @@
 //! page, taking the conversations not seen yet, until a re-read finds none (at most
 //! [`MAX_REREADS`]).
 //!
+//! A conversation deleted between the listing and the reading of its messages answers 404; it is
+//! skipped, and what was not counted of it lands in the remainder, as for any deleted conversation.
+//!
 //! Messages of accounts (explore page, debugger) are not counted here: the console cannot tell the two
 //! apart, so they are left to the app-day remainder of [`super::statistics`].
 
@@ -24,12 +27,14 @@ use anyhow::{Result, bail};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
+use tracing::debug;
 
 use super::{AppInfo, PAGE_LIMIT, Queue, Work, local_minute, utc_day};
 use crate::dify::DifyClient;
 use crate::dify::model::{Conversation, Message, Page};
 use crate::dify::paging::{CursorPages, NumberedPages};
 use crate::export::Usage;
+use crate::http::RequestError;
 use crate::window::Window;
 
 /// Re-reads of the top of the conversation list before a list that keeps moving is an error.
@@ -148,7 +153,20 @@ pub(super) async fn read_conversation(
         if let Some(id) = pages.cursor() {
             query.push(("first_id", id.to_owned()));
         }
-        let answer: Page<Message> = dify.get(&path, &query).await?;
+        let answer: Page<Message> = match dify.get(&path, &query).await {
+            Ok(answer) => answer,
+            Err(error) if is_not_found(&error) => {
+                // Deleted after it was listed: Dify's statistics still count its messages, so what
+                // was not counted here lands in the app-day's remainder.
+                debug!(
+                    app_id = %conversation.app.id,
+                    conversation_id = %conversation.id,
+                    "conversation deleted while it was read; its other messages count in the remainder"
+                );
+                break;
+            }
+            Err(error) => return Err(error),
+        };
         let oldest = answer.data.iter().map(|m| m.created_at).min();
         // Pages are oldest first: the first message leads further back.
         for message in pages.accept(answer, |m| &m.id, <[Message]>::first)? {
@@ -169,6 +187,14 @@ pub(super) async fn read_conversation(
         }
     }
     Ok(sums)
+}
+
+/// Whether `error` is Dify's 404 for a conversation that no longer exists.
+fn is_not_found(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<RequestError>(),
+        Some(RequestError::Status { status, .. }) if *status == reqwest::StatusCode::NOT_FOUND
+    )
 }
 
 /// An end user's message: exact tokens, price and currency from its `metadata.usage` (none: 0 USD).
