@@ -31,6 +31,7 @@ use tracing::debug;
 
 use super::{AppInfo, PAGE_LIMIT, Queue, Work, local_minute, utc_day};
 use crate::dify::DifyClient;
+use crate::dify::client::endpoint_name;
 use crate::dify::model::{Conversation, Message, Page};
 use crate::dify::paging::{CursorPages, NumberedPages};
 use crate::export::Usage;
@@ -92,10 +93,10 @@ pub(super) async fn queue_conversations(
                 since.is_some_and(|since| answer.data.iter().any(|c| c.updated_at < since));
             for conversation in pages.accept(answer, |c| &c.id)? {
                 if !queue
-                    .push(Work::Conversation(work(app, conversation)))
+                    .push(Work::Conversation(conversation_work(app, conversation)))
                     .await
                 {
-                    return Ok(queued);
+                    return Ok(queued + found);
                 }
                 found += 1;
             }
@@ -114,12 +115,13 @@ pub(super) async fn queue_conversations(
         pages.reread();
     }
     bail!(
-        "GET /console/api/apps/{{id}}/chat-conversations: conversations of app {} kept moving to the top of the list through {MAX_REREADS} re-reads; run the export again when the app is quieter",
+        "{}: conversations of app {} kept moving to the top of the list through {MAX_REREADS} re-reads; run the export again when the app is quieter",
+        endpoint_name(&path),
         app.id
     )
 }
 
-fn work(app: &Arc<AppInfo>, conversation: Conversation) -> ConversationWork {
+fn conversation_work(app: &Arc<AppInfo>, conversation: Conversation) -> ConversationWork {
     let model = conversation
         .model_config
         .and_then(|c| c.model)
