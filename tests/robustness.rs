@@ -239,3 +239,49 @@ async fn a_negative_price_or_a_malformed_currency_fails_naming_the_field() {
         assert!(failure.contains(field), "{field}: {failure}");
     }
 }
+
+/// A conversation list whose top never settles: every request shows one more conversation, newer
+/// than all before it.
+struct EverMoving(std::sync::atomic::AtomicI64);
+
+impl wiremock::Respond for EverMoving {
+    fn respond(&self, _request: &wiremock::Request) -> ResponseTemplate {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ok(
+            json!({"page": 1, "limit": 100, "total": 1, "has_more": false, "data": [
+            {"id": format!("c0000000-0000-4000-8000-{n:012}"), "from_end_user_session_id": "s",
+             "updated_at": IN_WINDOW + n, "model_config": null}]}),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_list_that_never_settles_fails_after_ten_rereads() {
+    let dify = MockServer::start().await;
+    mount(
+        &dify,
+        Mock::given(path_regex("/chat-conversations$")).respond_with(EverMoving(0.into())),
+    )
+    .await;
+    mount(
+        &dify,
+        Mock::given(path_regex("/chat-messages$"))
+            .respond_with(ok(json!({"limit": 100, "has_more": false, "data": []}))),
+    )
+    .await;
+    serve_apps(&dify, &[app(APP, "chat")]).await;
+    let finished = dry_run(&dify);
+    finished.code(1);
+    assert!(
+        finished.stdout.is_empty(),
+        "records printed: {}",
+        finished.stdout
+    );
+    let failure = finished.failure();
+    assert!(
+        failure.starts_with(&format!("GET /console/api/apps/{{id}}/chat-conversations: conversations of app {APP} kept moving to the top of the list through 10 re-reads")),
+        "{failure}"
+    );
+    // The first pass and ten re-reads, one page each.
+    assert_eq!(requests_to(&dify, "/chat-conversations").await, 11);
+}
