@@ -78,6 +78,12 @@ impl JobReport {
         self.apps_by_mode.values().sum()
     }
 
+    /// Apps not collected because this version does not know their mode (each named in the log).
+    #[must_use]
+    pub fn apps_skipped(&self) -> usize {
+        self.apps_by_mode.get(&AppMode::Other).copied().unwrap_or(0)
+    }
+
     /// The cost totals as exact decimal strings, e.g. `{"USD": "12.3456789"}`.
     #[must_use]
     pub fn cost_by_currency(&self) -> BTreeMap<&str, String> {
@@ -278,7 +284,7 @@ async fn collect_from(
 ) -> Result<Vec<UsageRecord>> {
     let apps = dify.list_apps().await?;
     for app in &apps {
-        *report.apps_by_mode.entry(app.mode).or_default() += 1;
+        *report.apps_by_mode.entry(app.mode()).or_default() += 1;
     }
     let count = |mode| report.apps_by_mode.get(&mode).copied().unwrap_or(0);
     info!(
@@ -310,6 +316,8 @@ async fn collect_from(
         to = %window.last,
         runs = collected.runs,
         nodes_counted = collected.nodes_counted,
+        conversations = collected.conversations,
+        messages_counted = collected.messages_counted,
         app_days = collected.app_days,
         records = records.len(),
         total_tokens = tokens,

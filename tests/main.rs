@@ -3,6 +3,8 @@
 
 mod support;
 
+// Every token attributed to its user, against hand-written Dify answers.
+mod attribution;
 // `run --dry-run` against the Dify simulator: exact records for every auth variant and mode.
 mod collect;
 // The whole product against both simulators: delivery, outages, kills, concurrency, bad state.
@@ -11,6 +13,8 @@ mod deliver;
 mod config;
 // Hostile inputs and a broken network (issue 9): headers, echoed secrets, windows, 413, messages.
 mod hardening;
+// A misbehaving Dify (issue 9 items 2-4): endless lists, shifted pages, negative prices, currencies.
+mod robustness;
 // The run lock: held, contended, and after SIGKILL.
 mod lock;
 // The login guard: one failed login per wrong password across runs, cleared by new credentials.

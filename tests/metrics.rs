@@ -15,7 +15,21 @@ use rust_decimal::Decimal;
 use tempfile::TempDir;
 
 use crate::deliver::{dify, exporter, meter, state_dir, summary, yesterday};
-use crate::support::{EVENT_TIMEOUT, Exporter, status};
+use crate::support::{EVENT_TIMEOUT, Exporter, Finished, status};
+
+/// The messages of a run's `warn` lines, but for the simulator's `agent` app, which this version
+/// does not collect and names in a warning of its own.
+fn unexpected_warnings(finished: &Finished) -> Vec<String> {
+    finished
+        .stdout_lines()
+        .into_iter()
+        .filter(|line| {
+            line["level"] == "warn"
+                && line["message"] != "app not collected: this version does not know its mode"
+        })
+        .map(|line| line["message"].as_str().unwrap().to_owned())
+        .collect()
+}
 
 /// A binary from a Debian package, which the test needs (and `.ci/run` installs): never skipped.
 fn tool(name: &str, package: &str) -> PathBuf {
@@ -154,7 +168,7 @@ fn a_pushgateway_holds_the_runs_metrics_and_a_failed_run_keeps_the_last_success(
         .run();
     let after = Utc::now();
     ok.code(0);
-    assert!(!ok.stdout.contains("\"warn\""), "{}", ok.stdout);
+    assert!(unexpected_warnings(&ok).is_empty(), "{}", ok.stdout);
     let s = summary(&ok);
     let text = gateway.metrics();
     assert_eq!(metric(&text, "last_run_exit_code"), "0");
@@ -319,12 +333,7 @@ fn unusable_metrics_targets_are_one_warning_each_and_keep_the_exit_code() {
         .args(["run"])
         .run();
     finished.code(0);
-    let warnings: Vec<String> = finished
-        .stdout_lines()
-        .into_iter()
-        .filter(|line| line["level"] == "warn")
-        .map(|line| line["message"].as_str().unwrap().to_owned())
-        .collect();
+    let warnings = unexpected_warnings(&finished);
     assert_eq!(
         warnings,
         [

@@ -304,6 +304,7 @@ pub(crate) async fn serve_no_usage(server: &MockServer) {
             serde_json::json!({"id": "u1", "email": "owner@example.com", "timezone": "UTC"}),
         ),
         (r"/workflow-app-logs$", empty_page.clone()),
+        (r"/chat-conversations$", empty_page.clone()),
         (
             r"/workflow-runs$",
             serde_json::json!({"limit": 100, "has_more": false, "data": []}),

@@ -122,6 +122,7 @@ fn run_configured(
         "from": report.window.map(|w| w.first.to_string()),
         "to": report.window.map(|w| w.last.to_string()),
         "apps": report.apps(),
+        "apps_skipped": report.apps_skipped(),
         "records": report.records,
         "total_tokens": report.total_tokens,
         "cost": report.cost_by_currency(),

@@ -7,6 +7,7 @@ mod auth;
 mod client;
 pub mod collect;
 mod model;
+mod paging;
 
 pub use apps::AppMode;
 pub use auth::{
