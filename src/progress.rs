@@ -1,6 +1,6 @@
 //! A live progress line on stderr for a person watching `run` or `resend` at a terminal: the
-//! window's days done, apps done in the current chunk, runs and app-days read, requests to Dify,
-//! batches delivered.
+//! window's days done, apps done in the current chunk, workflow runs, chat messages and app-days
+//! read, requests to Dify, batches delivered.
 //!
 //! The JSON log is the machine's record and stays exactly as it is on stdout; the line is drawn by
 //! `indicatif` only when stderr is a terminal ([`std::io::IsTerminal`]), so cron, Kubernetes and
@@ -8,9 +8,9 @@
 //! bump with one-line hooks, whether or not a line is drawn; the line reads them at each redraw
 //! (10 times a second), so the hot path pays one relaxed atomic add per event and no lock.
 //! The job collects the window in chunks (`COLLECT_CHUNK_DAYS`), each with its own app listing,
-//! collector totals and Dify client: the window's days are told once, and each chunk's start
-//! folds the totals of the chunks before it into the ones shown, so runs, app-days and requests
-//! count the whole run.
+//! Dify client: the window's days are told once, the collector adds what it reads as it reads it,
+//! and each chunk's start folds the requests of the clients before it into the ones shown, so runs,
+//! messages, app-days and requests count the whole run.
 //! Log lines written to a terminal on stdout while the line is drawn go through [`suspend`], which
 //! takes the line away for the write and puts it back after, so the two never mix on one row.
 
@@ -28,11 +28,9 @@ struct Counters {
     days_done: AtomicU64,
     apps: AtomicU64,
     apps_done: AtomicU64,
-    /// Runs and app-days read in the chunks before the current one.
-    runs_before: AtomicU64,
-    app_days_before: AtomicU64,
-    /// Runs and app-days read in all, the current chunk included.
+    /// Read in all, every chunk included.
     runs: AtomicU64,
+    messages: AtomicU64,
     app_days: AtomicU64,
     batches: AtomicU64,
     batches_sent: AtomicU64,
@@ -43,9 +41,8 @@ static COUNTERS: Counters = Counters {
     days_done: AtomicU64::new(0),
     apps: AtomicU64::new(0),
     apps_done: AtomicU64::new(0),
-    runs_before: AtomicU64::new(0),
-    app_days_before: AtomicU64::new(0),
     runs: AtomicU64::new(0),
+    messages: AtomicU64::new(0),
     app_days: AtomicU64::new(0),
     batches: AtomicU64::new(0),
     batches_sent: AtomicU64::new(0),
@@ -124,14 +121,10 @@ pub fn window(days: u64) {
     COUNTERS.days.store(days, Ordering::Relaxed);
 }
 
-/// A chunk's collection starts: its apps, and where to read its client's request count. What the
-/// chunks before it read stays counted.
+/// A chunk's collection starts: its apps, and where to read its client's request count. The
+/// requests of the chunks before it stay counted.
 pub fn collecting(apps: usize, requests: impl Fn() -> u64 + Send + Sync + 'static) {
     let c = &COUNTERS;
-    c.runs_before
-        .store(c.runs.load(Ordering::Relaxed), Ordering::Relaxed);
-    c.app_days_before
-        .store(c.app_days.load(Ordering::Relaxed), Ordering::Relaxed);
     c.apps_done.store(0, Ordering::Relaxed);
     c.apps.store(as_u64(apps), Ordering::Relaxed);
     let mut shown = REQUESTS.lock().unwrap_or_else(PoisonError::into_inner);
@@ -149,17 +142,19 @@ pub fn app_done() {
     COUNTERS.apps_done.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The runs and app-days read so far in this chunk (the collector's own totals).
-pub fn read(runs: u64, app_days: u64) {
-    let c = &COUNTERS;
-    c.runs.store(
-        c.runs_before.load(Ordering::Relaxed) + runs,
-        Ordering::Relaxed,
-    );
-    c.app_days.store(
-        c.app_days_before.load(Ordering::Relaxed) + app_days,
-        Ordering::Relaxed,
-    );
+/// One workflow run's nodes are read.
+pub fn run_read() {
+    COUNTERS.runs.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One conversation's `messages` end-user messages in the window are read.
+pub fn messages_read(messages: u64) {
+    COUNTERS.messages.fetch_add(messages, Ordering::Relaxed);
+}
+
+/// One app-day's statistics are read.
+pub fn app_day_read() {
+    COUNTERS.app_days.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Delivery starts with `batches` queued.
@@ -176,7 +171,8 @@ fn as_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// `days 14/30 · apps 12/40 · runs 1234 · app-days 56 · Dify requests 1500 · batches 2/10 sent`,
+/// `days 14/30 · apps 12/40 · runs 1234 · messages 5678 · app-days 56 · Dify requests 1500 ·
+/// batches 2/10 sent`,
 /// leaving out what has not started.
 fn counts_text() -> String {
     let c = &COUNTERS;
@@ -185,12 +181,13 @@ fn counts_text() -> String {
     if load(&c.apps) > 0 || load(&c.days) > 0 {
         let _ = write!(
             text,
-            "days {}/{} · apps {}/{} · runs {} · app-days {}",
+            "days {}/{} · apps {}/{} · runs {} · messages {} · app-days {}",
             load(&c.days_done),
             load(&c.days),
             load(&c.apps_done),
             load(&c.apps),
             load(&c.runs),
+            load(&c.messages),
             load(&c.app_days)
         );
     }

@@ -55,10 +55,25 @@ fn run_draws_the_progress_line_on_a_terminal_only() {
     let (finished, terminal, apps) = run_on_a_terminal();
     finished.code(0);
     let s = summary(&finished);
+    // What the collector read, summed over the chunks' `usage collected` lines.
+    let read = |field: &str| -> u64 {
+        finished
+            .stdout_lines()
+            .iter()
+            .filter(|l| l["message"] == "usage collected")
+            .map(|l| l["context"][field].as_u64().unwrap())
+            .sum()
+    };
+    let (runs, messages, app_days) = (read("runs"), read("messages_counted"), read("app_days"));
+    assert!(
+        runs > 0 && messages > 0 && app_days > 0,
+        "{runs} {messages} {app_days}"
+    );
     for expected in [
         "exporting".to_owned(),
         "days 3/3".to_owned(),
         format!("apps {apps}/{apps}"),
+        format!("runs {runs} · messages {messages} · app-days {app_days}"),
         format!("Dify requests {}", s["dify_requests"]),
         format!("batches {0}/{0} sent", s["batches_sent"].as_u64().unwrap()),
     ] {

@@ -98,6 +98,7 @@ pub async fn collect(
             Outcome::Run { usages, nodes } => {
                 collected.runs += 1;
                 collected.nodes_counted += nodes;
+                crate::progress::run_read();
                 for usage in usages {
                     aggregator.add(usage);
                 }
@@ -105,6 +106,7 @@ pub async fn collect(
             Outcome::Conversation(conversation) => {
                 collected.conversations += 1;
                 collected.messages_counted += conversation.messages;
+                crate::progress::messages_read(conversation.messages);
                 for usage in conversation.usages {
                     remainders.add_end_user(&usage);
                     aggregator.add(usage);
@@ -112,10 +114,10 @@ pub async fn collect(
             }
             Outcome::AppDay(day) => {
                 collected.app_days += 1;
+                crate::progress::app_day_read();
                 remainders.add_statistics(day);
             }
         }
-        crate::progress::read(collected.runs, collected.app_days);
     }
     // The queue is drained, so the producer is done; its error (if any) is the run's error.
     producer
