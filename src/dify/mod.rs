@@ -1,6 +1,6 @@
 //! Dify's console API: authentication for every version, the client (JSON, retries, errors that say
-//! what to change), the typed answers, and the per-mode collectors. The facts it relies on are in
-//! `shared/design/DIFY-API.md`.
+//! what to change), the typed answers, and the per-mode collectors. The facts it relies on were read
+//! in Dify's own source; `sim/DIFY-SOURCES.md` names the file behind each answer.
 
 mod apps;
 mod auth;
