@@ -113,6 +113,10 @@ pub struct RunArgs {
     /// Last UTC day to export (inclusive, YYYY-MM-DD); at most yesterday.
     #[arg(long, value_name = "DAY", requires = "from")]
     pub to: Option<NaiveDate>,
+    /// Log in to Dify once even though Dify refused these DIFY_EMAIL/DIFY_PASSWORD before (after
+    /// the password was changed in Dify to this one, or the account was unlocked).
+    #[arg(long)]
+    pub retry_login: bool,
 }
 
 #[derive(Debug, Args)]
@@ -134,8 +138,9 @@ pub struct NextRunsArgs {
     /// Print fire times strictly after this RFC 3339 instant (default: now).
     #[arg(long, value_name = "INSTANT")]
     pub from: Option<DateTime<Utc>>,
-    /// Use this schedule instead of CRON_SCHEDULE.
-    #[arg(long, value_name = "EXPR")]
+    /// Use this schedule instead of CRON_SCHEDULE (a value may start with `-`, so that a wrong
+    /// schedule gets the schedule's own error).
+    #[arg(long, value_name = "EXPR", allow_hyphen_values = true)]
     pub schedule: Option<String>,
 }
 

@@ -66,6 +66,9 @@ struct RawEnv {
     http_timeout: Option<String>,
     state_dir: Option<String>,
     allow_insecure_http: Option<String>,
+    metrics_textfile: Option<String>,
+    pushgateway_url: Option<String>,
+    pushgateway_instance: Option<String>,
 }
 
 /// Where a run reads usage from: one source per run.
@@ -132,6 +135,19 @@ pub struct Config {
     pub allow_insecure_http: bool,
     /// Masks this configuration's secrets in text that came from a server.
     pub masker: Masker,
+    /// Where every `run` and `resend` leaves its metrics, if anywhere.
+    pub metrics: MetricsTargets,
+}
+
+/// `METRICS_TEXTFILE`, `PUSHGATEWAY_URL`, `PUSHGATEWAY_INSTANCE`.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsTargets {
+    /// A `.prom` file for node_exporter's textfile collector.
+    pub textfile: Option<PathBuf>,
+    /// The Pushgateway's base URL (`/metrics/job/...` is appended).
+    pub pushgateway_url: Option<Url>,
+    /// The `instance` label of the grouping key.
+    pub pushgateway_instance: Option<String>,
 }
 
 /// One thing wrong with the environment.
@@ -246,6 +262,7 @@ impl Config {
         );
         let max_retry = check.number("MAX_RETRY", raw.max_retry.as_deref(), 0..=10, 3);
         let state_dir = check.state_dir(raw.state_dir.as_deref());
+        let metrics = check.metrics(&raw, allow_insecure_http);
 
         if !check.problems.is_empty() {
             return Err(Problems(check.problems));
@@ -274,6 +291,7 @@ impl Config {
             state_dir: state_dir.ok_or_else(missing)?,
             allow_insecure_http,
             masker: Masker::from_env(env),
+            metrics,
         })
     }
 
@@ -352,6 +370,27 @@ impl Config {
             ("HTTP_TIMEOUT", self.http_timeout.as_secs().to_string()),
             ("STATE_DIR", self.state_dir.display().to_string()),
             ("ALLOW_INSECURE_HTTP", self.allow_insecure_http.to_string()),
+            (
+                "METRICS_TEXTFILE",
+                self.metrics
+                    .textfile
+                    .as_ref()
+                    .map_or_else(unset, |p| p.display().to_string()),
+            ),
+            (
+                "PUSHGATEWAY_URL",
+                self.metrics
+                    .pushgateway_url
+                    .as_ref()
+                    .map_or_else(unset, masked_url),
+            ),
+            (
+                "PUSHGATEWAY_INSTANCE",
+                self.metrics
+                    .pushgateway_instance
+                    .clone()
+                    .unwrap_or_else(unset),
+            ),
         ]
     }
 }
@@ -574,6 +613,50 @@ impl Checker {
                 );
                 None
             }
+        }
+    }
+
+    /// The metrics targets; every one is optional. An unusable one is a problem, not a warning:
+    /// a monitoring gap found at the first scheduled run is worse than a refused start.
+    fn metrics(&mut self, raw: &RawEnv, allow_insecure: bool) -> MetricsTargets {
+        let textfile = raw.metrics_textfile.as_deref().and_then(|value| {
+            let path = PathBuf::from(value.trim());
+            let named = path.extension().is_some_and(|e| e == "prom")
+                && path.file_name().is_some_and(|n| n != ".prom");
+            if named {
+                Some(path)
+            } else {
+                self.problem(
+                    "METRICS_TEXTFILE",
+                    format!(
+                        "`{}` is not a file name ending in `.prom` (node_exporter's textfile collector reads only those)",
+                        value.trim()
+                    ),
+                );
+                None
+            }
+        });
+        // Metrics hold no secret, and in-cluster Pushgateways rarely have TLS: plain http is
+        // refused only when the URL carries a password.
+        let pushgateway_url = raw.pushgateway_url.as_deref().and_then(|value| {
+            let has_password = Url::parse(value.trim()).is_ok_and(|u| u.password().is_some());
+            self.url(
+                "PUSHGATEWAY_URL",
+                Some(value),
+                allow_insecure || !has_password,
+            )
+        });
+        let pushgateway_instance = raw.pushgateway_instance.as_deref().map(str::trim);
+        if pushgateway_instance.is_some() && raw.pushgateway_url.is_none() {
+            self.problem(
+                "PUSHGATEWAY_INSTANCE",
+                "is set but PUSHGATEWAY_URL is not; set both, or unset PUSHGATEWAY_INSTANCE",
+            );
+        }
+        MetricsTargets {
+            textfile,
+            pushgateway_url,
+            pushgateway_instance: pushgateway_instance.map(str::to_owned),
         }
     }
 

@@ -73,6 +73,7 @@ pub async fn deliver(
         match send(http, config, &batch, &state.records(batch.id)?).await {
             Ok(status) => {
                 state.mark_sent(batch.id)?;
+                crate::progress::batch_sent();
                 delivery.batches_sent += 1;
                 delivery.records_sent += batch.record_count;
                 delivery.tokens_sent += batch.total_tokens;

@@ -27,6 +27,7 @@ use crate::dify::{AppMode, DifyClient, collect};
 use crate::difydb;
 use crate::export::{Aggregator, UsageRecord, batch};
 use crate::http::HttpClient;
+use crate::progress;
 use crate::state::{Counts, State};
 use crate::window::Window;
 
@@ -76,6 +77,12 @@ impl JobReport {
     #[must_use]
     pub fn apps(&self) -> usize {
         self.apps_by_mode.values().sum()
+    }
+
+    /// Apps not collected because this version does not know their mode (each named in the log).
+    #[must_use]
+    pub fn apps_skipped(&self) -> usize {
+        self.apps_by_mode.get(&AppMode::Other).copied().unwrap_or(0)
     }
 
     /// The cost totals as exact decimal strings, e.g. `{"USD": "12.3456789"}`.
@@ -193,6 +200,7 @@ pub async fn run(
         return deliver_outbox(config, http, state.as_ref(), cancel, report).await;
     };
     let moves_watermark = matches!(plan.days, Days::Scheduled);
+    progress::window(window.day_count());
     let mut dry_run_records = Vec::new();
     for chunk in window.chunks(config.collect_chunk_days) {
         if cancel.is_cancelled() {
@@ -221,6 +229,7 @@ pub async fn run(
             }
             _ => dry_run_records.extend(records),
         }
+        progress::days_collected(chunk.day_count());
     }
     if plan.dry_run {
         if !cancel.is_cancelled() {
@@ -243,6 +252,7 @@ async fn deliver_outbox(
         return Ok(()); // nothing was ever queued
     };
     if !cancel.is_cancelled() {
+        progress::delivering(state.counts()?.queued);
         report.delivery = deliver::deliver(state, http, config, cancel).await?;
     }
     report.outbox = state.counts()?;
@@ -263,8 +273,8 @@ async fn collect_window(
                 difydb::collect(source, window, config.max_retry, http.cancellation()).await?;
             report.apps_by_mode = collected.apps_by_mode;
             // For this source a "request" is a connection attempt (one snapshot each).
-            report.dify_requests = collected.attempts;
-            report.dify_retries = collected.retries;
+            report.dify_requests += collected.attempts;
+            report.dify_retries += collected.retries;
             return Ok(collected.records);
         }
     };
@@ -288,7 +298,7 @@ async fn collect_from(
 ) -> Result<Vec<UsageRecord>> {
     let apps = dify.list_apps().await?;
     for app in &apps {
-        *report.apps_by_mode.entry(app.mode).or_default() += 1;
+        *report.apps_by_mode.entry(app.mode()).or_default() += 1;
     }
     let count = |mode| report.apps_by_mode.get(&mode).copied().unwrap_or(0);
     info!(
@@ -302,6 +312,8 @@ async fn collect_from(
         "apps listed"
     );
 
+    let requests = Arc::clone(dify);
+    progress::collecting(apps.len(), move || requests.stats().requests());
     let mut aggregator = Aggregator::default();
     let collected = collect::collect(
         dify.clone(),
@@ -318,6 +330,8 @@ async fn collect_from(
         to = %window.last,
         runs = collected.runs,
         nodes_counted = collected.nodes_counted,
+        conversations = collected.conversations,
+        messages_counted = collected.messages_counted,
         app_days = collected.app_days,
         records = records.len(),
         total_tokens = tokens,

@@ -18,6 +18,8 @@
 //! - [`job`]: the export job that one run performs.
 //! - [`lock`]: the run lock in `STATE_DIR`.
 //! - [`logging`]: one JSON object per log line.
+//! - [`metrics`]: Prometheus metrics of each run, to a textfile and/or a Pushgateway.
+//! - [`progress`]: the live progress line on a terminal's stderr.
 //! - [`schedule`]: the portable cron grammar and UTC fire times.
 //! - [`secret`]: strings that print as `***`.
 //! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token.
@@ -38,6 +40,8 @@ pub mod http;
 pub mod job;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
+pub mod progress;
 pub mod schedule;
 pub mod secret;
 pub mod shutdown;

@@ -181,7 +181,9 @@ impl<S: Subscriber> Layer<S> for LineLayer {
         // One write per line keeps lines whole when several tasks log at once; a closed pipe is
         // not worth crashing over.
         let _ = match self.stream {
-            LogStream::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
+            LogStream::Stdout => {
+                crate::progress::suspend(|| std::io::stdout().lock().write_all(line.as_bytes()))
+            }
             LogStream::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
         };
     }

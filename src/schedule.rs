@@ -435,7 +435,7 @@ mod tests {
 
     #[test]
     fn reproduces_robfig_reference() {
-        let data = include_str!("../../shared/testdata/cron-reference.tsv");
+        let data = include_str!("../tests/data/cron-reference.tsv");
         let lines: Vec<&str> = data.lines().filter(|l| !l.starts_with('#')).collect();
         assert!(lines.len() >= 100, "only {} reference lines", lines.len());
         for line in lines {
@@ -453,7 +453,7 @@ mod tests {
 
     #[test]
     fn rejects_every_reject_line() {
-        let data = include_str!("../../shared/testdata/cron-reject.txt");
+        let data = include_str!("../tests/data/cron-reject.txt");
         // The file has no blank line today, so the empty schedule is added explicitly.
         for line in data
             .lines()

@@ -41,7 +41,7 @@ impl fmt::Display for Secret {
 /// The variables whose values are secrets.
 pub const SECRET_VARIABLES: [&str; 3] = ["DIFY_API_TOKEN", "DIFY_PASSWORD", "EXTERNAL_API_TOKEN"];
 /// The URL variables, whose `user:password@` part is a secret too.
-pub const URL_VARIABLES: [&str; 2] = ["DIFY_API_URL", "EXTERNAL_API_URL"];
+pub const URL_VARIABLES: [&str; 3] = ["DIFY_API_URL", "EXTERNAL_API_URL", "PUSHGATEWAY_URL"];
 
 /// Replaces every configured secret in text that came from elsewhere (a server's answer, an error
 /// chain) with [`MASK`] before it is logged, stored or printed.

@@ -21,10 +21,35 @@ use crate::environment::io_cause;
 /// The database's name inside `STATE_DIR`.
 pub const DATABASE_FILE: &str = "state.db";
 
+/// Migration 2, harmless to run again (migration 3 repeats it; see [`MIGRATIONS`]).
+macro_rules! discarded_table {
+    () => {
+        r"
+    CREATE TABLE IF NOT EXISTS discarded (
+        batch_id INTEGER PRIMARY KEY,
+        discarded_at TEXT NOT NULL,
+        queued_at TEXT NOT NULL,
+        first_day TEXT NOT NULL,
+        last_day TEXT NOT NULL,
+        record_count INTEGER NOT NULL,
+        total_tokens INTEGER NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX IF NOT EXISTS discarded_by_key ON discarded (idempotency_key);
+"
+    };
+}
+
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
 ///
 /// 2: `discarded`, the dead letters an operator gave up on (`exporter discard`), kept so that
 /// `status` shows them and a lookback day with the same records is not queued again.
+///
+/// 3: `last_success` (monitoring) and `login_verdict` (the login guard). Issue 10 was first built
+/// with these tables as migration 2, next to issue 9's; a database made by that build is at
+/// version 2 without `discarded`. Migration 3 therefore creates every table of 2 and 3 only if it
+/// is missing, so that such a database, like one at main's version 2, ends with all of them.
 const MIGRATIONS: &[&str] = &[
     r"
     CREATE TABLE watermark (
@@ -59,20 +84,28 @@ const MIGRATIONS: &[&str] = &[
         summary TEXT NOT NULL
     );
 ",
-    r"
-    CREATE TABLE discarded (
-        batch_id INTEGER PRIMARY KEY,
-        discarded_at TEXT NOT NULL,
-        queued_at TEXT NOT NULL,
-        first_day TEXT NOT NULL,
-        last_day TEXT NOT NULL,
-        record_count INTEGER NOT NULL,
-        total_tokens INTEGER NOT NULL,
-        idempotency_key TEXT NOT NULL,
-        last_error TEXT
+    discarded_table!(),
+    concat!(
+        r"
+    -- For monitoring: the end of the last run that exited 0 (kept when later runs fail).
+    CREATE TABLE IF NOT EXISTS last_success (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        finished_at TEXT NOT NULL
     );
-    CREATE INDEX discarded_by_key ON discarded (idempotency_key);
+    -- The login guard: the last credentials Dify refused, as a salted argon2id hash (never the
+    -- password), so that later runs with the same credentials do not spend the lockout budget.
+    CREATE TABLE IF NOT EXISTS login_verdict (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        dify_url TEXT NOT NULL,
+        email TEXT NOT NULL,
+        credentials_hash TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    );
 ",
+        discarded_table!()
+    ),
 ];
 
 /// Runs kept in the history.
@@ -157,6 +190,22 @@ pub struct RunRecord {
     pub exit_code: u8,
     /// The summary line's figures as a JSON object.
     pub summary: String,
+}
+
+/// Dify's refusal of a login, as the login guard keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginVerdictRecord {
+    /// `DIFY_API_URL` of the refusal (masked).
+    pub dify_url: String,
+    pub email: String,
+    /// PHC string of the salted argon2id hash of URL, email and password.
+    pub credentials_hash: String,
+    /// `wrong_password` or `account_locked`.
+    pub verdict: String,
+    /// Dify's answer, for the operator.
+    pub detail: String,
+    /// RFC 3339 UTC.
+    pub recorded_at: String,
 }
 
 /// What queueing did.
@@ -741,6 +790,87 @@ impl State {
     }
 }
 
+impl State {
+    /// The end of the last run that exited 0, if any.
+    pub fn last_success(&self) -> Result<Option<DateTime<Utc>>> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT finished_at FROM last_success WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .with_context(|| unreadable(&self.path))?;
+        text.map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .with_context(|| format!("`{t}` in the state database is not an instant"))
+        })
+        .transpose()
+    }
+
+    /// Keeps `at` as the end of the last successful run.
+    pub fn set_last_success(&self, at: DateTime<Utc>) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO last_success (id, finished_at) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at",
+                params![at.to_rfc3339_opts(SecondsFormat::Millis, true)],
+            )
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
+    }
+
+    /// The login guard's verdict, if Dify refused the last credentials tried.
+    pub fn login_verdict(&self) -> Result<Option<LoginVerdictRecord>> {
+        self.conn
+            .query_row(
+                "SELECT dify_url, email, credentials_hash, verdict, detail, recorded_at FROM login_verdict WHERE id = 1",
+                [],
+                |row| {
+                    Ok(LoginVerdictRecord {
+                        dify_url: row.get(0)?,
+                        email: row.get(1)?,
+                        credentials_hash: row.get(2)?,
+                        verdict: row.get(3)?,
+                        detail: row.get(4)?,
+                        recorded_at: row.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .with_context(|| unreadable(&self.path))
+    }
+
+    /// Replaces the login guard's verdict.
+    pub fn set_login_verdict(&self, record: &LoginVerdictRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO login_verdict (id, dify_url, email, credentials_hash, verdict, detail, recorded_at) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    record.dify_url,
+                    record.email,
+                    record.credentials_hash,
+                    record.verdict,
+                    record.detail,
+                    record.recorded_at
+                ],
+            )
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
+    }
+
+    /// Forgets the login guard's verdict (new credentials, or a successful login).
+    pub fn clear_login_verdict(&self) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM login_verdict", [])
+            .with_context(|| unwritable(&self.path))?;
+        Ok(())
+    }
+}
+
 /// The current time as stored: RFC 3339 UTC with milliseconds (sorts as text).
 #[must_use]
 pub fn now_text() -> String {
@@ -935,6 +1065,40 @@ mod tests {
             ..batch("unused", "2026-11-26")
         };
         assert_eq!(state.queue("r2", [again], None).unwrap().unchanged, 1);
+    }
+
+    #[test]
+    fn a_database_at_version_2_of_either_build_gets_every_table() {
+        // Main's version 2 has `discarded`; the first build of issue 10 had `last_success` and
+        // `login_verdict` at version 2 instead (the same tables as migration 3, without `discarded`).
+        for (build, version_2) in [
+            ("main", MIGRATIONS[1].to_owned()),
+            (
+                "issue 10",
+                format!("{} DROP TABLE IF EXISTS discarded;", MIGRATIONS[2]),
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            conn.execute_batch(&format!(
+                "{} {version_2} PRAGMA user_version = 2;",
+                MIGRATIONS[0]
+            ))
+            .unwrap();
+            drop(conn);
+            let mut state = State::open(dir.path()).unwrap();
+            assert_eq!(state.schema_version().unwrap(), MIGRATIONS.len(), "{build}");
+            state
+                .queue("r1", [batch("k1", "2026-11-26")], None)
+                .unwrap();
+            let queued = state.batches(BatchState::Queued).unwrap();
+            state.mark_dead(queued[0].id, "boom").unwrap();
+            assert_eq!(state.discard(None).unwrap().len(), 1, "{build}");
+            let at = "2026-11-27T00:00:00Z".parse().unwrap();
+            state.set_last_success(at).unwrap();
+            assert_eq!(state.last_success().unwrap(), Some(at), "{build}");
+            assert!(state.login_verdict().unwrap().is_none(), "{build}");
+        }
     }
 
     #[test]

@@ -61,6 +61,7 @@ fn truth(sim: &DifySim) -> Vec<Row> {
     rows
 }
 
+/// The records a dry run printed, parsed and sorted.
 #[track_caller]
 pub(crate) fn records(finished: &Finished) -> Vec<Row> {
     let mut rows: Vec<Row> = finished.stdout.lines().map(record_row).collect();
@@ -130,14 +131,43 @@ fn assert_exact(sim: &DifySim, finished: &Finished) {
     for (got, expected) in got.iter().zip(&expected) {
         assert_eq!(got, expected);
     }
-    // The modes all contribute: exact splits from nodes and total-only days from statistics.
-    assert!(
-        expected.iter().any(|r| r.token_split == "exact")
-            && expected.iter().any(|r| r.token_split == "total_only")
+    // Every mode the workspace has contributes, and every run- or message-based one per user: end
+    // users' records carry their session id, not "".
+    let modes = &sim.config().modes;
+    for (mode, label, per_user) in [
+        ("workflow", "Workflow", true),
+        ("advanced-chat", "Chatflow", true),
+        ("chat", "Chatbot", true),
+        ("agent-chat", "Agent chat", true),
+        ("completion", "Text generator", false),
+    ] {
+        if modes.iter().any(|m| m == mode) {
+            assert!(
+                expected
+                    .iter()
+                    .any(|r| r.app_name.starts_with(label) && (!per_user || !r.user.is_empty())),
+                "no {mode} record{}",
+                if per_user { " with a user" } else { "" }
+            );
+        }
+    }
+    // Apps of a mode this version does not know are counted, not silently dropped.
+    let unknown = modes.iter().filter(|m| m.as_str() == "agent").count();
+    let summary = finished
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l["message"] == "run finished")
+        .unwrap();
+    assert_eq!(
+        summary["context"]["apps_skipped"],
+        unknown * sim.config().apps_per_mode as usize
     );
     let stats = sim.stats();
     assert_eq!(stats.limit_over_100, 0);
     assert!(stats.max_limit_seen.unwrap_or(0) <= 100);
+    // Reading never marks a conversation read, and never needs a run's detail.
+    assert_eq!(stats.conversation_detail_requests, 0);
+    assert_eq!(stats.run_detail_requests, 0);
 }
 
 #[test]
@@ -294,6 +324,71 @@ fn requests_in_flight_never_exceed_dify_concurrency() {
 }
 
 #[test]
+fn a_long_conversation_is_paged_back_only_to_the_window() {
+    // 250 messages of one end user spread over the three days: the window's last two days need
+    // the newest page and the one before it (first_id = its oldest message); that page starts on
+    // the first day, so the reading stops there, and only in-window messages count.
+    let sim = sim(AuthMode::AdminKey, |c| {
+        c.modes = vec!["chat".to_owned()];
+        c.long_conversation_messages = 250;
+    });
+    let second: NaiveDate = FIRST.parse::<NaiveDate>().unwrap().succ_opt().unwrap();
+    let finished = exporter(&sim, "admin-key")
+        .args([
+            "run",
+            "--dry-run",
+            "--from",
+            &second.to_string(),
+            "--to",
+            LAST,
+        ])
+        .run();
+    finished.code(0);
+    let mut expected: Vec<Row> = sim
+        .truth(second, LAST.parse().unwrap())
+        .into_iter()
+        .map(truth_row)
+        .collect();
+    expected.sort();
+    assert_eq!(records(&finished), expected);
+    // The long conversation's user has more messages in the window than one page holds.
+    let messages = |user: &str| -> u64 {
+        expected
+            .iter()
+            .filter(|r| r.user == user)
+            .map(|r| r.request_count)
+            .sum()
+    };
+    let busiest = expected
+        .iter()
+        .map(|r| r.user.as_str())
+        .filter(|u| !u.is_empty())
+        .max_by_key(|u| messages(u))
+        .unwrap();
+    assert!(messages(busiest) > 100, "{busiest}: {}", messages(busiest));
+    assert_eq!(sim.stats().conversation_detail_requests, 0);
+}
+
+#[test]
+fn a_conversation_that_moves_to_page_1_while_listing_counts_once() {
+    // 200 conversations per app, 160 listed (deleted ones are not): two pages. When page 1 is first
+    // served, the last conversation of page 2 gets a message "now" and jumps to the top, shifting
+    // page 2 by one: without the re-read its messages in the window would be missed.
+    let sim = sim(AuthMode::AdminKey, |c| {
+        c.modes = vec!["chat".to_owned(), "agent-chat".to_owned()];
+        c.runs_per_app_per_day = 200;
+        c.messages_per_conversation = 3;
+        c.faults.bump_conversation_while_listing = true;
+    });
+    let finished = dry_run(exporter(&sim, "admin-key"));
+    assert_exact(&sim, &finished);
+    let stats = sim.stats();
+    // Two pages per app, then the top is read again: once to find the moved conversation, once
+    // more to see that nothing else moved.
+    assert_eq!(stats.chat_conversations_requests, 2 * (2 + 2));
+}
+
+#[test]
 fn the_default_window_is_the_last_fetch_days_before_today() {
     // The simulator's default workspace is the three days ending yesterday.
     let sim = DifySim::start(SimConfig {
@@ -434,6 +529,9 @@ async fn a_chat_app_listed_without_its_model_is_looked_up() {
         Mock::given(method("GET"))
             .and(path("/console/api/account/profile"))
             .respond_with(answer(json!({"timezone": "Asia/Kolkata"}))),
+        Mock::given(method("GET"))
+            .and(path(format!("/console/api/apps/{id}/chat-conversations")))
+            .respond_with(answer(json!({"page":1,"limit":100,"total":0,"has_more":false,"data":[]}))),
         // 2026-11-02 UTC is 05:30 to 05:30 the next day in Kolkata.
         Mock::given(method("GET"))
             .and(path(format!("/console/api/apps/{id}/statistics/token-costs")))

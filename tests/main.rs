@@ -3,6 +3,8 @@
 
 mod support;
 
+// Every token attributed to its user, against hand-written Dify answers.
+mod attribution;
 // `run --dry-run` against the Dify simulator: exact records for every auth variant and mode.
 mod collect;
 // The whole product against both simulators: delivery, outages, kills, concurrency, bad state.
@@ -11,8 +13,16 @@ mod deliver;
 mod config;
 // Hostile inputs and a broken network (issue 9): headers, echoed secrets, windows, 413, messages.
 mod hardening;
+// A misbehaving Dify (issue 9 items 2-4): endless lists, shifted pages, negative prices, currencies.
+mod robustness;
 // The run lock: held, contended, and after SIGKILL.
 mod lock;
+// The login guard: one failed login per wrong password across runs, cleared by new credentials.
+mod login_guard;
+// Metrics to a real Pushgateway and a textfile that promtool accepts; the alert rules.
+mod metrics;
+// The progress line: drawn under a pseudo-terminal, absent when stderr is piped.
+mod progress;
 // `exporter run` against a fake Dify: log schema, app counts, auth headers, retries, errors.
 mod run;
 // Fire times against the reference data, rejections, and --check-deploy.

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use crate::support::Exporter;
 
-/// `shared/` sits beside the repository, on developer machines and in CI alike.
+/// The reference data lives in the repository (`tests/data/`), so a fresh clone tests itself.
 fn testdata(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata")
+        .join("tests/data")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -104,6 +104,21 @@ fn every_rejected_schedule_fails_with_a_reason() {
         checked += 1;
     }
     assert_eq!(checked, 35);
+}
+
+#[test]
+fn a_schedule_starting_with_a_dash_gets_the_schedule_error_not_a_usage_error() {
+    let finished = Exporter::new()
+        .args(["next-runs", "--schedule", "-1 * * * *"])
+        .run();
+    finished.code(1);
+    assert!(finished.stdout.is_empty(), "{}", finished.stdout);
+    let line = &finished.stderr_lines()[0];
+    assert_eq!(line["message"], "invalid schedule");
+    assert_eq!(
+        line["context"]["problem"],
+        "--schedule: `-1 * * * *` minute item `-1` is malformed; items are `*`, `*/S`, `N`, `A-B` or `A-B/S`"
+    );
 }
 
 fn repo() -> &'static Path {

@@ -67,6 +67,12 @@ impl Exporter {
         self
     }
 
+    /// Sends stderr to `stdio` (e.g. a pseudo-terminal) instead of capturing it.
+    pub(crate) fn stderr_to(mut self, stdio: Stdio) -> Self {
+        self.command.stderr(stdio);
+        self
+    }
+
     /// Writes a file into the working directory.
     pub(crate) fn file(self, name: &str, text: &str) -> Self {
         std::fs::write(self.dir.path().join(name), text).unwrap();
@@ -237,6 +243,17 @@ impl Finished {
     }
 }
 
+/// What `exporter status --output OUTPUT` prints for the state in `state_dir` (it must exit 0).
+#[track_caller]
+pub(crate) fn status(state_dir: &Path, output: &str) -> String {
+    let finished = Exporter::new()
+        .env("STATE_DIR", state_dir.to_str().unwrap())
+        .args(["status", "--output", output])
+        .run();
+    finished.code(0);
+    finished.stdout.clone()
+}
+
 #[track_caller]
 pub(crate) fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
@@ -287,6 +304,7 @@ pub(crate) async fn serve_no_usage(server: &MockServer) {
             serde_json::json!({"id": "u1", "email": "owner@example.com", "timezone": "UTC"}),
         ),
         (r"/workflow-app-logs$", empty_page.clone()),
+        (r"/chat-conversations$", empty_page.clone()),
         (
             r"/workflow-runs$",
             serde_json::json!({"limit": 100, "has_more": false, "data": []}),

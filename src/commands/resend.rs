@@ -1,29 +1,53 @@
 //! `exporter resend --batch ID | --all-dead`: moves dead-lettered batches back to the queue (with a
 //! fresh count of failed runs), cuts every queued batch larger than the current `BATCH_SIZE` to
 //! that size (a receiver that refused 43 records at once would refuse them forever), and delivers
-//! the queue now, under the run lock and signal handling.
+//! the queue now, under the run lock and signal handling, with a progress line at a terminal; its
+//! metrics are written whatever the outcome.
+
+use std::time::Instant;
 
 use serde_json::json;
 use tracing::{error, info};
 
 use super::frame;
 use crate::cli::ResendArgs;
+use crate::config::Config;
 use crate::deliver;
 use crate::environment::Environment;
 use crate::exit::Exit;
+use crate::lock::RunLock;
 use crate::logging::Json;
+use crate::metrics::{self, RunFigures};
+use crate::progress;
 use crate::state::{BatchState, State};
 
 #[must_use]
 pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
+    let started = Instant::now();
     let config = match frame::config(environment) {
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    let _lock = match frame::lock(&config) {
-        Ok(lock) => lock,
+    // Held until the metrics are written, so that two runs never write them at once.
+    let mut lock = None;
+    let exit = resend_configured(&config, args, &mut lock);
+    metrics::publish(
+        &config,
+        &RunFigures {
+            exit_code: exit.code(),
+            duration: started.elapsed(),
+            ..RunFigures::default()
+        },
+    );
+    drop(lock);
+    exit
+}
+
+fn resend_configured(config: &Config, args: &ResendArgs, lock: &mut Option<RunLock>) -> Exit {
+    match frame::lock(config) {
+        Ok(held) => *lock = Some(held),
         Err(exit) => return exit,
-    };
+    }
     let state = match State::open(&config.state_dir) {
         Ok(state) => state,
         Err(err) => {
@@ -57,14 +81,18 @@ pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
         }
     };
 
-    let guarded = match frame::guarded(&config, |http, cancel| {
+    let line = progress::start("resending");
+    if let Ok(counts) = state.counts() {
+        progress::delivering(counts.queued);
+    }
+    let guarded = match frame::guarded(config, |http, cancel| {
         let state = &state;
-        let config = &config;
         async move { deliver::deliver(state, &http, config, &cancel).await }
     }) {
         Ok(guarded) => guarded,
         Err(exit) => return exit,
     };
+    drop(line);
     if let Some((exit, _)) = guarded.stopped_or_timed_out() {
         return exit;
     }

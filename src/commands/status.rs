@@ -1,5 +1,7 @@
 //! `exporter status`: the watermark, the outbox (queued and dead batches with their last errors),
-//! the batches discarded by `exporter discard`, and the last runs, read without taking the lock (SQLite lets readers in beside a writer).
+//! the batches discarded by `exporter discard`, the login guard's verdict (never its hash), the
+//! last success and the last runs, read without taking the lock (SQLite lets readers in beside a
+//! writer).
 
 use std::fmt::Write as _;
 
@@ -69,9 +71,17 @@ fn report(state: &State) -> anyhow::Result<Value> {
             })
         })
         .collect();
+    let login_guard = state.login_verdict()?.map(|v| {
+        json!({
+            "verdict": v.verdict, "email": v.email, "dify_url": v.dify_url,
+            "recorded_at": v.recorded_at, "detail": v.detail,
+        })
+    });
     Ok(json!({
         "database": state.path().display().to_string(),
         "watermark": state.watermark()?.map(|d| d.to_string()),
+        "last_success": state.last_success()?.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "login_guard": login_guard,
         "batches": {"queued": counts.queued, "dead": counts.dead, "sent": counts.sent},
         "queued": state.batches(BatchState::Queued)?.iter().map(batch).collect::<Vec<_>>(),
         "dead": state.batches(BatchState::Dead)?.iter().map(batch).collect::<Vec<_>>(),
@@ -96,6 +106,25 @@ fn text(report: &Value) -> String {
             "(none: the next run exports the last DIFY_FETCH_DAYS days)"
         )
     );
+    let _ = writeln!(
+        out,
+        "last success    {}",
+        str_or(&report["last_success"], "(none yet)")
+    );
+    let guard = &report["login_guard"];
+    if guard.is_null() {
+        let _ = writeln!(out, "login guard     clear");
+    } else {
+        let _ = writeln!(
+            out,
+            "login guard     {} for {} at {} ({}): runs with the same DIFY_EMAIL and DIFY_PASSWORD stop before logging in; \
+             change them, or `exporter run --retry-login`",
+            str_or(&guard["verdict"], ""),
+            str_or(&guard["email"], ""),
+            str_or(&guard["recorded_at"], ""),
+            str_or(&guard["detail"], "")
+        );
+    }
     let b = &report["batches"];
     let _ = writeln!(
         out,

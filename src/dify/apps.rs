@@ -1,28 +1,52 @@
-//! The workspace's apps (`GET /apps`, page pagination) and their modes.
+//! The workspace's apps (`GET /apps`, page pagination) and their modes. Dify pages apps by offset,
+//! so an app created while the list is read shifts the pages: the same app can come twice, and is
+//! kept once.
 
 use std::fmt;
 
 use anyhow::Result;
-use serde::Deserialize;
 
 use super::DifyClient;
 use super::model::{App, Page};
+use super::paging::NumberedPages;
 
 /// Dify caps list pages at 100 and answers 400 beyond that.
 const PAGE_LIMIT: u32 = 100;
 
 /// The kind of app, which decides where its usage is read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AppMode {
     Workflow,
     AdvancedChat,
     Chat,
     AgentChat,
     Completion,
-    /// A mode this version does not know (a newer Dify); its usage is not collected.
-    #[serde(other)]
+    /// A mode this version does not know (a newer Dify, e.g. `agent`); its usage is not collected.
     Other,
+}
+
+impl AppMode {
+    /// The mode Dify calls `name`; [`AppMode::Other`] for any name this version does not know.
+    #[must_use]
+    pub fn from_name(name: &str) -> AppMode {
+        match name {
+            "workflow" => AppMode::Workflow,
+            "advanced-chat" => AppMode::AdvancedChat,
+            "chat" => AppMode::Chat,
+            "agent-chat" => AppMode::AgentChat,
+            "completion" => AppMode::Completion,
+            _ => AppMode::Other,
+        }
+    }
+
+    /// Modes whose usage the statistics endpoints hold and whose model the app names.
+    #[must_use]
+    pub fn is_chat_type(self) -> bool {
+        matches!(
+            self,
+            AppMode::Chat | AppMode::AgentChat | AppMode::Completion
+        )
+    }
 }
 
 impl fmt::Display for AppMode {
@@ -39,10 +63,11 @@ impl fmt::Display for AppMode {
 }
 
 impl DifyClient {
-    /// Every app of the workspace, through all pages.
+    /// Every app of the workspace, through all pages, each once.
     pub async fn list_apps(&self) -> Result<Vec<App>> {
         let mut apps = Vec::new();
-        for page in 1.. {
+        let mut pages = NumberedPages::new("/apps", PAGE_LIMIT);
+        while let Some(page) = pages.next_page() {
             let answer: Page<App> = self
                 .get(
                     "/apps",
@@ -52,12 +77,7 @@ impl DifyClient {
                     ],
                 )
                 .await?;
-            let empty = answer.data.is_empty();
-            apps.extend(answer.data);
-            // An empty page ends the walk even if a server claims more, so a bug there cannot loop forever.
-            if !answer.has_more || empty {
-                break;
-            }
+            apps.extend(pages.accept(answer, |app| &app.id)?);
         }
         Ok(apps)
     }

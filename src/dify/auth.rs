@@ -11,11 +11,18 @@
 //!
 //! The password encoding (1.11.2+ wants base64) is chosen without spending the account's lockout
 //! budget (5 wrong passwords lock it for a day); see [`PasswordEncoding`] and `login_with_encodings`.
+//!
+//! The login guard spends that budget at most once per wrong password across runs: a login Dify
+//! refuses as a wrong password or a locked account ends as [`LoginRefused`], the run keeps the
+//! verdict in the state database with a salted argon2id hash of URL, email and password (a stolen
+//! state file gives away neither the password nor a fast digest to guess it against), and
+//! [`login_guard`] stops later runs with the same credentials before any request.
 
 use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{Result, anyhow, bail};
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use base64::Engine as _;
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use reqwest::{RequestBuilder, StatusCode};
@@ -25,8 +32,10 @@ use tokio::sync::{Mutex, RwLock};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::config::masked_url;
 use crate::http::{HttpClient, RequestError};
 use crate::secret::Secret;
+use crate::state::{LoginVerdictRecord, State, now_text};
 
 /// `DIFY_PASSWORD_ENCODING`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,6 +84,158 @@ pub enum DifyAuth {
         password: Secret,
         encoding: PasswordEncoding,
     },
+}
+
+/// Why Dify refused a login in a way that trying the same credentials again cannot cure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginVerdict {
+    /// "Invalid email or password": each try costs one of the 5 attempts before the lockout.
+    WrongPassword,
+    /// Too many wrong passwords: Dify refuses every login of the account for a day.
+    AccountLocked,
+}
+
+impl LoginVerdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            LoginVerdict::WrongPassword => "wrong_password",
+            LoginVerdict::AccountLocked => "account_locked",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "wrong_password" => Some(LoginVerdict::WrongPassword),
+            "account_locked" => Some(LoginVerdict::AccountLocked),
+            _ => None,
+        }
+    }
+}
+
+/// A login that Dify refused with a [`LoginVerdict`]; the run finds it in the error chain and keeps
+/// the verdict for [`login_guard`].
+#[derive(Debug, thiserror::Error)]
+#[error("{}", match .verdict {
+    LoginVerdict::WrongPassword => "Dify refused the password of DIFY_EMAIL",
+    LoginVerdict::AccountLocked => "Dify has locked the account of DIFY_EMAIL after too many wrong passwords",
+})]
+pub struct LoginRefused {
+    pub verdict: LoginVerdict,
+    #[source]
+    answer: RequestError,
+}
+
+/// How long Dify locks an account after too many wrong passwords; after it the guard lets one
+/// login through.
+const LOCKOUT_HOURS: i64 = 24;
+
+/// Before any request to Dify: whether the configured login is one Dify already refused. Returns
+/// the message for the operator when the run must not log in. A verdict on other credentials (or
+/// another Dify, or a token instead of a login) is cleared when `writable`; so is a lockout older
+/// than a day, or any verdict when the operator asked to `retry`.
+pub fn login_guard(
+    state: &State,
+    url: &url::Url,
+    auth: &DifyAuth,
+    retry: bool,
+    writable: bool,
+) -> Result<Option<String>> {
+    let Some(record) = state.login_verdict()? else {
+        return Ok(None);
+    };
+    let same = match auth {
+        DifyAuth::Login {
+            email, password, ..
+        } => argon2::password_hash::phc::PasswordHash::new(&record.credentials_hash).is_ok_and(
+            |hash| {
+                argon2::Argon2::default()
+                    .verify_password(credentials(url, email, password).as_bytes(), &hash)
+                    .is_ok()
+            },
+        ),
+        DifyAuth::AdminKey { .. } | DifyAuth::ConsoleToken(_) => false,
+    };
+    let verdict = LoginVerdict::parse(&record.verdict);
+    let lockout_over = verdict == Some(LoginVerdict::AccountLocked)
+        && chrono::DateTime::parse_from_rfc3339(&record.recorded_at).is_ok_and(|at| {
+            chrono::Utc::now() - at.to_utc() >= chrono::Duration::hours(LOCKOUT_HOURS)
+        });
+    let why = match (same, retry, lockout_over, verdict) {
+        (false, ..) => "the credentials or DIFY_API_URL changed",
+        (true, true, ..) => "--retry-login",
+        (true, false, true, _) => "Dify's lockout of a day is over",
+        (true, false, false, Some(verdict)) => return Ok(Some(refusal(&record, verdict))),
+        (true, false, false, None) => "the stored verdict is unknown to this exporter",
+    };
+    if writable {
+        state.clear_login_verdict()?;
+        info!(reason = why, "login guard cleared; logging in to Dify");
+    }
+    Ok(None)
+}
+
+/// What the operator reads when the guard stops a run.
+fn refusal(record: &LoginVerdictRecord, verdict: LoginVerdict) -> String {
+    let (email, at) = (&record.email, &record.recorded_at);
+    match verdict {
+        LoginVerdict::WrongPassword => format!(
+            "login guard: Dify refused the password of DIFY_EMAIL {email} at {at} ({}); this run did not try again, \
+             to spare the account (5 wrong passwords lock it for a day). Set the right DIFY_PASSWORD (new credentials \
+             clear the guard); if the password in Dify was changed to this one, run `exporter run --retry-login` once",
+            record.detail
+        ),
+        LoginVerdict::AccountLocked => format!(
+            "login guard: Dify locked the account of DIFY_EMAIL {email} at {at} after too many wrong passwords ({}); \
+             this run did not try to log in. Wait a day (the first run after {LOCKOUT_HOURS} h tries once), or unlock \
+             the account in Dify and run `exporter run --retry-login`, and make sure DIFY_PASSWORD is right",
+            record.detail
+        ),
+    }
+}
+
+/// Keeps a [`LoginRefused`] found in `error` as the guard's verdict. Returns whether there was one.
+pub fn record_login_refusal(
+    state: &State,
+    url: &url::Url,
+    auth: &DifyAuth,
+    error: &anyhow::Error,
+) -> Result<bool> {
+    let DifyAuth::Login {
+        email, password, ..
+    } = auth
+    else {
+        return Ok(false);
+    };
+    let Some(refused) = login_refusal(error) else {
+        return Ok(false);
+    };
+    // Argon2id with its default cost (19 MiB, 2 passes) and a random salt per verdict.
+    let hash = argon2::Argon2::default()
+        .hash_password(credentials(url, email, password).as_bytes())
+        .map_err(|e| anyhow!("cannot hash the refused credentials: {e}"))?
+        .to_string();
+    state.set_login_verdict(&LoginVerdictRecord {
+        dify_url: masked_url(url),
+        email: email.clone(),
+        credentials_hash: hash,
+        verdict: refused.verdict.as_str().to_owned(),
+        detail: refused.answer.to_string(),
+        recorded_at: now_text(),
+    })?;
+    Ok(true)
+}
+
+/// The [`LoginRefused`] in `error`'s chain, if a refused login is why the work failed.
+#[must_use]
+pub fn login_refusal(error: &anyhow::Error) -> Option<&LoginRefused> {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<LoginRefused>())
+}
+
+/// What the guard hashes: the same password on another Dify is other credentials.
+fn credentials(url: &url::Url, email: &str, password: &Secret) -> String {
+    format!("{url}\n{email}\n{}", password.expose())
 }
 
 /// The tokens of a logged-in session.
@@ -236,6 +397,8 @@ impl Session {
         let url = format!("{}/login", self.console_url);
         let endpoint = "POST /console/api/login";
         let mut last_failure = None;
+        // A 401 to a password Dify did check, when another encoding was still to come.
+        let mut refused = None;
         for (i, encoding) in encodings.iter().enumerate() {
             let sent = match encoding {
                 PasswordEncoding::Base64 => {
@@ -269,7 +432,7 @@ impl Session {
                         "Dify wants the password base64-encoded (Dify >= 1.11.2): set DIFY_PASSWORD_ENCODING=base64 or auto"
                     ));
                 }
-                Err(RequestError::Status { status, .. })
+                Err(answer @ RequestError::Status { status, .. })
                     if status == StatusCode::UNAUTHORIZED
                         && i + 1 < encodings.len()
                         && encodings[i + 1] == PasswordEncoding::Plain =>
@@ -277,10 +440,14 @@ impl Session {
                     // Only reached by a password that is itself valid base64, sent encoded first:
                     // a pre-1.11.2 Dify took the encoded text as the password. The plain password
                     // is a different string, so nothing wrong is sent twice.
-                    last_failure = Some(anyhow!("Dify refused the login for DIFY_EMAIL"));
+                    refused = Some(answer);
                 }
                 Err(err) => return Err(explain_login_failure(err)),
             }
+        }
+        // Plain was then refused as "not base64": the Dify is 1.11.2+ and the encoded password was wrong.
+        if let Some(answer) = refused {
+            return Err(explain_login_failure(answer));
         }
         Err(last_failure.unwrap_or_else(|| anyhow!("Dify refused the login for DIFY_EMAIL")).context(
             "check DIFY_EMAIL and DIFY_PASSWORD (Dify locks the account for a day after 5 wrong passwords)",
@@ -324,17 +491,27 @@ fn is_retryable_login_failure(error: &RequestError) -> bool {
 }
 
 fn explain_login_failure(error: RequestError) -> anyhow::Error {
-    let hint = match &error {
-        RequestError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
-            "the Dify account of DIFY_EMAIL is locked after too many wrong passwords (for a day); fix DIFY_PASSWORD and wait, or unlock it in Dify"
-        }
-        RequestError::Status { status, .. } if *status == StatusCode::UNAUTHORIZED => {
-            "check DIFY_EMAIL and DIFY_PASSWORD (Dify locks the account for a day after 5 wrong passwords)"
-        }
-        RequestError::Transport { .. } => "check DIFY_API_URL and that Dify is reachable",
+    let (hint, verdict) = match &error {
+        RequestError::Status { status, body, .. } if *status == StatusCode::TOO_MANY_REQUESTS => (
+            "the Dify account of DIFY_EMAIL is locked after too many wrong passwords (for a day); fix DIFY_PASSWORD and wait, or unlock it in Dify",
+            body.contains("email_code_login_limit")
+                .then_some(LoginVerdict::AccountLocked),
+        ),
+        RequestError::Status { status, .. } if *status == StatusCode::UNAUTHORIZED => (
+            "check DIFY_EMAIL and DIFY_PASSWORD (Dify locks the account for a day after 5 wrong passwords)",
+            Some(LoginVerdict::WrongPassword),
+        ),
+        RequestError::Transport { .. } => ("check DIFY_API_URL and that Dify is reachable", None),
         _ => return error.into(),
     };
-    anyhow::Error::new(error).context(hint)
+    match verdict {
+        Some(verdict) => anyhow::Error::new(LoginRefused {
+            verdict,
+            answer: error,
+        }),
+        None => anyhow::Error::new(error),
+    }
+    .context(hint)
 }
 
 #[derive(Deserialize)]

@@ -57,7 +57,7 @@ impl DifyClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T> {
-        let endpoint = format!("GET {CONSOLE_PREFIX}{}", endpoint_path(path));
+        let endpoint = endpoint_name(path);
         let url = format!("{}{path}", self.console_url);
         self.session.ensure(&self.http).await?;
         let mut renewals = 0;
@@ -98,6 +98,11 @@ impl DifyClient {
             }
         }
     }
+}
+
+/// How logs and errors name the console endpoint at `path`: `GET /console/api/apps/{id}/…`.
+pub(super) fn endpoint_name(path: &str) -> String {
+    format!("GET {CONSOLE_PREFIX}{}", endpoint_path(path))
 }
 
 /// The path for logs and errors, with ids folded so that messages group by endpoint.

@@ -3,7 +3,9 @@
 //! Every struct ignores fields it does not name, so a newer Dify that adds fields still parses. The
 //! variants DIFY-API.md marks UNCONFIRMED are accepted too: token counts as numbers or numeric strings,
 //! prices as decimal strings, numbers or `null`, in plain or exponent form (`"0E-7"`). A negative
-//! token count is refused: it would silently corrupt every total it touches.
+//! token count or price, and a currency that is not three ASCII letters, are refused with the JSON
+//! path of the field: they would silently corrupt every total they touch, or have the meter reject
+//! (and dead-letter) a whole day.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,11 +16,14 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::AppMode;
 
-/// A page of a page-paginated list (`/apps`, `workflow-app-logs`).
+/// A page of a list: page-numbered (`/apps`, `workflow-app-logs`, `chat-conversations`, with
+/// `total`) or cursor-paged (`workflow-runs`, `chat-messages`, without).
 #[derive(Debug, Deserialize)]
 pub(super) struct Page<T> {
     pub data: Vec<T>,
     pub has_more: bool,
+    #[serde(default, deserialize_with = "optional_tokens")]
+    pub total: Option<u64>,
 }
 
 /// One app as listed, with its model when it is a chat-type app.
@@ -26,9 +31,19 @@ pub(super) struct Page<T> {
 pub struct App {
     pub id: String,
     pub name: String,
-    pub mode: AppMode,
+    /// The mode as Dify names it; [`App::mode`] interprets it. Kept as text so that an app of a
+    /// mode this version does not know can be named in the log.
+    #[serde(rename = "mode")]
+    pub mode_name: String,
     #[serde(default)]
     pub model_config: Option<ModelConfig>,
+}
+
+impl App {
+    #[must_use]
+    pub fn mode(&self) -> AppMode {
+        AppMode::from_name(&self.mode_name)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,7 +52,7 @@ pub struct ModelConfig {
     pub model: Option<ModelRef>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct ModelRef {
     #[serde(default)]
     pub provider: String,
@@ -52,7 +67,7 @@ pub(super) struct Profile {
     pub timezone: Option<String>,
 }
 
-/// Who started a run: the fields both the app logs and the run list carry.
+/// Who started a run: the fields the app logs, the run list and every node execution carry.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Creator {
     #[serde(default)]
@@ -118,13 +133,6 @@ pub(super) struct WorkflowRun {
     pub creator: Creator,
 }
 
-/// A page of the cursor-paginated run list.
-#[derive(Debug, Deserialize)]
-pub(super) struct RunPage {
-    pub data: Vec<WorkflowRun>,
-    pub has_more: bool,
-}
-
 /// `node-executions`.
 #[derive(Debug, Deserialize)]
 pub(super) struct NodeExecutions {
@@ -134,6 +142,9 @@ pub(super) struct NodeExecutions {
 #[derive(Debug, Deserialize)]
 pub(super) struct NodeExecution {
     pub node_type: String,
+    /// The run's creator, which real Dify's run list rows lack for end users.
+    #[serde(flatten)]
+    pub creator: Creator,
     #[serde(default)]
     pub process_data: Option<ProcessData>,
     #[serde(default)]
@@ -161,7 +172,7 @@ pub(crate) struct Usage {
     pub completion_tokens: u64,
     #[serde(default, deserialize_with = "price")]
     pub total_price: Decimal,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "currency")]
     pub currency: Option<String>,
 }
 
@@ -171,11 +182,12 @@ pub(crate) struct ExecutionMetadata {
     pub total_tokens: Option<u64>,
     #[serde(default, deserialize_with = "price")]
     pub total_price: Decimal,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "currency")]
     pub currency: Option<String>,
 }
 
-/// `statistics/token-costs`.
+/// `statistics/token-costs`. Its `currency` is always the literal `"USD"` whatever the prices' own
+/// currencies (DIFY-API.md), so it is not read.
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenCosts {
     pub data: Vec<TokenCostRow>,
@@ -187,8 +199,6 @@ pub(super) struct TokenCostRow {
     pub token_count: u64,
     #[serde(default, deserialize_with = "price")]
     pub total_price: Decimal,
-    #[serde(default)]
-    pub currency: Option<String>,
 }
 
 /// `statistics/daily-messages`.
@@ -203,6 +213,54 @@ pub(super) struct DailyMessagesRow {
     pub message_count: u64,
 }
 
+/// One row of `chat-conversations` (`conversation_with_summary_fields` in Dify's
+/// `api/fields/conversation_fields.py`).
+#[derive(Debug, Deserialize)]
+pub(super) struct Conversation {
+    pub id: String,
+    #[serde(default)]
+    pub from_end_user_session_id: Option<String>,
+    #[serde(deserialize_with = "timestamp")]
+    pub updated_at: i64,
+    #[serde(default)]
+    pub model_config: Option<ModelConfig>,
+}
+
+/// One message of `chat-messages` (`message_detail_fields`).
+#[derive(Debug, Deserialize)]
+pub(super) struct Message {
+    pub id: String,
+    #[serde(deserialize_with = "timestamp")]
+    pub created_at: i64,
+    #[serde(
+        default,
+        rename = "message_tokens",
+        deserialize_with = "tokens_or_null"
+    )]
+    pub input_tokens: u64,
+    #[serde(default, rename = "answer_tokens", deserialize_with = "tokens_or_null")]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub from_end_user_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<MessageMetadata>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct MessageMetadata {
+    #[serde(default)]
+    pub usage: Option<MessagePrice>,
+}
+
+/// The part of a message's `metadata.usage` the exporter takes: the tokens come from the message.
+#[derive(Debug, Deserialize)]
+pub(super) struct MessagePrice {
+    #[serde(default, deserialize_with = "price")]
+    pub total_price: Decimal,
+    #[serde(default, deserialize_with = "currency")]
+    pub currency: Option<String>,
+}
+
 /// A count: a non-negative integer, or a string holding one.
 fn tokens<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     deserializer.deserialize_any(Lenient::<u64>::new("a non-negative whole number"))
@@ -214,9 +272,30 @@ fn optional_tokens<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
     ))
 }
 
-/// A price: a decimal string (also `"0E-7"`), a number, or `null` (zero).
+/// A count that Dify may write as `null` (a message that failed before the model answered).
+fn tokens_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    Ok(optional_tokens(deserializer)?.unwrap_or(0))
+}
+
+/// A price: a non-negative decimal string (also `"0E-7"`), a number, or `null` (zero).
 fn price<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
-    deserializer.deserialize_any(Lenient::<Decimal>::new("a decimal price"))
+    deserializer.deserialize_any(Lenient::<Decimal>::new("a non-negative decimal price"))
+}
+
+/// A currency: three ASCII letters (ISO 4217, upper-cased here so that `usd` and `USD` are one
+/// record), or `null`/missing (Dify's default `USD` applies downstream).
+fn currency<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    match text {
+        None => Ok(None),
+        Some(code) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            Ok(Some(code.to_ascii_uppercase()))
+        }
+        Some(code) => Err(de::Error::invalid_value(
+            de::Unexpected::Str(&code),
+            &"a currency of three ASCII letters such as \"USD\"",
+        )),
+    }
 }
 
 /// Unix seconds, as a number or a numeric string.
@@ -274,6 +353,7 @@ impl LenientValue for Decimal {
         Decimal::from_str(text)
             .or_else(|_| Decimal::from_scientific(text))
             .ok()
+            .filter(|price| !price.is_sign_negative() || price.is_zero())
     }
     fn from_null() -> Option<Self> {
         Some(Decimal::ZERO)
@@ -340,6 +420,33 @@ mod tests {
             err.to_string().contains("a non-negative whole number"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn prices_must_not_be_negative_and_currencies_are_three_letters() {
+        let usage = |price: &str, currency: &str| {
+            serde_json::from_str::<Usage>(&format!(
+                r#"{{"prompt_tokens":1,"completion_tokens":1,"total_price":{price},"currency":{currency}}}"#
+            ))
+        };
+        assert_eq!(
+            usage(r#""0""#, r#""rmb""#).unwrap().currency.as_deref(),
+            Some("RMB")
+        );
+        assert_eq!(usage(r#""-0""#, "null").unwrap().total_price, Decimal::ZERO);
+        for (price, currency, reason) in [
+            (r#""-0.1""#, r#""USD""#, "a non-negative decimal price"),
+            ("-0.1", r#""USD""#, "a non-negative decimal price"),
+            (r#""0.1""#, r#""usd$""#, "a currency of three ASCII letters"),
+            (r#""0.1""#, r#""""#, "a currency of three ASCII letters"),
+            (r#""0.1""#, r#""US""#, "a currency of three ASCII letters"),
+        ] {
+            let error = usage(price, currency).unwrap_err();
+            assert!(
+                error.to_string().contains(reason),
+                "{price} {currency}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -8,8 +8,6 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
-use serde::Deserialize as _;
-use serde::de::value::{Error as ValueError, StrDeserializer};
 
 use uuid::Uuid;
 
@@ -47,8 +45,7 @@ impl AppRow {
 
     /// The mode as the run summary counts it (`agent` and newer modes are `other` there).
     pub(super) fn app_mode(&self) -> AppMode {
-        AppMode::deserialize(StrDeserializer::<ValueError>::new(&self.mode))
-            .unwrap_or(AppMode::Other)
+        AppMode::from_name(&self.mode)
     }
 }
 

@@ -1,0 +1,351 @@
+//! Prometheus metrics of a batch job (ARCHITECTURE.md section 8): written once at the end of every
+//! `run` and `resend`, whatever the outcome, to node_exporter's textfile collector
+//! (`METRICS_TEXTFILE`) and/or a Pushgateway (`PUSHGATEWAY_URL`).
+//!
+//! A run-once job has no endpoint to scrape, so it leaves its figures where Prometheus can find them.
+//! `last_success_timestamp_seconds` is what the "no success for 26 h" alert needs, and a failed run
+//! must not reset it, so it is kept in the state database. Metrics never change the exit code: the
+//! run's data is safe in the state database, and a monitoring problem is one `warn` line.
+//!
+//! The text format comes from `prometheus-client` (the Prometheus project's Rust crate), without the
+//! OpenMetrics `# EOF` trailer, because both consumers read the classic text format.
+
+use std::collections::BTreeMap;
+use std::fs::{OpenOptions, Permissions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive as _;
+use tracing::warn;
+use url::Url;
+
+use crate::config::{Config, masked_url};
+use crate::state::{Counts, State};
+
+/// The metric name prefix.
+const PREFIX: &str = "dify_usage_exporter";
+/// The Pushgateway grouping key's `job`.
+const JOB: &str = "dify_usage_exporter";
+
+/// What one `run` or `resend` did, as far as monitoring cares.
+#[derive(Debug, Default, Clone)]
+pub struct RunFigures {
+    pub exit_code: u8,
+    pub duration: Duration,
+    /// Records collected (0 for `resend`).
+    pub records: u64,
+    pub tokens: u64,
+    /// Cost collected, per currency.
+    pub cost: BTreeMap<String, Decimal>,
+    pub dify_requests: u64,
+    pub retries: u64,
+}
+
+/// What the state database says after the run.
+#[derive(Debug, Default, Clone, Copy)]
+struct Kept {
+    last_success: Option<DateTime<Utc>>,
+    outbox: Option<Counts>,
+    watermark: Option<NaiveDate>,
+}
+
+/// Keeps the success time in the state database (exit 0 only) and writes the metrics to every
+/// configured target. Never fails: each problem is one `warn` line.
+pub fn publish(config: &Config, figures: &RunFigures) {
+    let finished = Utc::now();
+    if figures.exit_code == 0
+        && let Err(err) = State::open(&config.state_dir).and_then(|s| s.set_last_success(finished))
+    {
+        warn!(
+            error = format!("{err:#}"),
+            "cannot keep the success time in the state database"
+        );
+    }
+    let targets = &config.metrics;
+    if targets.textfile.is_none() && targets.pushgateway_url.is_none() {
+        return;
+    }
+    let kept = match kept(&config.state_dir) {
+        Ok(kept) => kept,
+        Err(err) => {
+            warn!(
+                error = format!("{err:#}"),
+                "cannot read the state database for the metrics; writing those of the run only"
+            );
+            Kept::default()
+        }
+    };
+    let text = match encode(figures, &kept, finished) {
+        Ok(text) => text,
+        Err(err) => {
+            warn!(error = %err, "cannot encode the metrics");
+            return;
+        }
+    };
+    if let Some(path) = &targets.textfile
+        && let Err(err) = write_textfile(path, &text)
+    {
+        warn!(
+            error = format!("{err:#}"),
+            "cannot write METRICS_TEXTFILE; the run's data is safe in the state database"
+        );
+    }
+    if let Some(url) = &targets.pushgateway_url {
+        let instance = targets.pushgateway_instance.as_deref();
+        if let Err(err) = push(url, instance, text, config.http_timeout) {
+            warn!(
+                pushgateway = masked_url(url),
+                // The Pushgateway's answer is quoted: it may echo a secret.
+                error = config.masker.mask(&format!("{err:#}")),
+                "cannot push the metrics to PUSHGATEWAY_URL; the run's data is safe in the state database"
+            );
+        }
+    }
+}
+
+fn kept(state_dir: &Path) -> Result<Kept> {
+    let Some(state) = State::open_read_only(state_dir)? else {
+        return Ok(Kept::default());
+    };
+    Ok(Kept {
+        last_success: state.last_success()?,
+        outbox: Some(state.counts()?),
+        watermark: state.watermark()?,
+    })
+}
+
+/// The metrics in Prometheus' text format.
+fn encode(
+    figures: &RunFigures,
+    kept: &Kept,
+    finished: DateTime<Utc>,
+) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix(PREFIX);
+    let labelled = |label: &str, values: Vec<(String, f64)>| {
+        let family = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+        for (value, number) in values {
+            family
+                .get_or_create(&vec![(label.to_owned(), value)])
+                .set(number);
+        }
+        family
+    };
+    registry.register(
+        "build_info",
+        "Always 1; the version label is the exporter's version",
+        labelled("version", vec![(env!("CARGO_PKG_VERSION").to_owned(), 1.0)]),
+    );
+    registry.register(
+        "last_run_timestamp_seconds",
+        "End of the last run, seconds since the Unix epoch",
+        seconds(finished),
+    );
+    if let Some(success) = kept.last_success {
+        registry.register(
+            "last_success_timestamp_seconds",
+            "End of the last run that exited 0, seconds since the Unix epoch (kept across failed runs)",
+            seconds(success),
+        );
+    }
+    registry.register(
+        "last_run_exit_code",
+        "Exit code of the last run (0 done, 1 failed or work left, 130/143 stopped)",
+        whole(u64::from(figures.exit_code)),
+    );
+    registry.register(
+        "last_run_duration_seconds",
+        "Wall time of the last run",
+        float(figures.duration.as_secs_f64()),
+    );
+    registry.register(
+        "last_run_records",
+        "Records collected by the last run",
+        whole(figures.records),
+    );
+    registry.register(
+        "last_run_tokens",
+        "Tokens collected by the last run",
+        whole(figures.tokens),
+    );
+    registry.register(
+        "last_run_cost",
+        "Cost collected by the last run, per currency",
+        labelled(
+            "currency",
+            figures
+                .cost
+                .iter()
+                .map(|(currency, cost)| (currency.clone(), cost.to_f64().unwrap_or(f64::NAN)))
+                .collect(),
+        ),
+    );
+    registry.register(
+        "last_run_dify_requests",
+        "Requests the last run made to Dify, retries included",
+        whole(figures.dify_requests),
+    );
+    registry.register(
+        "last_run_retries",
+        "Retried requests in the last run",
+        whole(figures.retries),
+    );
+    if let Some(outbox) = kept.outbox {
+        registry.register(
+            "outbox_batches",
+            "Batches in the outbox after the last run: queued for the next run, or dead-lettered (need `exporter resend`)",
+            labelled(
+                "state",
+                vec![
+                    ("queued".to_owned(), count(outbox.queued)),
+                    ("dead".to_owned(), count(outbox.dead)),
+                ],
+            ),
+        );
+    }
+    if let Some(day) = kept.watermark.and_then(|d| d.succ_opt()) {
+        registry.register(
+            "watermark_timestamp_seconds",
+            "00:00 UTC of the day after the watermark (the last day whose records are queued)",
+            seconds(day.and_time(chrono::NaiveTime::MIN).and_utc()),
+        );
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode_registry(&mut text, &registry)?;
+    Ok(text)
+}
+
+/// A whole-number gauge holding `value`.
+fn whole(value: u64) -> Gauge<i64> {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+    gauge
+}
+
+/// A floating-point gauge holding `value`.
+fn float(value: f64) -> Gauge<f64, AtomicU64> {
+    let gauge = Gauge::<f64, AtomicU64>::default();
+    gauge.set(value);
+    gauge
+}
+
+fn seconds(at: DateTime<Utc>) -> Gauge<f64, AtomicU64> {
+    // Milliseconds since the epoch stay far below 2^52, so the conversion is exact.
+    #[allow(clippy::cast_precision_loss)]
+    float(at.timestamp_millis() as f64 / 1000.0)
+}
+
+#[allow(clippy::cast_precision_loss)] // batch counts stay far below 2^52
+fn count(n: u64) -> f64 {
+    n as f64
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it over `path`, so the collector
+/// never reads half a file; mode 0644 whatever the umask, because node_exporter runs as another user.
+fn write_textfile(path: &Path, text: &str) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("METRICS_TEXTFILE {} names no file", path.display()))?;
+    // Not ending in `.prom`, so the collector ignores it while it is being written.
+    let temp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&temp)?;
+        file.set_permissions(Permissions::from_mode(0o644))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    };
+    write().map_err(|err| {
+        let _ = std::fs::remove_file(&temp);
+        anyhow::Error::new(err).context(format!(
+            "METRICS_TEXTFILE {}: cannot write it (its directory must exist and be writable)",
+            path.display()
+        ))
+    })
+}
+
+/// PUTs the metrics to the Pushgateway group `job="dify_usage_exporter"` (plus `instance`), which
+/// replaces the group's previous metrics: exactly what a batch job's last run should leave.
+fn push(base: &Url, instance: Option<&str>, text: String, timeout: Duration) -> Result<()> {
+    let url = group_url(base, instance)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime for the push")?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("dify-usage-exporter/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .build()
+            .context("cannot build the HTTP client for the push")?;
+        // The URL may hold a password: errors are shown without it.
+        let response = client
+            .put(url)
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(text)
+            .send()
+            .await
+            .map_err(reqwest::Error::without_url)?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            bail!("the Pushgateway answered {status}: {}", body.trim());
+        }
+        Ok(())
+    })
+}
+
+/// `BASE/metrics/job/dify_usage_exporter[/instance@base64/…]`; base64url lets any instance value
+/// (even one with `/`) through.
+fn group_url(base: &Url, instance: Option<&str>) -> Result<Url> {
+    let mut url = base.clone();
+    {
+        let mut segments = url
+            .path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("PUSHGATEWAY_URL cannot take a path"))?;
+        segments.pop_if_empty().extend(["metrics", "job", JOB]);
+        if let Some(instance) = instance {
+            let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(instance);
+            segments.extend(["instance@base64", encoded.as_str()]);
+        }
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_group_url_keeps_a_path_prefix_and_encodes_the_instance() {
+        let base = Url::parse("https://gw.example.com/prefix/").unwrap();
+        assert_eq!(
+            group_url(&base, Some("host/1")).unwrap().as_str(),
+            "https://gw.example.com/prefix/metrics/job/dify_usage_exporter/instance@base64/aG9zdC8x"
+        );
+        let root = Url::parse("http://127.0.0.1:9091").unwrap();
+        assert_eq!(
+            group_url(&root, None).unwrap().as_str(),
+            "http://127.0.0.1:9091/metrics/job/dify_usage_exporter"
+        );
+    }
+}
