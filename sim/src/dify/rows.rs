@@ -502,3 +502,26 @@ impl<'a> Copy<'a> {
         self.out.write_all(b"\\.\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_postgresql_would_misread() {
+        let mut out = Vec::new();
+        let mut copy = Copy::new(&mut out);
+        copy.begin("t", &["a", "b"]).unwrap();
+        copy.row(&[Some("tab\there \\ line\nend\r"), None]).unwrap();
+        copy.end().unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "COPY t (a, b) FROM STDIN;\ntab\\there \\\\ line\\nend\\r\t\\N\n\\.\n"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_utc_text() {
+        assert_eq!(timestamp(1_764_547_199), "2025-11-30 23:59:59");
+    }
+}
