@@ -127,7 +127,7 @@ impl Cluster {
             let account = nix::unistd::User::from_name(user).unwrap().unwrap();
             std::os::unix::fs::chown(&pwfile, Some(account.uid.as_raw()), None).unwrap();
         }
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             port: free_port(),
             dir,
             bin,
@@ -158,26 +158,36 @@ impl Cluster {
         } else {
             ""
         };
-        cluster.server_command(
-            "pg_ctl",
-            &[
-                "-D",
-                &cluster.data().to_string_lossy(),
-                "-l",
-                &cluster.dir.join("server.log").to_string_lossy(),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                &format!(
-                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200{tls_options}",
-                    cluster.port,
-                    cluster.dir.display()
-                ),
-                "start",
-            ],
-        );
-        cluster
+        // The free port is only free until someone else takes it: try another if the start fails.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let options = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200{tls_options}",
+                cluster.port,
+                cluster.dir.display()
+            );
+            let started = cluster.try_server_command(
+                "pg_ctl",
+                &[
+                    "-D",
+                    &cluster.data().to_string_lossy(),
+                    "-l",
+                    &cluster.dir.join("server.log").to_string_lossy(),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    &options,
+                    "start",
+                ],
+            );
+            match started {
+                Ok(()) => return cluster,
+                Err(failure) => failures.push(failure),
+            }
+            cluster.port = free_port();
+        }
+        panic!("PostgreSQL did not start: {failures:#?}");
     }
 
     fn data(&self) -> PathBuf {
@@ -197,19 +207,27 @@ impl Cluster {
 
     #[track_caller]
     fn server_command(&self, program: &str, args: &[&str]) {
+        if let Err(failure) = self.try_server_command(program, args) {
+            panic!("{failure}");
+        }
+    }
+
+    fn try_server_command(&self, program: &str, args: &[&str]) -> Result<(), String> {
         let output = self
             .as_server_user(self.bin.join(program))
             .args(args)
             .current_dir(&self.dir)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-        assert!(
-            output.status.success(),
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(format!(
             "{program} failed: {}\n{}\n{}",
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
-        );
+        ))
     }
 
     /// `ca.pem` and `server.pem`/`server.key` (for IP 127.0.0.1) in the data directory, with
