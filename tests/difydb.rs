@@ -11,11 +11,11 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use dify_sim::{DifySim, SimConfig};
+use dify_sim::{DifySim, MeterConfig, MeterSim, SimConfig};
 
 use crate::collect;
 use crate::pg::{self, Cluster, SUPERUSER};
-use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, PASSWORD, Row, truth_row};
+use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, PASSWORD, Row, held_row, truth_row};
 
 const DAY: &str = "2026-11-02";
 const T1: &str = "10000000-0000-4000-8000-000000000001";
@@ -727,4 +727,44 @@ fn the_database_and_the_console_api_agree_on_the_same_world() {
 /// The rows of `apps`.
 fn of_apps<'r>(rows: &'r [Row], apps: &[String]) -> Vec<&'r Row> {
     rows.iter().filter(|r| apps.contains(&r.app_id)).collect()
+}
+
+#[test]
+fn a_connection_lost_mid_read_is_retried_and_the_delivered_records_equal_the_truth() {
+    let cluster = pg::shared();
+    let sim = simulated(41);
+    let database = cluster.dify_database();
+    load(cluster, &database, &sim);
+    let meter = MeterSim::start(MeterConfig {
+        token: EXTERNAL_TOKEN.to_owned(),
+        ..MeterConfig::default()
+    })
+    .unwrap();
+    let lock = cluster.lock_table(&database, "messages");
+    let mut running = exporter(cluster, SUPERUSER, &database)
+        .env("EXTERNAL_API_URL", &meter.url())
+        .env("MAX_RETRY", "2")
+        .args(["run", "--from", FIRST, "--to", LAST])
+        .spawn();
+    // The snapshot is open and its next statement waits for the lock: end the session under it, as a
+    // failover or an administrator would, then let the retry through.
+    running.wait_for_line("apps read from the database");
+    let ended = cluster.psql(
+        "postgres",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = 'dify-usage-exporter';",
+    );
+    assert_eq!(ended.trim(), "1");
+    drop(lock);
+    let finished = running.wait();
+    finished.code(0);
+    let retry = finished.log("database read failed; retrying")["context"].clone();
+    assert_eq!(retry["attempt"], 1);
+    assert!(
+        retry["error"].as_str().unwrap().contains("SQLSTATE 57P01"),
+        "{retry}"
+    );
+    let mut held: Vec<Row> = meter.records().into_iter().map(held_row).collect();
+    held.sort();
+    assert_eq!(held, database_truth(&[&sim]));
 }

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Result;
+use futures::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -110,9 +111,18 @@ pub async fn collect(
 /// One attempt: a session, polled in this task alongside the reading of one snapshot.
 async fn collect_once(source: &DatabaseSource, window: Window) -> Result<Collected, AttemptError> {
     let (mut client, connection) = postgres::connect(source).await?;
+    let read = read_snapshot(&mut client, source, window);
+    tokio::pin!(read);
     tokio::select! {
-        outcome = read_snapshot(&mut client, source, window) => outcome,
-        ended = connection => Err(postgres::connection_ended(ended)),
+        biased;
+        outcome = &mut read => outcome,
+        ended = connection => {
+            // The server's last words (why it ended the session) may be waiting for the reading
+            // already: they say more than "connection closed".
+            read.as_mut()
+                .now_or_never()
+                .unwrap_or_else(|| Err(postgres::connection_ended(ended)))
+        }
     }
 }
 
