@@ -16,6 +16,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::dify::{DifyAuth, PasswordEncoding};
+use crate::difydb::DatabaseSource;
 use crate::environment::Environment;
 use crate::logging::{LogFormat, LogSettings};
 use crate::schedule::Schedule;
@@ -42,6 +43,7 @@ pub const DEFAULT_SCHEDULE: &str = "0 0 * * *";
 #[derive(Debug, Default, Deserialize)]
 struct RawEnv {
     dify_api_url: Option<String>,
+    dify_database_url: Option<String>,
     dify_api_token: Option<String>,
     dify_workspace_id: Option<String>,
     dify_email: Option<String>,
@@ -69,13 +71,36 @@ struct RawEnv {
     pushgateway_instance: Option<String>,
 }
 
+/// Where a run reads usage from: one source per run.
+#[derive(Debug, Clone)]
+pub enum DifySource {
+    /// Dify's console API (`DIFY_API_URL` and a token or login).
+    Console {
+        /// Base URL of Dify, without a trailing slash; console paths are appended to it.
+        url: Url,
+        /// How to authenticate to the console API.
+        auth: DifyAuth,
+    },
+    /// Dify's PostgreSQL database (`DIFY_DATABASE_URL`).
+    Database(DatabaseSource),
+}
+
+impl DifySource {
+    /// The name `validate-config` and the logs use.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            DifySource::Console { .. } => "console-api",
+            DifySource::Database(_) => "database",
+        }
+    }
+}
+
 /// The validated configuration of one run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Base URL of Dify, without a trailing slash; console paths are appended to it.
-    pub dify_api_url: Url,
-    /// How to authenticate to Dify's console API.
-    pub dify_auth: DifyAuth,
+    /// Where usage is read from.
+    pub dify_source: DifySource,
     /// Days collected by a run without `--from/--to` (until the state database keeps a watermark).
     pub dify_fetch_days: u32,
     /// Requests to Dify in flight at once.
@@ -182,12 +207,8 @@ impl Config {
                 parse_bool,
             )
             .unwrap_or(false);
-        let dify_api_url = check.url(
-            "DIFY_API_URL",
-            raw.dify_api_url.as_deref(),
-            allow_insecure_http,
-        );
-        let dify_auth = check.dify_auth(&raw);
+        let http_timeout = check.seconds("HTTP_TIMEOUT", raw.http_timeout.as_deref(), 30, 600);
+        let dify_source = check.dify_source(&raw, allow_insecure_http, http_timeout);
         let dify_fetch_days = check.number(
             "DIFY_FETCH_DAYS",
             raw.dify_fetch_days.as_deref(),
@@ -240,7 +261,6 @@ impl Config {
             3600,
         );
         let max_retry = check.number("MAX_RETRY", raw.max_retry.as_deref(), 0..=10, 3);
-        let http_timeout = check.seconds("HTTP_TIMEOUT", raw.http_timeout.as_deref(), 30, 600);
         let state_dir = check.state_dir(raw.state_dir.as_deref());
         let metrics = check.metrics(&raw, allow_insecure_http);
 
@@ -250,8 +270,7 @@ impl Config {
         // Every `None` above pushed a problem, so all of these are present.
         let missing = || Problems(vec![]);
         Ok(Config {
-            dify_api_url: dify_api_url.ok_or_else(missing)?,
-            dify_auth: dify_auth.ok_or_else(missing)?,
+            dify_source: dify_source.ok_or_else(missing)?,
             dify_fetch_days,
             dify_concurrency,
             collect_chunk_days,
@@ -279,18 +298,37 @@ impl Config {
     /// The effective configuration as (variable, value) pairs, secrets masked, in table order.
     #[must_use]
     pub fn masked(&self) -> Vec<(&'static str, String)> {
-        let (token, workspace, email, password, encoding) = match &self.dify_auth {
-            DifyAuth::AdminKey { workspace_id, .. } => (
+        let (api_url, database_url, auth) = match &self.dify_source {
+            DifySource::Console { url, auth } => (masked_url(url), unset(), Some(auth)),
+            DifySource::Database(source) => (unset(), source.masked_url(), None),
+        };
+        let (token, workspace, email, password, encoding) = match auth {
+            None => (
+                unset(),
+                match &self.dify_source {
+                    DifySource::Database(DatabaseSource {
+                        workspace_id: Some(id),
+                        ..
+                    }) => id.to_string(),
+                    _ => "(every workspace)".to_owned(),
+                },
+                unset(),
+                unset(),
+                unset(),
+            ),
+            Some(DifyAuth::AdminKey { workspace_id, .. }) => (
                 MASK.to_owned(),
                 workspace_id.to_string(),
                 unset(),
                 unset(),
                 unset(),
             ),
-            DifyAuth::ConsoleToken(_) => (MASK.to_owned(), unset(), unset(), unset(), unset()),
-            DifyAuth::Login {
+            Some(DifyAuth::ConsoleToken(_)) => {
+                (MASK.to_owned(), unset(), unset(), unset(), unset())
+            }
+            Some(DifyAuth::Login {
                 email, encoding, ..
-            } => (
+            }) => (
                 unset(),
                 unset(),
                 email.clone(),
@@ -299,7 +337,8 @@ impl Config {
             ),
         };
         vec![
-            ("DIFY_API_URL", masked_url(&self.dify_api_url)),
+            ("DIFY_API_URL", api_url),
+            ("DIFY_DATABASE_URL", database_url),
             ("DIFY_API_TOKEN", token),
             ("DIFY_WORKSPACE_ID", workspace),
             ("DIFY_EMAIL", email),
@@ -518,6 +557,65 @@ impl Checker {
         Some(path)
     }
 
+    /// The console API, or the database when `DIFY_DATABASE_URL` is set; never both.
+    fn dify_source(
+        &mut self,
+        raw: &RawEnv,
+        allow_insecure_http: bool,
+        http_timeout: Option<Duration>,
+    ) -> Option<DifySource> {
+        let Some(database_url) = raw.dify_database_url.as_deref() else {
+            let url = self.url(
+                "DIFY_API_URL",
+                raw.dify_api_url.as_deref(),
+                allow_insecure_http,
+            );
+            let auth = self.dify_auth(raw);
+            return Some(DifySource::Console {
+                url: url?,
+                auth: auth?,
+            });
+        };
+        let mut ok = true;
+        for (variable, value) in [
+            ("DIFY_API_URL", &raw.dify_api_url),
+            ("DIFY_API_TOKEN", &raw.dify_api_token),
+            ("DIFY_EMAIL", &raw.dify_email),
+            ("DIFY_PASSWORD", &raw.dify_password),
+        ] {
+            if value.is_some() {
+                self.problem(
+                    variable,
+                    "is set together with DIFY_DATABASE_URL; a run reads one source: unset DIFY_DATABASE_URL to use the console API, or the console settings to read the database",
+                );
+                ok = false;
+            }
+        }
+        let workspace_id = self.parse_with(
+            "DIFY_WORKSPACE_ID",
+            raw.dify_workspace_id.as_deref(),
+            parse_uuid,
+        );
+        if raw.dify_workspace_id.is_some() && workspace_id.is_none() {
+            ok = false;
+        }
+        let connect_timeout = http_timeout
+            .unwrap_or(Duration::from_secs(30))
+            .min(Duration::from_secs(10));
+        let text = database_url.trim();
+        match DatabaseSource::parse(text, workspace_id, connect_timeout) {
+            Ok(source) if ok => Some(DifySource::Database(source)),
+            Ok(_) => None,
+            Err(rule) => {
+                self.problem(
+                    "DIFY_DATABASE_URL",
+                    format!("`{}` {rule}", mask_userinfo(text)),
+                );
+                None
+            }
+        }
+    }
+
     /// The metrics targets; every one is optional. An unusable one is a problem, not a warning:
     /// a monitoring gap found at the first scheduled run is worse than a refused start.
     fn metrics(&mut self, raw: &RawEnv, allow_insecure: bool) -> MetricsTargets {
@@ -568,10 +666,7 @@ impl Checker {
         let email = raw.dify_email.as_deref();
         let password = raw.dify_password.as_deref();
 
-        let workspace_id = self.parse_with("DIFY_WORKSPACE_ID", workspace, |t| {
-            Uuid::parse_str(t)
-                .map_err(|_| "is not a UUID (like 0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47)".to_owned())
-        });
+        let workspace_id = self.parse_with("DIFY_WORKSPACE_ID", workspace, parse_uuid);
         let workspace_ok = workspace.is_none() || workspace_id.is_some();
         let encoding = self
             .parse_with(
@@ -691,6 +786,11 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+fn parse_uuid(text: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(text)
+        .map_err(|_| "is not a UUID (like 0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47)".to_owned())
+}
+
 fn parse_bool(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "true" => Ok(true),
@@ -758,11 +858,14 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let config = config(&[]).unwrap();
-        assert_eq!(config.dify_api_url.as_str(), "https://dify.example.com/");
+        let DifySource::Console { url, auth } = &config.dify_source else {
+            panic!("the console API is the default source");
+        };
+        assert_eq!(url.as_str(), "https://dify.example.com/");
+        assert!(matches!(auth, DifyAuth::ConsoleToken(_)));
         assert_eq!(config.max_retry, 3);
         assert_eq!(config.graceful_shutdown_timeout, Duration::from_secs(30));
         assert_eq!(config.schedule.expression(), DEFAULT_SCHEDULE);
-        assert!(matches!(config.dify_auth, DifyAuth::ConsoleToken(_)));
     }
 
     #[test]
@@ -824,6 +927,42 @@ mod tests {
     fn workspace_id_makes_the_token_an_admin_key() {
         let config =
             config(&[("DIFY_WORKSPACE_ID", "0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47")]).unwrap();
-        assert!(matches!(config.dify_auth, DifyAuth::AdminKey { .. }));
+        assert!(matches!(
+            config.dify_source,
+            DifySource::Console {
+                auth: DifyAuth::AdminKey { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_database_url_selects_the_database_source_alone() {
+        let database = config(&[
+            ("DIFY_API_URL", ""),
+            ("DIFY_API_TOKEN", ""),
+            ("DIFY_DATABASE_URL", "postgres://ro:hunter2@db:5432/dify"),
+            ("DIFY_WORKSPACE_ID", "0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47"),
+        ])
+        .unwrap();
+        assert_eq!(database.dify_source.name(), "database");
+        let masked = format!("{:?} {:?}", database.masked(), database);
+        assert!(!masked.contains("hunter2"), "{masked}");
+        assert!(
+            masked.contains("postgres://ro:***@db:5432/dify"),
+            "{masked}"
+        );
+
+        let err = config(&[("DIFY_DATABASE_URL", "postgres://ro:hunter2@db/dify")]).unwrap_err();
+        let variables: Vec<_> = err.0.iter().map(|p| p.variable).collect();
+        assert_eq!(variables, ["DIFY_API_URL", "DIFY_API_TOKEN"]);
+        let err = config(&[
+            ("DIFY_API_URL", ""),
+            ("DIFY_API_TOKEN", ""),
+            ("DIFY_DATABASE_URL", "mysql://ro:hunter2@db/dify"),
+        ])
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(err.0[0].variable, "DIFY_DATABASE_URL");
     }
 }

@@ -149,6 +149,12 @@ impl HttpClient {
         &self.client
     }
 
+    /// The run's stop token, for work beside HTTP (the database source) that must stop with it.
+    #[must_use]
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
     /// The run's counters.
     #[must_use]
     pub fn stats(&self) -> &RequestStats {
@@ -338,8 +344,8 @@ fn is_transient(error: &RequestError) -> bool {
     }
 }
 
-/// Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))].
-fn backoff(attempt: u32) -> Duration {
+/// Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]. The database source retries with it too.
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE
         .saturating_mul(1 << attempt.saturating_sub(1).min(16))
         .min(BACKOFF_CAP);

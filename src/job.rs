@@ -21,9 +21,10 @@ use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, DifySource};
 use crate::deliver::{self, Delivery};
 use crate::dify::{AppMode, DifyClient, collect};
+use crate::difydb;
 use crate::export::{Aggregator, UsageRecord, batch};
 use crate::http::HttpClient;
 use crate::progress;
@@ -258,15 +259,28 @@ async fn deliver_outbox(
     Ok(())
 }
 
+/// Collects the window from the configured source: the console API, or the database.
 async fn collect_window(
     config: &Config,
     http: &HttpClient,
     window: Window,
     report: &mut JobReport,
 ) -> Result<Vec<UsageRecord>> {
+    let (url, auth) = match &config.dify_source {
+        DifySource::Console { url, auth } => (url, auth),
+        DifySource::Database(source) => {
+            let collected =
+                difydb::collect(source, window, config.max_retry, http.cancellation()).await?;
+            report.apps_by_mode = collected.apps_by_mode;
+            // For this source a "request" is a connection attempt (one snapshot each).
+            report.dify_requests += collected.attempts;
+            report.dify_retries += collected.retries;
+            return Ok(collected.records);
+        }
+    };
     let dify = Arc::new(DifyClient::new(
-        &config.dify_api_url,
-        config.dify_auth.clone(),
+        url,
+        auth.clone(),
         http,
         config.dify_concurrency,
     ));

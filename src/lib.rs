@@ -10,6 +10,7 @@
 //! - [`deliver`]: sending the outbox to the metering API, and what each answer means.
 //! - [`deploy_check`]: do the CronJob and crontab files carry the configured schedule?
 //! - [`dify`]: Dify's console API: auth for every version, client, typed answers, collectors.
+//! - [`difydb`]: Dify's PostgreSQL: read-only snapshot, queries, the rules of DIFY-DB.md.
 //! - [`environment`]: process environment merged with the env file.
 //! - [`exit`]: every exit code, in one enum.
 //! - [`export`]: usage summed into records, and the wire format.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod deliver;
 pub mod deploy_check;
 pub mod dify;
+pub mod difydb;
 pub mod environment;
 pub mod exit;
 pub mod export;

@@ -29,3 +29,6 @@ mod run;
 mod schedule;
 // SIGTERM/SIGINT while a request is in flight, and the shutdown timeout.
 mod shutdown;
+// The database source against a real PostgreSQL started by the tests (tests/pg).
+mod difydb;
+mod pg;

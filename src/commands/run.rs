@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use super::frame;
 use crate::cli::RunArgs;
-use crate::config::Config;
+use crate::config::{Config, DifySource};
 use crate::dify;
 use crate::environment::Environment;
 use crate::exit::Exit;
@@ -219,6 +219,9 @@ fn log_start(config: &Config, window: Option<Window>) {
 /// Why the run must stop before any request to Dify, when the configured login is one Dify
 /// already refused (see [`dify::login_guard`]).
 fn check_login_guard(config: &Config, args: &RunArgs) -> Option<String> {
+    let DifySource::Console { url, auth } = &config.dify_source else {
+        return None; // the database source does not log in
+    };
     let state = if args.dry_run {
         State::open_read_only(&config.state_dir)
     } else {
@@ -226,13 +229,7 @@ fn check_login_guard(config: &Config, args: &RunArgs) -> Option<String> {
     };
     let refusal = state.and_then(|state| {
         let Some(state) = state else { return Ok(None) };
-        dify::login_guard(
-            &state,
-            &config.dify_api_url,
-            &config.dify_auth,
-            args.retry_login,
-            !args.dry_run,
-        )
+        dify::login_guard(&state, url, auth, args.retry_login, !args.dry_run)
     });
     // A state database that cannot be read or written was already opened by the job a moment
     // ago; if it fails now, the job fails on it too, before any request to Dify, and says why.
@@ -242,12 +239,14 @@ fn check_login_guard(config: &Config, args: &RunArgs) -> Option<String> {
 /// Keeps Dify's refusal of the login, if that is why the job failed, so that later runs with the
 /// same credentials do not try again.
 fn keep_login_refusal(config: &Config, err: &Error) {
+    let DifySource::Console { url, auth } = &config.dify_source else {
+        return;
+    };
     if dify::login_refusal(err).is_none() {
         return;
     }
-    let kept = State::open(&config.state_dir).and_then(|state| {
-        dify::record_login_refusal(&state, &config.dify_api_url, &config.dify_auth, err)
-    });
+    let kept = State::open(&config.state_dir)
+        .and_then(|state| dify::record_login_refusal(&state, url, auth, err));
     match kept {
         Ok(true) => warn!(
             "login guard: runs with the same DIFY_EMAIL and DIFY_PASSWORD will not log in again; change them (or see `exporter status`)"

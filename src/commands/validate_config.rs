@@ -69,6 +69,12 @@ fn text_report(
     match config {
         Ok(config) => {
             out.push_str("configuration is valid\n");
+            let _ = writeln!(
+                out,
+                "  {:<26} {}",
+                "(usage source)",
+                config.dify_source.name()
+            );
             for (variable, value) in config.masked() {
                 let _ = writeln!(out, "  {variable:<26} {value}");
             }
@@ -125,7 +131,12 @@ fn json_report(
     let mut report = match config {
         Ok(config) => {
             let masked: BTreeMap<_, _> = config.masked().into_iter().collect();
-            json!({ "valid": true, "config": masked, "next_fire_time": next_fire_time(config) })
+            json!({
+                "valid": true,
+                "source": config.dify_source.name(),
+                "config": masked,
+                "next_fire_time": next_fire_time(config),
+            })
         }
         Err(problems) => {
             let problems: Vec<_> = problems

@@ -6,7 +6,7 @@ mod apps;
 mod auth;
 mod client;
 pub mod collect;
-mod model;
+pub(crate) mod model;
 mod paging;
 
 pub use apps::AppMode;

@@ -154,7 +154,7 @@ pub(super) struct NodeExecution {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub(super) struct ProcessData {
+pub(crate) struct ProcessData {
     #[serde(default)]
     pub model_provider: Option<String>,
     #[serde(default)]
@@ -165,7 +165,7 @@ pub(super) struct ProcessData {
 
 /// The usage object of a model call (DIFY-API.md section 3).
 #[derive(Debug, Deserialize)]
-pub(super) struct Usage {
+pub(crate) struct Usage {
     #[serde(deserialize_with = "tokens")]
     pub prompt_tokens: u64,
     #[serde(deserialize_with = "tokens")]
@@ -177,7 +177,7 @@ pub(super) struct Usage {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct ExecutionMetadata {
+pub(crate) struct ExecutionMetadata {
     #[serde(default, deserialize_with = "optional_tokens")]
     pub total_tokens: Option<u64>,
     #[serde(default, deserialize_with = "price")]

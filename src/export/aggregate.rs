@@ -51,12 +51,16 @@ pub struct UsageRecord {
     pub request_count: u64,
     pub cost: Decimal,
     pub total_only: bool,
+    /// The Dify workspace (tenant) of the app, when the source knows it (the database source).
+    pub workspace_id: Option<Arc<str>>,
 }
 
 /// Records by key, summed as usage arrives.
 #[derive(Debug, Default)]
 pub struct Aggregator {
     records: HashMap<RecordKey, Totals>,
+    /// Workspace of each app, for sources that know it.
+    workspaces: HashMap<Arc<str>, Arc<str>>,
 }
 
 /// The sums of one record while it is being aggregated.
@@ -107,6 +111,11 @@ impl Aggregator {
         record.total_only |= usage.total_only;
     }
 
+    /// Records of `app_id` will carry `workspace_id` (`metadata.source_workspace_id`).
+    pub fn set_workspace(&mut self, app_id: Arc<str>, workspace_id: Arc<str>) {
+        self.workspaces.insert(app_id, workspace_id);
+    }
+
     /// Distinct records so far.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -121,10 +130,12 @@ impl Aggregator {
     /// The records, sorted by key (day first).
     #[must_use]
     pub fn into_records(self) -> Vec<UsageRecord> {
+        let workspaces = self.workspaces;
         let mut records: Vec<UsageRecord> = self
             .records
             .into_iter()
             .map(|(key, t)| UsageRecord {
+                workspace_id: workspaces.get(&key.app_id).cloned(),
                 key,
                 app_name: t.app_name,
                 input_tokens: t.input_tokens,

@@ -37,6 +37,9 @@ pub struct WireMetadata<'a> {
     pub source_app_name: &'a str,
     pub user: &'a str,
     pub token_split: &'static str,
+    /// Present when the source knows the workspace (the database source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_workspace_id: Option<&'a str>,
     pub aggregation_method: &'static str,
 }
 
@@ -81,6 +84,7 @@ impl UsageRecord {
                 } else {
                     "exact"
                 },
+                source_workspace_id: self.workspace_id.as_deref(),
                 aggregation_method: "daily_sum",
             },
         }
@@ -119,6 +123,7 @@ mod tests {
             request_count: 3,
             cost: cost.parse().unwrap(),
             total_only: false,
+            workspace_id: None,
         }
     }
 

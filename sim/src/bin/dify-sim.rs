@@ -68,6 +68,10 @@ struct Args {
     /// is served, so it jumps pages while the client lists.
     #[arg(long)]
     bump_conversation_while_listing: bool,
+    /// Write the workspace as rows of Dify's tables (a psql script of COPY blocks for the exporter's
+    /// tests/data/dify-schema.sql) to stdout, then exit instead of serving.
+    #[arg(long)]
+    write_rows: bool,
 }
 
 fn main() -> ExitCode {
@@ -108,6 +112,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.write_rows {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        return match sim.write_database_rows(&mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("dify-sim: cannot write rows: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let c = sim.credentials();
     let cfg = sim.config();
     println!("dify-sim {} listening on {}", cfg.auth, sim.base_url());

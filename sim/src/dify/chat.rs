@@ -83,8 +83,9 @@ fn model_json(app: &App, model: usize) -> Value {
            "completion_params": {"temperature": 0.7}})
 }
 
-fn sender_ids(conversation: &Conversation, ws: &Workspace) -> (Value, Value) {
-    match conversation.sender {
+/// (`from_end_user_id`, `from_account_id`) of a sender; also the database rows' (`rows`).
+pub(crate) fn sender_ids(sender: Creator, ws: &Workspace) -> (Value, Value) {
+    match sender {
         Creator::EndUser(i) => (
             ws.end_users
                 .get(usize::from(i))
@@ -108,7 +109,7 @@ fn feedback_stats() -> Value {
 /// The fields `conversation_fields` and `conversation_with_summary_fields` share.
 fn row_base(ws: &Workspace, app: &App, v: &View<'_>) -> serde_json::Map<String, Value> {
     let c = v.conversation;
-    let (end_user_id, account_id) = sender_ids(c, ws);
+    let (end_user_id, account_id) = sender_ids(c.sender, ws);
     let (session_id, account_name) = match c.sender {
         Creator::EndUser(i) => (
             ws.end_users
@@ -192,7 +193,7 @@ fn full_model_config(app: &App, c: &Conversation) -> Value {
 fn message_json(ws: &Workspace, app: &App, v: &View<'_>, position: usize) -> Value {
     let m = v.messages[position];
     let c = v.conversation;
-    let (end_user_id, account_id) = sender_ids(c, ws);
+    let (end_user_id, account_id) = sender_ids(c.sender, ws);
     let (tokens, usage, workflow_run_id) = if app.mode == Mode::AdvancedChat {
         run_message(ws, app, c)
     } else {
@@ -254,7 +255,11 @@ fn message_json(ws: &Workspace, app: &App, v: &View<'_>, position: usize) -> Val
 
 /// An advanced-chat message as Dify saves it once its run ends: the run's LLM usage summed over every node
 /// with its own usage (prompt and completion tokens, total price, the first model's currency).
-fn run_message(ws: &Workspace, app: &App, c: &Conversation) -> ((u64, u64), Option<Value>, Value) {
+pub(crate) fn run_message(
+    ws: &Workspace,
+    app: &App,
+    c: &Conversation,
+) -> ((u64, u64), Option<Value>, Value) {
     let Some(run) = app.run_of_conversation(c) else {
         return ((0, 0), None, Value::Null);
     };
@@ -569,7 +574,7 @@ pub(crate) async fn chat_conversation_detail(
     let (index, c, _) = read_conversation(&state, app, &conversation_id)?;
     let live = lock(&state);
     let v = view(app, &live, index, c);
-    let (end_user_id, account_id) = sender_ids(c, ws);
+    let (end_user_id, account_id) = sender_ids(c.sender, ws);
     Ok(Json(json!({
         "id": c.id, "status": "normal", "from_source": c.invoke_from.source(),
         "from_end_user_id": end_user_id, "from_account_id": account_id,
@@ -592,7 +597,7 @@ pub(crate) async fn completion_conversation_detail(
     let (index, c, _) = read_conversation(&state, app, &conversation_id)?;
     let live = lock(&state);
     let v = view(app, &live, index, c);
-    let (end_user_id, account_id) = sender_ids(c, ws);
+    let (end_user_id, account_id) = sender_ids(c.sender, ws);
     let message = if v.messages.is_empty() {
         Value::Null
     } else {

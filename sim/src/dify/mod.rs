@@ -7,7 +7,7 @@
 //! Modules: `config` (what to simulate), `data` (the seeded workspace and lazy node executions), `truth` (the
 //! records each exporter source must produce), `auth` (version-specific login, cookies, CSRF, expiry), `faults`
 //! (request accounting, delays, injected errors), `live` (the little state requests change), `routes` (the HTTP
-//! surface). Which Dify file each response shape follows is in `sim/DIFY-SOURCES.md`.
+//! surface), `rows` (the world as rows of Dify's tables, for the exporter's database source). Which Dify file each response shape follows is in `sim/DIFY-SOURCES.md`.
 
 mod auth;
 mod chat;
@@ -16,6 +16,7 @@ mod data;
 mod faults;
 mod live;
 mod routes;
+mod rows;
 mod truth;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -183,6 +184,15 @@ impl DifySim {
     #[must_use]
     pub fn truth_database(&self, from: NaiveDate, to: NaiveDate) -> Vec<TruthRecord> {
         self.state.truth(Source::Database, from, to)
+    }
+
+    /// Writes this workspace as rows of Dify's tables: a psql script of `COPY … FROM STDIN` blocks for the
+    /// exporter's `tests/data/dify-schema.sql`, plus rows Dify has that must never count (see `rows`).
+    ///
+    /// # Errors
+    /// Any error of writing to `out`.
+    pub fn write_database_rows(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        rows::write(&self.state.workspace, out)
     }
 
     /// Counters of what the simulator has seen so far.

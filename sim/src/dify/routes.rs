@@ -283,7 +283,7 @@ fn end_user_json(ws: &Workspace, creator: Creator) -> Value {
     }
 }
 
-fn role(creator: Creator) -> &'static str {
+pub(crate) fn role(creator: Creator) -> &'static str {
     if matches!(creator, Creator::Account(_)) {
         "account"
     } else {
@@ -541,7 +541,8 @@ pub(crate) fn usage_json(spec: &ModelSpec, usage: &Usage) -> Value {
     })
 }
 
-fn node_json(ws: &Workspace, run: &Run, node: &Node) -> Value {
+/// A node execution as the console API shows it; `rows` takes `process_data` and `execution_metadata` from it.
+pub(crate) fn node_json(ws: &Workspace, run: &Run, node: &Node) -> Value {
     let mut metadata = serde_json::Map::new();
     let mut truncated = false;
     let process_data = match &node.kind {

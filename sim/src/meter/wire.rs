@@ -94,6 +94,9 @@ struct WireRecordMetadata {
     source_app_name: Box<RawValue>,
     user: Box<RawValue>,
     token_split: Box<RawValue>,
+    /// Optional: sent by sources that know the workspace (the database source).
+    #[serde(default)]
+    source_workspace_id: Option<Box<RawValue>>,
     aggregation_method: Box<RawValue>,
 }
 
@@ -337,6 +340,9 @@ fn check_record(i: usize, raw: &RawValue) -> Result<HeldRecord, String> {
             ));
         }
     };
+    if let Some(workspace) = &m.source_workspace_id {
+        non_empty(workspace, &at("metadata.source_workspace_id"))?;
+    }
     // No rule ties `total_only` to `output_tokens == 0`: a record that sums an exact node and a
     // truncated one (ARCHITECTURE.md 7.3) keeps the exact node's output tokens and is total_only,
     // because its split is no longer exact.
