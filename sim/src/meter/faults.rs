@@ -247,8 +247,10 @@ pub(crate) async fn guard(
                     pending.finish(Some(503), None);
                     return unavailable();
                 };
-                conn.reset();
+                // Logged before the reset: the client sees its connection end only after the log holds
+                // the request, so a test that counts unanswered requests after its own error never races.
                 pending.finish(None, None);
+                conn.reset();
                 // Never reaches the client: the socket is shut down in both directions.
                 return unavailable();
             }
