@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use dify_sim::{HeldRecord, MeterConfig, MeterFaults, MeterSim, MeterStats, TokenSplit};
+use dify_sim::{HeldRecord, MeterConfig, MeterFaults, MeterSim, TokenSplit};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use rust_decimal::Decimal;
