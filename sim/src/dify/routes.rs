@@ -160,11 +160,51 @@ pub(crate) fn page_param(q: &HashMap<String, String>) -> Result<usize, ApiError>
     int_param(q, "page", 1, 99_999)
 }
 
-pub(crate) fn find_app<'w>(ws: &'w Workspace, app_id: &str) -> Result<&'w App, ApiError> {
+fn find_app<'w>(ws: &'w Workspace, app_id: &str) -> Result<&'w App, ApiError> {
     ws.app(app_id).ok_or_else(ApiError::app_not_found)
 }
 
-pub(crate) fn require_mode(app: &App, modes: &[Mode]) -> Result<(), ApiError> {
+/// The checks an app's endpoint makes first, in Dify's order: the session, the app, then its mode.
+pub(crate) fn authorized_app<'s>(
+    state: &'s SimState,
+    headers: &HeaderMap,
+    app_id: &str,
+    modes: &[Mode],
+) -> Result<&'s App, ApiError> {
+    authenticate(state, headers)?;
+    let app = find_app(&state.workspace, app_id)?;
+    require_mode(app, modes)?;
+    Ok(app)
+}
+
+/// A paged list of an app's records, checked as `authorized_app` and then its query, `page` and `limit` first.
+pub(crate) struct AppListing<'s> {
+    pub(crate) app: &'s App,
+    pub(crate) q: HashMap<String, String>,
+    pub(crate) page: usize,
+    pub(crate) limit: usize,
+}
+
+pub(crate) fn app_listing<'s>(
+    state: &'s SimState,
+    headers: &HeaderMap,
+    app_id: &str,
+    modes: &[Mode],
+    query: Params,
+) -> Result<AppListing<'s>, ApiError> {
+    let app = authorized_app(state, headers, app_id, modes)?;
+    let q = params(query)?;
+    let page = page_param(&q)?;
+    let limit = limit_param(&q)?;
+    Ok(AppListing {
+        app,
+        q,
+        page,
+        limit,
+    })
+}
+
+fn require_mode(app: &App, modes: &[Mode]) -> Result<(), ApiError> {
     if modes.contains(&app.mode) {
         Ok(())
     } else {
@@ -393,13 +433,13 @@ async fn workflow_app_logs(
     Path(app_id): Path<String>,
     query: Params,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let AppListing {
+        app,
+        q,
+        page,
+        limit,
+    } = app_listing(&state, &headers, &app_id, &[Mode::Workflow], query)?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::Workflow])?;
-    let q = params(query)?;
-    let page = page_param(&q)?;
-    let limit = limit_param(&q)?;
     let after = iso_param(&q, "created_at__after")?;
     let before = iso_param(&q, "created_at__before")?;
     let status = q.get("status").map(String::as_str);
@@ -448,10 +488,13 @@ async fn workflow_runs(
     Path(app_id): Path<String>,
     query: Params,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let app = authorized_app(
+        &state,
+        &headers,
+        &app_id,
+        &[Mode::AdvancedChat, Mode::Workflow],
+    )?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::AdvancedChat, Mode::Workflow])?;
     let q = params(query)?;
     let limit = limit_param(&q)?;
     // Dify's default is the editor's debug runs: a client that forgets `app-run` gets the wrong data.
@@ -521,10 +564,13 @@ async fn run_detail(
     headers: HeaderMap,
     Path((app_id, run_id)): Path<(String, String)>,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let app = authorized_app(
+        &state,
+        &headers,
+        &app_id,
+        &[Mode::AdvancedChat, Mode::Workflow],
+    )?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::AdvancedChat, Mode::Workflow])?;
     Ok(Json(run_detail_json(ws, app, find_run(app, &run_id)?)))
 }
 
@@ -613,10 +659,13 @@ async fn node_executions(
     headers: HeaderMap,
     Path((app_id, run_id)): Path<(String, String)>,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let app = authorized_app(
+        &state,
+        &headers,
+        &app_id,
+        &[Mode::AdvancedChat, Mode::Workflow],
+    )?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::AdvancedChat, Mode::Workflow])?;
     let run = find_run(app, &run_id)?;
     let data: Vec<Value> = generate_nodes(ws.seed, app.mode, run)
         .iter()
