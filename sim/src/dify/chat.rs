@@ -29,6 +29,9 @@ use super::routes::{
     local_minute_param, params, price_str, usage_json,
 };
 
+/// The modes the chat-conversation endpoints serve (a wrong mode's error lists them in this order).
+const CHAT_MODES: &[Mode] = &[Mode::Chat, Mode::AgentChat, Mode::AdvancedChat];
+
 fn not_found(message: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
 }
@@ -342,13 +345,7 @@ pub(crate) async fn chat_conversations(
         q,
         page,
         limit,
-    } = app_listing(
-        &state,
-        &headers,
-        &app_id,
-        &[Mode::Chat, Mode::AgentChat, Mode::AdvancedChat],
-        query,
-    )?;
+    } = app_listing(&state, &headers, &app_id, CHAT_MODES, query)?;
     let ws = &state.workspace;
     let sort = sort_by_param(&q)?;
     let start = local_minute_param(ws, &q, "start")?;
@@ -559,12 +556,7 @@ pub(crate) async fn chat_conversation_detail(
     headers: HeaderMap,
     Path((app_id, conversation_id)): Path<(String, String)>,
 ) -> ApiResult {
-    let app = authorized_app(
-        &state,
-        &headers,
-        &app_id,
-        &[Mode::Chat, Mode::AgentChat, Mode::AdvancedChat],
-    )?;
+    let app = authorized_app(&state, &headers, &app_id, CHAT_MODES)?;
     let ws = &state.workspace;
     let (index, c, _) = read_conversation(&state, app, &conversation_id)?;
     let live = lock(&state);

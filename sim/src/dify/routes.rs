@@ -63,56 +63,39 @@ pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
 pub(crate) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 pub(crate) fn router(state: Arc<SimState>) -> Router {
+    let app_route = |rest: &str| format!("/console/api/apps/{{app_id}}/{rest}");
     Router::new()
         .route("/console/api/login", post(auth::login))
         .route("/console/api/refresh-token", post(auth::refresh))
         .route("/console/api/account/profile", get(profile))
         .route("/console/api/apps", get(apps))
         .route("/console/api/apps/{app_id}", get(app_detail))
+        .route(&app_route("workflow-app-logs"), get(workflow_app_logs))
+        .route(&app_route("workflow-runs"), get(workflow_runs))
+        .route(&app_route("workflow-runs/{run_id}"), get(run_detail))
         .route(
-            "/console/api/apps/{app_id}/workflow-app-logs",
-            get(workflow_app_logs),
-        )
-        .route(
-            "/console/api/apps/{app_id}/workflow-runs",
-            get(workflow_runs),
-        )
-        .route(
-            "/console/api/apps/{app_id}/workflow-runs/{run_id}",
-            get(run_detail),
-        )
-        .route(
-            "/console/api/apps/{app_id}/workflow-runs/{run_id}/node-executions",
+            &app_route("workflow-runs/{run_id}/node-executions"),
             get(node_executions),
         )
         .route(
-            "/console/api/apps/{app_id}/chat-conversations",
+            &app_route("chat-conversations"),
             get(chat::chat_conversations),
         )
         .route(
-            "/console/api/apps/{app_id}/chat-conversations/{conversation_id}",
+            &app_route("chat-conversations/{conversation_id}"),
             get(chat::chat_conversation_detail),
         )
         .route(
-            "/console/api/apps/{app_id}/completion-conversations",
+            &app_route("completion-conversations"),
             get(chat::completion_conversations),
         )
         .route(
-            "/console/api/apps/{app_id}/completion-conversations/{conversation_id}",
+            &app_route("completion-conversations/{conversation_id}"),
             get(chat::completion_conversation_detail),
         )
-        .route(
-            "/console/api/apps/{app_id}/chat-messages",
-            get(chat::chat_messages),
-        )
-        .route(
-            "/console/api/apps/{app_id}/statistics/token-costs",
-            get(token_costs),
-        )
-        .route(
-            "/console/api/apps/{app_id}/statistics/daily-messages",
-            get(daily_messages),
-        )
+        .route(&app_route("chat-messages"), get(chat::chat_messages))
+        .route(&app_route("statistics/token-costs"), get(token_costs))
+        .route(&app_route("statistics/daily-messages"), get(daily_messages))
         .route("/_sim/truth", get(sim_truth))
         .route("/_sim/stats", get(sim_stats))
         .fallback(not_found)
@@ -163,6 +146,9 @@ pub(crate) fn page_param(q: &HashMap<String, String>) -> Result<usize, ApiError>
 fn find_app<'w>(ws: &'w Workspace, app_id: &str) -> Result<&'w App, ApiError> {
     ws.app(app_id).ok_or_else(ApiError::app_not_found)
 }
+
+/// The modes whose apps have workflow runs (a wrong mode's error lists them in this order).
+const RUN_MODES: &[Mode] = &[Mode::AdvancedChat, Mode::Workflow];
 
 /// The checks an app's endpoint makes first, in Dify's order: the session, the app, then its mode.
 pub(crate) fn authorized_app<'s>(
@@ -488,12 +474,7 @@ async fn workflow_runs(
     Path(app_id): Path<String>,
     query: Params,
 ) -> ApiResult {
-    let app = authorized_app(
-        &state,
-        &headers,
-        &app_id,
-        &[Mode::AdvancedChat, Mode::Workflow],
-    )?;
+    let app = authorized_app(&state, &headers, &app_id, RUN_MODES)?;
     let ws = &state.workspace;
     let q = params(query)?;
     let limit = limit_param(&q)?;
@@ -545,8 +526,15 @@ async fn workflow_runs(
     ))
 }
 
-fn find_run<'a>(app: &'a App, run_id: &str) -> Result<&'a Run, ApiError> {
-    Uuid::parse_str(run_id)
+/// A run endpoint's checks: `authorized_app` for an app with runs, then the run.
+fn authorized_run<'s>(
+    state: &'s SimState,
+    headers: &HeaderMap,
+    app_id: &str,
+    run_id: &str,
+) -> Result<(&'s App, &'s Run), ApiError> {
+    let app = authorized_app(state, headers, app_id, RUN_MODES)?;
+    let run = Uuid::parse_str(run_id)
         .ok()
         .and_then(|id| app.find_run(id))
         .ok_or_else(|| {
@@ -555,7 +543,8 @@ fn find_run<'a>(app: &'a App, run_id: &str) -> Result<&'a Run, ApiError> {
                 "not_found",
                 "Workflow run not found.",
             )
-        })
+        })?;
+    Ok((app, run))
 }
 
 /// `GET /apps/{id}/workflow-runs/{run_id}`: served, and counted, so a test can show the exporter never needs it.
@@ -564,14 +553,8 @@ async fn run_detail(
     headers: HeaderMap,
     Path((app_id, run_id)): Path<(String, String)>,
 ) -> ApiResult {
-    let app = authorized_app(
-        &state,
-        &headers,
-        &app_id,
-        &[Mode::AdvancedChat, Mode::Workflow],
-    )?;
-    let ws = &state.workspace;
-    Ok(Json(run_detail_json(ws, app, find_run(app, &run_id)?)))
+    let (app, run) = authorized_run(&state, &headers, &app_id, &run_id)?;
+    Ok(Json(run_detail_json(&state.workspace, app, run)))
 }
 
 pub(crate) fn usage_json(spec: &ModelSpec, usage: &Usage) -> Value {
@@ -659,14 +642,8 @@ async fn node_executions(
     headers: HeaderMap,
     Path((app_id, run_id)): Path<(String, String)>,
 ) -> ApiResult {
-    let app = authorized_app(
-        &state,
-        &headers,
-        &app_id,
-        &[Mode::AdvancedChat, Mode::Workflow],
-    )?;
+    let (app, run) = authorized_run(&state, &headers, &app_id, &run_id)?;
     let ws = &state.workspace;
-    let run = find_run(app, &run_id)?;
     let data: Vec<Value> = generate_nodes(ws.seed, app.mode, run)
         .iter()
         .map(|n| node_json(ws, run, n))
