@@ -27,6 +27,16 @@ fn conversation(id: &str, updated_at: i64) -> Value {
     json!({"id": id, "from_end_user_session_id": "s", "updated_at": updated_at, "model_config": null})
 }
 
+/// `chat-conversations` lists one end user's conversation, updated in the window.
+async fn serve_one_conversation(dify: &MockServer) {
+    mount(
+        dify,
+        Mock::given(path_regex("/chat-conversations$"))
+            .respond_with(ok(only_page(&[conversation("c1", IN_WINDOW)]))),
+    )
+    .await;
+}
+
 fn dry_run(dify: &MockServer) -> Finished {
     Exporter::configured(&dify.uri())
         .args(["run", "--dry-run", "--from", DAY, "--to", DAY])
@@ -113,12 +123,7 @@ async fn a_list_that_makes_no_progress_stops_naming_the_endpoint() {
             Mock::given(path_regex("/node-executions$")).respond_with(ok(json!({"data": []}))),
         )
         .await;
-        mount(
-            &dify,
-            Mock::given(path_regex("/chat-conversations$"))
-                .respond_with(ok(only_page(&[conversation("c1", IN_WINDOW)]))),
-        )
-        .await;
+        serve_one_conversation(&dify).await;
         serve_apps(&dify, &[listed]).await;
         let failure = failure_before_any_record(&dify, case);
         assert!(failure.starts_with(error), "{case}: {failure}");
@@ -229,12 +234,7 @@ async fn a_negative_price_or_a_malformed_currency_fails_naming_the_field() {
             Mock::given(path_regex("/workflow-app-logs$")).respond_with(ok(only_page(&[log]))),
         )
         .await;
-        mount(
-            &dify,
-            Mock::given(path_regex("/chat-conversations$"))
-                .respond_with(ok(only_page(&[conversation("c1", IN_WINDOW)]))),
-        )
-        .await;
+        serve_one_conversation(&dify).await;
         serve_apps(&dify, &[listed]).await;
         let failure = failure_before_any_record(&dify, endpoint);
         assert!(failure.starts_with(endpoint), "{failure}");
