@@ -1347,6 +1347,14 @@ async fn conversation_page(
         .await
 }
 
+/// The first of `conversations` updated after the three-day window.
+fn updated_after_the_window(conversations: &[Value]) -> &Value {
+    conversations
+        .iter()
+        .find(|c| utc_day(c["updated_at"].as_i64().unwrap()) > DAY0 + Days::new(2))
+        .expect("a conversation updated after the window")
+}
+
 /// Lists all of a chat app's conversations under `sort` and checks their order.
 async fn assert_sorted(w: &Walker, id: &str, sort: &str, ascending: bool) {
     let v = conversation_page(w, id, &[("limit", "100".into()), ("sort_by", sort.into())])
@@ -1399,10 +1407,7 @@ async fn chat_conversations_filter_sort_and_page_like_dify() {
         rows.iter()
             .any(|c| c["from_source"] == "api" && c["from_end_user_session_id"].is_string())
     );
-    let later = rows
-        .iter()
-        .find(|c| utc_day(c["updated_at"].as_i64().unwrap()) > DAY0 + Days::new(2))
-        .expect("a conversation updated after the window");
+    let later = updated_after_the_window(rows);
     assert!(utc_day(later["created_at"].as_i64().unwrap()) <= DAY0 + Days::new(2));
     // The shape is conversation_with_summary_fields.
     assert_eq!(
@@ -1465,12 +1470,7 @@ async fn chat_conversations_filter_on_local_minutes_and_refuse_what_dify_refuses
     let all = conversation_page(&w, id, &[("limit", "100".into())])
         .await
         .1;
-    let later = all["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| utc_day(c["updated_at"].as_i64().unwrap()) > DAY0 + Days::new(2))
-        .expect("a conversation updated after the window");
+    let later = updated_after_the_window(all["data"].as_array().unwrap());
     // `start`/`end` are account-timezone minutes on updated_at under an updated sort, else on created_at:
     // the conversation updated after the window is in the one and not the other.
     let end = [
