@@ -8,7 +8,7 @@ use wiremock::matchers::{method, path, path_regex, query_param, query_param_is_m
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::collect::records;
-use crate::support::{Exporter, Row};
+use crate::support::{APPS_PATH, Exporter, Row, only_page};
 
 const DAY: &str = "2026-11-02";
 const FLOW: &str = "a0000000-0000-4000-8000-000000000001";
@@ -89,6 +89,24 @@ async fn mount(dify: &MockServer, mock: Mock) {
     mock.mount(dify).await;
 }
 
+/// `/apps` listing `apps` on one page, and the admin's `profile`.
+async fn serve_workspace(dify: &MockServer, apps: &[Value], profile: Value) {
+    mount(
+        dify,
+        Mock::given(method("GET"))
+            .and(path(APPS_PATH))
+            .respond_with(ok(only_page(apps))),
+    )
+    .await;
+    mount(
+        dify,
+        Mock::given(method("GET"))
+            .and(path("/console/api/account/profile"))
+            .respond_with(ok(profile)),
+    )
+    .await;
+}
+
 /// The chatflow's runs, as `workflow-runs` lists them (no end user on a row) and their nodes.
 async fn serve_chatflow(dify: &MockServer) {
     let runs = path(format!("/console/api/apps/{FLOW}/workflow-runs"));
@@ -154,14 +172,12 @@ async fn serve_chat_day(dify: &MockServer) {
             .and(query_param("sort_by", "-updated_at"))
             // 00:00 UTC in Shanghai.
             .and(query_param("start", "2026-11-02 08:00"))
-            .respond_with(ok(
-                json!({"page": 1, "limit": 100, "total": 4, "has_more": false, "data": [
-                    conversation(ALICE, Some("alice"), openai, at(25)),
-                    conversation(BOB, Some("bob"), deepseek, at(13)),
-                    conversation(EXPLORE, None, openai, at(14)),
-                    conversation(DEBUGGER, None, openai, at(15)),
-                ]}),
-            )),
+            .respond_with(ok(only_page(&[
+                conversation(ALICE, Some("alice"), openai, at(25)),
+                conversation(BOB, Some("bob"), deepseek, at(13)),
+                conversation(EXPLORE, None, openai, at(14)),
+                conversation(DEBUGGER, None, openai, at(15)),
+            ]))),
     )
     .await;
     let usd = |price: &str| json!({"usage": usage(0, 0, price, "USD"), "retriever_resources": []});
@@ -288,25 +304,14 @@ fn row(
 #[tokio::test]
 async fn chatflow_users_come_from_node_executions_and_chat_days_from_messages() {
     let dify = MockServer::start().await;
-    let apps = json!({"page": 1, "limit": 100, "total": 2, "has_more": false, "data": [
-        {"id": FLOW, "name": "Support flow", "mode": "advanced-chat", "model_config": null},
-        {"id": CHAT, "name": "Helpdesk", "mode": "chat",
-         "model_config": {"model": {"provider": "langgenius/openai/openai", "name": "gpt-4o"}}},
-    ]});
-    mount(
+    serve_workspace(
         &dify,
-        Mock::given(method("GET"))
-            .and(path("/console/api/apps"))
-            .respond_with(ok(apps)),
-    )
-    .await;
-    mount(
-        &dify,
-        Mock::given(method("GET"))
-            .and(path("/console/api/account/profile"))
-            .respond_with(ok(
-                json!({"id": "acc-1", "email": "owner@example.com", "timezone": "Asia/Shanghai"}),
-            )),
+        &[
+            json!({"id": FLOW, "name": "Support flow", "mode": "advanced-chat", "model_config": null}),
+            json!({"id": CHAT, "name": "Helpdesk", "mode": "chat",
+                   "model_config": {"model": {"provider": "langgenius/openai/openai", "name": "gpt-4o"}}}),
+        ],
+        json!({"id": "acc-1", "email": "owner@example.com", "timezone": "Asia/Shanghai"}),
     )
     .await;
     // Conversation details mark a conversation read for the admin: never asked for.
@@ -398,22 +403,11 @@ async fn chatflow_users_come_from_node_executions_and_chat_days_from_messages() 
 /// exceed them on the first day and fall short of them on the second.
 async fn rmb_agent_dify() -> MockServer {
     let dify = MockServer::start().await;
-    let apps = json!({"page": 1, "limit": 100, "total": 1, "has_more": false, "data": [
-        {"id": CHAT, "name": "Helpdesk", "mode": "agent-chat",
-         "model_config": {"model": {"provider": "langgenius/tongyi/tongyi", "name": "qwen-max"}}},
-    ]});
-    mount(
+    serve_workspace(
         &dify,
-        Mock::given(method("GET"))
-            .and(path("/console/api/apps"))
-            .respond_with(ok(apps)),
-    )
-    .await;
-    mount(
-        &dify,
-        Mock::given(method("GET"))
-            .and(path("/console/api/account/profile"))
-            .respond_with(ok(json!({"timezone": "UTC"}))),
+        &[json!({"id": CHAT, "name": "Helpdesk", "mode": "agent-chat",
+                 "model_config": {"model": {"provider": "langgenius/tongyi/tongyi", "name": "qwen-max"}}})],
+        json!({"timezone": "UTC"}),
     )
     .await;
     let qwen = ("langgenius/tongyi/tongyi", "qwen-max");
@@ -421,11 +415,12 @@ async fn rmb_agent_dify() -> MockServer {
         &dify,
         Mock::given(method("GET"))
             .and(path(format!("/console/api/apps/{CHAT}/chat-conversations")))
-            .respond_with(ok(
-                json!({"page": 1, "limit": 100, "total": 1, "has_more": false, "data": [
-                    conversation(ALICE, Some("alice"), qwen, at(30)),
-                ]}),
-            )),
+            .respond_with(ok(only_page(&[conversation(
+                ALICE,
+                Some("alice"),
+                qwen,
+                at(30),
+            )]))),
     )
     .await;
     // Alice's messages are all priced in RMB: one on each day.
@@ -549,18 +544,17 @@ async fn a_remainder_takes_the_shared_currency_and_a_negative_one_is_only_logged
 async fn a_conversation_deleted_while_reading_falls_into_the_remainder() {
     let dify = MockServer::start().await;
     let openai = ("langgenius/openai/openai", "gpt-4o");
-    let apps = json!({"page": 1, "limit": 100, "total": 1, "has_more": false, "data": [
-        {"id": CHAT, "name": "Helpdesk", "mode": "chat", "model_config": {"model": {"provider": openai.0, "name": openai.1}}},
-    ]});
+    serve_workspace(
+        &dify,
+        &[json!({"id": CHAT, "name": "Helpdesk", "mode": "chat",
+                 "model_config": {"model": {"provider": openai.0, "name": openai.1}}})],
+        json!({"timezone": "UTC"}),
+    )
+    .await;
     let mocks = [
-        Mock::given(method("GET")).and(path("/console/api/apps")).respond_with(ok(apps)),
-        Mock::given(method("GET"))
-            .and(path("/console/api/account/profile"))
-            .respond_with(ok(json!({"timezone": "UTC"}))),
         Mock::given(method("GET"))
             .and(path(format!("/console/api/apps/{CHAT}/chat-conversations")))
-            .respond_with(ok(json!({"page": 1, "limit": 100, "total": 1, "has_more": false,
-                "data": [conversation(BOB, Some("bob"), openai, at(12))]}))),
+            .respond_with(ok(only_page(&[conversation(BOB, Some("bob"), openai, at(12))]))),
         // Deleted after the listing: Dify answers as its message controller does.
         Mock::given(method("GET"))
             .and(path(format!("/console/api/apps/{CHAT}/chat-messages")))

@@ -34,6 +34,22 @@ fn run(dify: &DifySim, meter: &MeterSim, state: &Path, password: &str, args: &[&
         .run()
 }
 
+/// The failure of a run the login guard stopped (exit 1), which says what Dify did at DIFY_EMAIL's
+/// last login: `refused the password` or `locked the account`.
+#[track_caller]
+fn guard_failure(finished: &Finished, dify: &DifySim, verdict: &str) -> String {
+    finished.code(1);
+    let error = finished.failure();
+    assert!(
+        error.starts_with(&format!(
+            "login guard: Dify {verdict} of DIFY_EMAIL {} at ",
+            dify.credentials().email
+        )),
+        "{error}"
+    );
+    error
+}
+
 fn statuses(dify: &DifySim) -> Vec<u16> {
     dify.stats()
         .login_attempts
@@ -76,15 +92,7 @@ fn three_runs_with_a_wrong_password_cost_one_failed_login_and_a_new_password_cle
 
     for _ in 0..2 {
         let again = run(&dify, &meter, &state, PASSWORD, &[]);
-        again.code(1);
-        let error = again.failure();
-        assert!(
-            error.starts_with(&format!(
-                "login guard: Dify refused the password of DIFY_EMAIL {} at ",
-                dify.credentials().email
-            )),
-            "{error}"
-        );
+        let error = guard_failure(&again, &dify, "refused the password");
         assert!(error.contains("Set the right DIFY_PASSWORD"), "{error}");
         assert!(error.contains("exporter run --retry-login"), "{error}");
     }
@@ -141,15 +149,7 @@ fn a_locked_account_is_not_tried_again_until_the_operator_asks() {
     let attempts = statuses(&dify).len();
 
     let refused = run(&dify, &meter, &state, &password, &[]);
-    refused.code(1);
-    let error = refused.failure();
-    assert!(
-        error.starts_with(&format!(
-            "login guard: Dify locked the account of DIFY_EMAIL {} at ",
-            dify.credentials().email
-        )),
-        "{error}"
-    );
+    let error = guard_failure(&refused, &dify, "locked the account");
     assert!(error.contains("Wait a day"), "{error}");
     assert_eq!(statuses(&dify).len(), attempts);
 

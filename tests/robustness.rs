@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{APPS_PATH, Exporter, Finished, serve_apps};
+use crate::support::{APPS_PATH, Exporter, Finished, only_page, serve_apps};
 
 const DAY: &str = "2026-11-02";
 /// 2026-11-02T10:00:00Z.
@@ -22,10 +22,37 @@ fn app(id: &str, mode: &str) -> Value {
            "model_config": {"model": {"provider": "langgenius/openai/openai", "name": "gpt-4o"}}})
 }
 
+/// An end user's conversation, as the exporter reads it from `chat-conversations`.
+fn conversation(id: &str, updated_at: i64) -> Value {
+    json!({"id": id, "from_end_user_session_id": "s", "updated_at": updated_at, "model_config": null})
+}
+
+/// `chat-conversations` lists one end user's conversation, updated in the window.
+async fn serve_one_conversation(dify: &MockServer) {
+    mount(
+        dify,
+        Mock::given(path_regex("/chat-conversations$"))
+            .respond_with(ok(only_page(&[conversation("c1", IN_WINDOW)]))),
+    )
+    .await;
+}
+
 fn dry_run(dify: &MockServer) -> Finished {
     Exporter::configured(&dify.uri())
         .args(["run", "--dry-run", "--from", DAY, "--to", DAY])
         .run()
+}
+
+/// Runs on `dify`, which must fail (exit 1) before it prints any record; its failure message.
+fn failure_before_any_record(dify: &MockServer, case: &str) -> String {
+    let finished = dry_run(dify);
+    finished.code(1);
+    assert!(
+        finished.stdout.is_empty(),
+        "{case}: records printed: {}",
+        finished.stdout
+    );
+    finished.failure()
 }
 
 /// Requests whose path ends with `suffix`.
@@ -48,7 +75,6 @@ async fn a_list_that_makes_no_progress_stops_naming_the_endpoint() {
         json!({"id": id, "created_at": IN_WINDOW, "message_tokens": 1, "answer_tokens": 1,
                "from_end_user_id": "e1", "metadata": {}})
     };
-    let conversation = |id: &str| json!({"id": id, "from_end_user_session_id": "s", "updated_at": IN_WINDOW, "model_config": null});
     let cases: [(&str, Value, &str, Mock, &str); 4] = [
         (
             "/apps ignores page",
@@ -79,7 +105,7 @@ async fn a_list_that_makes_no_progress_stops_naming_the_endpoint() {
             app(APP, "chat"),
             "/chat-conversations",
             Mock::given(path_regex("/chat-conversations$")).respond_with(ok(json!({"page": 1,
-                "limit": 100, "total": 2, "has_more": true, "data": [conversation("c1"), conversation("c2")]}))),
+                "limit": 100, "total": 2, "has_more": true, "data": [conversation("c1", IN_WINDOW), conversation("c2", IN_WINDOW)]}))),
             "GET /console/api/apps/{id}/chat-conversations answered page 1 with has_more: true although its total of 2 fits in 1 page(s) of 100",
         ),
     ];
@@ -97,21 +123,9 @@ async fn a_list_that_makes_no_progress_stops_naming_the_endpoint() {
             Mock::given(path_regex("/node-executions$")).respond_with(ok(json!({"data": []}))),
         )
         .await;
-        mount(
-            &dify,
-            Mock::given(path_regex("/chat-conversations$")).respond_with(ok(json!({"page": 1,
-                "limit": 100, "total": 1, "has_more": false, "data": [conversation("c1")]}))),
-        )
-        .await;
+        serve_one_conversation(&dify).await;
         serve_apps(&dify, &[listed]).await;
-        let finished = dry_run(&dify);
-        finished.code(1);
-        assert!(
-            finished.stdout.is_empty(),
-            "{case}: records printed: {}",
-            finished.stdout
-        );
-        let failure = finished.failure();
+        let failure = failure_before_any_record(&dify, case);
         assert!(failure.starts_with(error), "{case}: {failure}");
         assert!(
             failure.contains("stopped instead of asking forever"),
@@ -213,27 +227,16 @@ async fn a_negative_price_or_a_malformed_currency_fails_naming_the_field() {
     for (listed, broken, endpoint, (reason, field)) in cases {
         let dify = MockServer::start().await;
         mount(&dify, broken).await;
-        mount(&dify, Mock::given(path_regex("/workflow-app-logs$")).respond_with(ok(json!({"page": 1, "limit": 100,
-            "total": 1, "has_more": false, "data": [{"workflow_run": {"id": "b0000000-0000-4000-8000-000000000001", "created_at": IN_WINDOW},
-            "created_by_end_user": {"session_id": "s"}}]})))).await;
+        let log = json!({"workflow_run": {"id": "b0000000-0000-4000-8000-000000000001", "created_at": IN_WINDOW},
+                         "created_by_end_user": {"session_id": "s"}});
         mount(
             &dify,
-            Mock::given(path_regex("/chat-conversations$")).respond_with(ok(
-                json!({"page": 1, "limit": 100,
-            "total": 1, "has_more": false, "data": [{"id": "c1", "from_end_user_session_id": "s",
-            "updated_at": IN_WINDOW, "model_config": null}]}),
-            )),
+            Mock::given(path_regex("/workflow-app-logs$")).respond_with(ok(only_page(&[log]))),
         )
         .await;
+        serve_one_conversation(&dify).await;
         serve_apps(&dify, &[listed]).await;
-        let finished = dry_run(&dify);
-        finished.code(1);
-        assert!(
-            finished.stdout.is_empty(),
-            "records printed: {}",
-            finished.stdout
-        );
-        let failure = finished.failure();
+        let failure = failure_before_any_record(&dify, endpoint);
         assert!(failure.starts_with(endpoint), "{failure}");
         assert!(failure.contains(reason), "{reason}: {failure}");
         assert!(failure.contains(field), "{field}: {failure}");
@@ -247,11 +250,10 @@ struct EverMoving(std::sync::atomic::AtomicI64);
 impl wiremock::Respond for EverMoving {
     fn respond(&self, _request: &wiremock::Request) -> ResponseTemplate {
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        ok(
-            json!({"page": 1, "limit": 100, "total": 1, "has_more": false, "data": [
-            {"id": format!("c0000000-0000-4000-8000-{n:012}"), "from_end_user_session_id": "s",
-             "updated_at": IN_WINDOW + n, "model_config": null}]}),
-        )
+        ok(only_page(&[conversation(
+            &format!("c0000000-0000-4000-8000-{n:012}"),
+            IN_WINDOW + n,
+        )]))
     }
 }
 
@@ -270,14 +272,7 @@ async fn a_conversation_list_that_never_settles_fails_after_ten_rereads() {
     )
     .await;
     serve_apps(&dify, &[app(APP, "chat")]).await;
-    let finished = dry_run(&dify);
-    finished.code(1);
-    assert!(
-        finished.stdout.is_empty(),
-        "records printed: {}",
-        finished.stdout
-    );
-    let failure = finished.failure();
+    let failure = failure_before_any_record(&dify, "ever-moving conversations");
     assert!(
         failure.starts_with(&format!("GET /console/api/apps/{{id}}/chat-conversations: conversations of app {APP} kept moving to the top of the list through 10 re-reads")),
         "{failure}"

@@ -294,10 +294,15 @@ pub(crate) fn apps(n: usize) -> Vec<Value> {
         .collect()
 }
 
+/// The one page of a page-numbered Dify list (`apps`, `chat-conversations`, `workflow-app-logs`):
+/// page 1 of 100 rows, holding all of `data`.
+pub(crate) fn only_page(data: &[Value]) -> Value {
+    serde_json::json!({"page": 1, "limit": 100, "total": data.len(), "has_more": false, "data": data})
+}
+
 /// Answers every usage endpoint with "nothing in the window", so a run's job succeeds on any apps.
 pub(crate) async fn serve_no_usage(server: &MockServer) {
-    let empty_page =
-        serde_json::json!({"page": 1, "limit": 100, "total": 0, "has_more": false, "data": []});
+    let empty_page = only_page(&[]);
     let answers = [
         (
             r"/account/profile$",

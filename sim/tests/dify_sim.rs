@@ -26,6 +26,16 @@ fn config(auth: AuthMode) -> SimConfig {
     }
 }
 
+/// `config` with 10 runs a day: a chat app has 15 conversations of 2 messages (3 of them deleted), so pages
+/// of 5 cover them in three.
+fn fifteen_short_conversations() -> SimConfig {
+    SimConfig {
+        runs_per_app_per_day: 10,
+        messages_per_conversation: 2,
+        ..config(AuthMode::V1_9_1)
+    }
+}
+
 fn start(config: SimConfig) -> DifySim {
     DifySim::start(config).expect("simulator starts")
 }
@@ -929,12 +939,7 @@ async fn limits_outside_1_to_100_are_refused_not_clamped() {
 async fn workflow_runs_default_to_debug_runs_and_cursor_pages_cover_every_run_once() {
     let sim = start(config(AuthMode::V1_9_1));
     let w = Walker::new(&sim);
-    let apps = w.apps().await;
-    let app = apps
-        .iter()
-        .find(|a| a["mode"] == "advanced-chat")
-        .expect("an advanced-chat app");
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "advanced-chat").await;
     let debug = w.runs(id, None).await;
     assert_eq!(debug.len(), 3 * 2, "ceil(4 / 3) editor runs a day");
     let production = w.runs(id, Some("app-run")).await;
@@ -1007,12 +1012,7 @@ async fn node_executions_carry_containers_truncation_and_zero_prices() {
         ..config(AuthMode::V1_9_1)
     });
     let w = Walker::new(&sim);
-    let apps = w.apps().await;
-    let app = apps
-        .iter()
-        .find(|a| a["mode"] == "workflow")
-        .expect("a workflow app");
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "workflow").await;
     let (mut containers, mut truncated, mut zero_prices) = (0, 0, 0);
     for run in w.runs(id, Some("app-run")).await {
         let v = w
@@ -1190,6 +1190,13 @@ async fn apps_of(w: &Walker, mode: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The id of the first app of a mode in `/apps` order.
+async fn first_app_id(w: &Walker, mode: &str) -> String {
+    let app = apps_of(w, mode).await.into_iter().next();
+    let app = app.unwrap_or_else(|| panic!("a {mode} app"));
+    app["id"].as_str().expect("id").to_owned()
+}
+
 fn keys(v: &Value) -> Vec<&str> {
     let mut k: Vec<&str> = v
         .as_object()
@@ -1205,8 +1212,7 @@ fn keys(v: &Value) -> Vec<&str> {
 async fn run_list_rows_never_name_the_end_user_but_nodes_and_the_counted_detail_do() {
     let sim = start(config(AuthMode::V1_9_1));
     let w = Walker::new(&sim);
-    let app = apps_of(&w, "advanced-chat").await.remove(0);
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "advanced-chat").await;
     let runs = w.runs(id, Some("app-run")).await;
     for run in &runs {
         assert_eq!(
@@ -1273,8 +1279,7 @@ async fn triggered_runs_are_logged_as_service_api_but_never_listed_as_app_runs()
         ..config(AuthMode::V1_9_1)
     });
     let w = Walker::new(&sim);
-    let app = apps_of(&w, "workflow").await.remove(0);
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "workflow").await;
     let mut logged = Vec::new();
     for d in 0..3 {
         logged.extend(w.logs(id, DAY0 + Days::new(d)).await);
@@ -1342,6 +1347,14 @@ async fn conversation_page(
         .await
 }
 
+/// The first of `conversations` updated after the three-day window.
+fn updated_after_the_window(conversations: &[Value]) -> &Value {
+    conversations
+        .iter()
+        .find(|c| utc_day(c["updated_at"].as_i64().unwrap()) > DAY0 + Days::new(2))
+        .expect("a conversation updated after the window")
+}
+
 /// Lists all of a chat app's conversations under `sort` and checks their order.
 async fn assert_sorted(w: &Walker, id: &str, sort: &str, ascending: bool) {
     let v = conversation_page(w, id, &[("limit", "100".into()), ("sort_by", sort.into())])
@@ -1367,14 +1380,9 @@ async fn assert_sorted(w: &Walker, id: &str, sort: &str, ascending: bool) {
 
 #[tokio::test]
 async fn chat_conversations_filter_sort_and_page_like_dify() {
-    let sim = start(SimConfig {
-        runs_per_app_per_day: 10,
-        messages_per_conversation: 2,
-        ..config(AuthMode::V1_9_1)
-    });
+    let sim = start(fifteen_short_conversations());
     let w = Walker::new(&sim);
-    let app = apps_of(&w, "chat").await.remove(0);
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "chat").await;
     // 30 messages in 15 conversations; 3 are deleted (never listed), debugger ones are listed.
     let all = conversation_page(&w, id, &[("limit", "100".into())])
         .await
@@ -1399,10 +1407,7 @@ async fn chat_conversations_filter_sort_and_page_like_dify() {
         rows.iter()
             .any(|c| c["from_source"] == "api" && c["from_end_user_session_id"].is_string())
     );
-    let later = rows
-        .iter()
-        .find(|c| utc_day(c["updated_at"].as_i64().unwrap()) > DAY0 + Days::new(2))
-        .expect("a conversation updated after the window");
+    let later = updated_after_the_window(rows);
     assert!(utc_day(later["created_at"].as_i64().unwrap()) <= DAY0 + Days::new(2));
     // The shape is conversation_with_summary_fields.
     assert_eq!(
@@ -1459,23 +1464,13 @@ async fn chat_conversations_filter_sort_and_page_like_dify() {
 
 #[tokio::test]
 async fn chat_conversations_filter_on_local_minutes_and_refuse_what_dify_refuses() {
-    let sim = start(SimConfig {
-        runs_per_app_per_day: 10,
-        messages_per_conversation: 2,
-        ..config(AuthMode::V1_9_1)
-    });
+    let sim = start(fifteen_short_conversations());
     let w = Walker::new(&sim);
-    let app = apps_of(&w, "chat").await.remove(0);
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "chat").await;
     let all = conversation_page(&w, id, &[("limit", "100".into())])
         .await
         .1;
-    let later = all["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| utc_day(c["updated_at"].as_i64().unwrap()) > DAY0 + Days::new(2))
-        .expect("a conversation updated after the window");
+    let later = updated_after_the_window(all["data"].as_array().unwrap());
     // `start`/`end` are account-timezone minutes on updated_at under an updated sort, else on created_at:
     // the conversation updated after the window is in the one and not the other.
     let end = [
@@ -1548,8 +1543,7 @@ async fn chat_messages_page_back_with_first_id_like_dify() {
         ..config(AuthMode::V1_9_1)
     });
     let w = Walker::new(&sim);
-    let app = apps_of(&w, "chat").await.remove(0);
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "chat").await;
     let listed = conversations(&w, id).await;
     let long = listed
         .iter()
@@ -1638,8 +1632,7 @@ async fn chat_messages_page_back_with_first_id_like_dify() {
 async fn chat_messages_answer_dify_errors() {
     let sim = start(config(AuthMode::V1_9_1));
     let w = Walker::new(&sim);
-    let app = apps_of(&w, "chat").await.remove(0);
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "chat").await;
     let listed = w.ok(&format!("/apps/{id}/chat-conversations"), &[]).await;
     let cid = listed["data"][0]["id"].as_str().unwrap().to_owned();
     let path = format!("/apps/{id}/chat-messages");
@@ -1682,8 +1675,7 @@ async fn deleted_conversations_are_hidden_but_their_messages_still_count_in_toke
         ..config(AuthMode::V1_9_1)
     });
     let w = Walker::new(&sim);
-    let app = apps_of(&w, "chat").await.remove(0);
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "chat").await;
     let last = DAY0 + Days::new(2);
     let of_app = |records: Vec<TruthRecord>| -> Vec<TruthRecord> {
         records.into_iter().filter(|r| r.app_id == id).collect()
@@ -1727,17 +1719,14 @@ async fn deleted_conversations_are_hidden_but_their_messages_still_count_in_toke
 #[tokio::test]
 async fn the_bump_fault_moves_a_page_two_conversation_to_page_one_while_listing() {
     let sim = start(SimConfig {
-        runs_per_app_per_day: 10,
-        messages_per_conversation: 2,
         faults: Faults {
             bump_conversation_while_listing: true,
             ..Faults::default()
         },
-        ..config(AuthMode::V1_9_1)
+        ..fifteen_short_conversations()
     });
     let w = Walker::new(&sim);
-    let app = apps_of(&w, "chat").await.remove(0);
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "chat").await;
     let query = |page: u32| vec![("limit", "5".to_owned()), ("page", page.to_string())];
     let page1 = conversation_page(&w, id, &query(1)).await.1;
     let page2 = conversation_page(&w, id, &query(2)).await.1;
@@ -1770,11 +1759,7 @@ async fn the_bump_fault_moves_a_page_two_conversation_to_page_one_while_listing(
         .await;
     let data = messages["data"].as_array().unwrap();
     assert_eq!(data.last().unwrap()["created_at"], bumped["updated_at"]);
-    let plain = start(SimConfig {
-        runs_per_app_per_day: 10,
-        messages_per_conversation: 2,
-        ..config(AuthMode::V1_9_1)
-    });
+    let plain = start(fifteen_short_conversations());
     assert_eq!(
         sim.truth(DAY0, DAY0 + Days::new(2)),
         plain.truth(DAY0, DAY0 + Days::new(2))
@@ -1788,8 +1773,7 @@ async fn the_bump_fault_moves_a_page_two_conversation_to_page_one_while_listing(
 async fn conversation_details_mark_conversations_read_and_are_counted() {
     let sim = start(config(AuthMode::V1_9_1));
     let w = Walker::new(&sim);
-    let chat = apps_of(&w, "chat").await.remove(0);
-    let id = chat["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "chat").await;
     let listed = w.ok(&format!("/apps/{id}/chat-conversations"), &[]).await;
     let c = &listed["data"][0];
     assert!(c["read_at"].is_null());
@@ -2009,8 +1993,7 @@ async fn modes_choose_the_apps_and_an_unknown_mode_is_listed() {
 async fn advanced_chat_conversations_are_their_runs_without_the_debugger() {
     let sim = start(config(AuthMode::V1_9_1));
     let w = Walker::new(&sim);
-    let app = apps_of(&w, "advanced-chat").await.remove(0);
-    let id = app["id"].as_str().unwrap();
+    let id: &str = &first_app_id(&w, "advanced-chat").await;
     let runs = w.runs(id, Some("app-run")).await;
     let listed = conversations(&w, id).await;
     assert_eq!(

@@ -287,10 +287,11 @@ impl Cluster {
         }
     }
 
-    /// Runs SQL through `psql` over the socket as the superuser; panics on the first error.
-    #[track_caller]
-    pub(crate) fn psql(&self, database: &str, sql: &str) -> String {
-        let mut child = Command::new(self.bin.join("psql"))
+    /// `psql` on `database` over the socket as the superuser: quiet, unaligned, tuples only, stopping
+    /// at the first error.
+    fn psql_command(&self, database: &str) -> Command {
+        let mut command = Command::new(self.bin.join("psql"));
+        command
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .args([
                 "-h",
@@ -298,7 +299,15 @@ impl Cluster {
                 "-p",
                 &self.port.to_string(),
             ])
-            .args(["-U", SUPERUSER, "-d", database])
+            .args(["-U", SUPERUSER, "-d", database]);
+        command
+    }
+
+    /// Runs SQL through `psql` over the socket as the superuser; panics on the first error.
+    #[track_caller]
+    pub(crate) fn psql(&self, database: &str, sql: &str) -> String {
+        let mut child = self
+            .psql_command(database)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -325,15 +334,8 @@ impl Cluster {
     #[track_caller]
     pub(crate) fn lock_table(&self, database: &str, table: &str) -> TableLock {
         use std::io::{BufRead as _, Write as _};
-        let mut child = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .args([
-                "-h",
-                &self.dir.to_string_lossy(),
-                "-p",
-                &self.port.to_string(),
-            ])
-            .args(["-U", SUPERUSER, "-d", database])
+        let mut child = self
+            .psql_command(database)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

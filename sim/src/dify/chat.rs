@@ -17,18 +17,20 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::SimState;
-use super::auth::authenticate;
 use rust_decimal::Decimal;
 
 use super::data::{
-    App, Conversation, Creator, MODELS, Message, Mode, ModelSpec, NodeKind, Usage, Workspace,
-    generate_message, generate_nodes,
+    Account, App, Conversation, Creator, EndUser, MODELS, Message, Mode, ModelSpec, NodeKind,
+    Usage, Workspace, generate_message, generate_nodes,
 };
 use super::live::Live;
 use super::routes::{
-    ApiError, ApiResult, Params, find_app, limit_param, local_minute_param, page_param, params,
-    price_str, require_mode, usage_json,
+    ApiError, ApiResult, AppListing, Params, app_listing, authorized_app, limit_param,
+    local_minute_param, params, price_str, usage_json,
 };
+
+/// The modes the chat-conversation endpoints serve (a wrong mode's error lists them in this order).
+const CHAT_MODES: &[Mode] = &[Mode::Chat, Mode::AgentChat, Mode::AdvancedChat];
 
 fn not_found(message: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -83,23 +85,22 @@ fn model_json(app: &App, model: usize) -> Value {
            "completion_params": {"temperature": 0.7}})
 }
 
+/// The end user or the account who sent a conversation, where the workspace has them.
+fn sender_of(sender: Creator, ws: &Workspace) -> (Option<&EndUser>, Option<&Account>) {
+    match sender {
+        Creator::EndUser(i) => (ws.end_users.get(usize::from(i)), None),
+        Creator::Account(i) => (None, ws.accounts.get(usize::from(i))),
+        Creator::Nobody => (None, None),
+    }
+}
+
 /// (`from_end_user_id`, `from_account_id`) of a sender; also the database rows' (`rows`).
 pub(crate) fn sender_ids(sender: Creator, ws: &Workspace) -> (Value, Value) {
-    match sender {
-        Creator::EndUser(i) => (
-            ws.end_users
-                .get(usize::from(i))
-                .map_or(Value::Null, |u| json!(u.id)),
-            Value::Null,
-        ),
-        Creator::Account(i) => (
-            Value::Null,
-            ws.accounts
-                .get(usize::from(i))
-                .map_or(Value::Null, |a| json!(a.id)),
-        ),
-        Creator::Nobody => (Value::Null, Value::Null),
-    }
+    let (end_user, account) = sender_of(sender, ws);
+    (
+        end_user.map_or(Value::Null, |u| json!(u.id)),
+        account.map_or(Value::Null, |a| json!(a.id)),
+    )
 }
 
 fn feedback_stats() -> Value {
@@ -109,22 +110,10 @@ fn feedback_stats() -> Value {
 /// The fields `conversation_fields` and `conversation_with_summary_fields` share.
 fn row_base(ws: &Workspace, app: &App, v: &View<'_>) -> serde_json::Map<String, Value> {
     let c = v.conversation;
+    let (end_user, account) = sender_of(c.sender, ws);
     let (end_user_id, account_id) = sender_ids(c.sender, ws);
-    let (session_id, account_name) = match c.sender {
-        Creator::EndUser(i) => (
-            ws.end_users
-                .get(usize::from(i))
-                .map_or(Value::Null, |u| json!(u.session_id)),
-            Value::Null,
-        ),
-        Creator::Account(i) => (
-            Value::Null,
-            ws.accounts
-                .get(usize::from(i))
-                .map_or(Value::Null, |a| json!(a.name)),
-        ),
-        Creator::Nobody => (Value::Null, Value::Null),
-    };
+    let session_id = end_user.map_or(Value::Null, |u| json!(u.session_id));
+    let account_name = account.map_or(Value::Null, |a| json!(a.name));
     let model_config = if app.mode == Mode::AdvancedChat {
         json!({"model": null, "pre_prompt": null})
     } else {
@@ -351,13 +340,13 @@ pub(crate) async fn chat_conversations(
     Path(app_id): Path<String>,
     query: Params,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let AppListing {
+        app,
+        q,
+        page,
+        limit,
+    } = app_listing(&state, &headers, &app_id, CHAT_MODES, query)?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::Chat, Mode::AgentChat, Mode::AdvancedChat])?;
-    let q = params(query)?;
-    let page = page_param(&q)?;
-    let limit = limit_param(&q)?;
     let sort = sort_by_param(&q)?;
     let start = local_minute_param(ws, &q, "start")?;
     let end = local_minute_param(ws, &q, "end")?.map(|t| t + 59);
@@ -438,13 +427,13 @@ pub(crate) async fn completion_conversations(
     Path(app_id): Path<String>,
     query: Params,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let AppListing {
+        app,
+        q,
+        page,
+        limit,
+    } = app_listing(&state, &headers, &app_id, &[Mode::Completion], query)?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::Completion])?;
-    let q = params(query)?;
-    let page = page_param(&q)?;
-    let limit = limit_param(&q)?;
     let start = local_minute_param(ws, &q, "start")?;
     let end = local_minute_param(ws, &q, "end")?.map(|t| t + 59);
     let live = lock(&state);
@@ -496,13 +485,13 @@ pub(crate) async fn chat_messages(
     Path(app_id): Path<String>,
     query: Params,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
-    let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(
-        app,
+    let app = authorized_app(
+        &state,
+        &headers,
+        &app_id,
         &[Mode::Chat, Mode::AgentChat, Mode::AdvancedChat, Mode::Agent],
     )?;
+    let ws = &state.workspace;
     let q = params(query)?;
     let conversation_id = parse_uuid(&q, "conversation_id")?
         .ok_or_else(|| ApiError::invalid_param("conversation_id: Missing required parameter."))?;
@@ -567,10 +556,8 @@ pub(crate) async fn chat_conversation_detail(
     headers: HeaderMap,
     Path((app_id, conversation_id)): Path<(String, String)>,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let app = authorized_app(&state, &headers, &app_id, CHAT_MODES)?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::Chat, Mode::AgentChat, Mode::AdvancedChat])?;
     let (index, c, _) = read_conversation(&state, app, &conversation_id)?;
     let live = lock(&state);
     let v = view(app, &live, index, c);
@@ -590,10 +577,8 @@ pub(crate) async fn completion_conversation_detail(
     headers: HeaderMap,
     Path((app_id, conversation_id)): Path<(String, String)>,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let app = authorized_app(&state, &headers, &app_id, &[Mode::Completion])?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::Completion])?;
     let (index, c, _) = read_conversation(&state, app, &conversation_id)?;
     let live = lock(&state);
     let v = view(app, &live, index, c);

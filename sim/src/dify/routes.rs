@@ -63,56 +63,39 @@ pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
 pub(crate) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 pub(crate) fn router(state: Arc<SimState>) -> Router {
+    let app_route = |rest: &str| format!("/console/api/apps/{{app_id}}/{rest}");
     Router::new()
         .route("/console/api/login", post(auth::login))
         .route("/console/api/refresh-token", post(auth::refresh))
         .route("/console/api/account/profile", get(profile))
         .route("/console/api/apps", get(apps))
         .route("/console/api/apps/{app_id}", get(app_detail))
+        .route(&app_route("workflow-app-logs"), get(workflow_app_logs))
+        .route(&app_route("workflow-runs"), get(workflow_runs))
+        .route(&app_route("workflow-runs/{run_id}"), get(run_detail))
         .route(
-            "/console/api/apps/{app_id}/workflow-app-logs",
-            get(workflow_app_logs),
-        )
-        .route(
-            "/console/api/apps/{app_id}/workflow-runs",
-            get(workflow_runs),
-        )
-        .route(
-            "/console/api/apps/{app_id}/workflow-runs/{run_id}",
-            get(run_detail),
-        )
-        .route(
-            "/console/api/apps/{app_id}/workflow-runs/{run_id}/node-executions",
+            &app_route("workflow-runs/{run_id}/node-executions"),
             get(node_executions),
         )
         .route(
-            "/console/api/apps/{app_id}/chat-conversations",
+            &app_route("chat-conversations"),
             get(chat::chat_conversations),
         )
         .route(
-            "/console/api/apps/{app_id}/chat-conversations/{conversation_id}",
+            &app_route("chat-conversations/{conversation_id}"),
             get(chat::chat_conversation_detail),
         )
         .route(
-            "/console/api/apps/{app_id}/completion-conversations",
+            &app_route("completion-conversations"),
             get(chat::completion_conversations),
         )
         .route(
-            "/console/api/apps/{app_id}/completion-conversations/{conversation_id}",
+            &app_route("completion-conversations/{conversation_id}"),
             get(chat::completion_conversation_detail),
         )
-        .route(
-            "/console/api/apps/{app_id}/chat-messages",
-            get(chat::chat_messages),
-        )
-        .route(
-            "/console/api/apps/{app_id}/statistics/token-costs",
-            get(token_costs),
-        )
-        .route(
-            "/console/api/apps/{app_id}/statistics/daily-messages",
-            get(daily_messages),
-        )
+        .route(&app_route("chat-messages"), get(chat::chat_messages))
+        .route(&app_route("statistics/token-costs"), get(token_costs))
+        .route(&app_route("statistics/daily-messages"), get(daily_messages))
         .route("/_sim/truth", get(sim_truth))
         .route("/_sim/stats", get(sim_stats))
         .fallback(not_found)
@@ -160,11 +143,54 @@ pub(crate) fn page_param(q: &HashMap<String, String>) -> Result<usize, ApiError>
     int_param(q, "page", 1, 99_999)
 }
 
-pub(crate) fn find_app<'w>(ws: &'w Workspace, app_id: &str) -> Result<&'w App, ApiError> {
+fn find_app<'w>(ws: &'w Workspace, app_id: &str) -> Result<&'w App, ApiError> {
     ws.app(app_id).ok_or_else(ApiError::app_not_found)
 }
 
-pub(crate) fn require_mode(app: &App, modes: &[Mode]) -> Result<(), ApiError> {
+/// The modes whose apps have workflow runs (a wrong mode's error lists them in this order).
+const RUN_MODES: &[Mode] = &[Mode::AdvancedChat, Mode::Workflow];
+
+/// The checks an app's endpoint makes first, in Dify's order: the session, the app, then its mode.
+pub(crate) fn authorized_app<'s>(
+    state: &'s SimState,
+    headers: &HeaderMap,
+    app_id: &str,
+    modes: &[Mode],
+) -> Result<&'s App, ApiError> {
+    authenticate(state, headers)?;
+    let app = find_app(&state.workspace, app_id)?;
+    require_mode(app, modes)?;
+    Ok(app)
+}
+
+/// A paged list of an app's records, checked as `authorized_app` and then its query, `page` and `limit` first.
+pub(crate) struct AppListing<'s> {
+    pub(crate) app: &'s App,
+    pub(crate) q: HashMap<String, String>,
+    pub(crate) page: usize,
+    pub(crate) limit: usize,
+}
+
+pub(crate) fn app_listing<'s>(
+    state: &'s SimState,
+    headers: &HeaderMap,
+    app_id: &str,
+    modes: &[Mode],
+    query: Params,
+) -> Result<AppListing<'s>, ApiError> {
+    let app = authorized_app(state, headers, app_id, modes)?;
+    let q = params(query)?;
+    let page = page_param(&q)?;
+    let limit = limit_param(&q)?;
+    Ok(AppListing {
+        app,
+        q,
+        page,
+        limit,
+    })
+}
+
+fn require_mode(app: &App, modes: &[Mode]) -> Result<(), ApiError> {
     if modes.contains(&app.mode) {
         Ok(())
     } else {
@@ -393,13 +419,13 @@ async fn workflow_app_logs(
     Path(app_id): Path<String>,
     query: Params,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let AppListing {
+        app,
+        q,
+        page,
+        limit,
+    } = app_listing(&state, &headers, &app_id, &[Mode::Workflow], query)?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::Workflow])?;
-    let q = params(query)?;
-    let page = page_param(&q)?;
-    let limit = limit_param(&q)?;
     let after = iso_param(&q, "created_at__after")?;
     let before = iso_param(&q, "created_at__before")?;
     let status = q.get("status").map(String::as_str);
@@ -448,10 +474,8 @@ async fn workflow_runs(
     Path(app_id): Path<String>,
     query: Params,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let app = authorized_app(&state, &headers, &app_id, RUN_MODES)?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::AdvancedChat, Mode::Workflow])?;
     let q = params(query)?;
     let limit = limit_param(&q)?;
     // Dify's default is the editor's debug runs: a client that forgets `app-run` gets the wrong data.
@@ -502,8 +526,15 @@ async fn workflow_runs(
     ))
 }
 
-fn find_run<'a>(app: &'a App, run_id: &str) -> Result<&'a Run, ApiError> {
-    Uuid::parse_str(run_id)
+/// A run endpoint's checks: `authorized_app` for an app with runs, then the run.
+fn authorized_run<'s>(
+    state: &'s SimState,
+    headers: &HeaderMap,
+    app_id: &str,
+    run_id: &str,
+) -> Result<(&'s App, &'s Run), ApiError> {
+    let app = authorized_app(state, headers, app_id, RUN_MODES)?;
+    let run = Uuid::parse_str(run_id)
         .ok()
         .and_then(|id| app.find_run(id))
         .ok_or_else(|| {
@@ -512,7 +543,8 @@ fn find_run<'a>(app: &'a App, run_id: &str) -> Result<&'a Run, ApiError> {
                 "not_found",
                 "Workflow run not found.",
             )
-        })
+        })?;
+    Ok((app, run))
 }
 
 /// `GET /apps/{id}/workflow-runs/{run_id}`: served, and counted, so a test can show the exporter never needs it.
@@ -521,11 +553,8 @@ async fn run_detail(
     headers: HeaderMap,
     Path((app_id, run_id)): Path<(String, String)>,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
-    let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::AdvancedChat, Mode::Workflow])?;
-    Ok(Json(run_detail_json(ws, app, find_run(app, &run_id)?)))
+    let (app, run) = authorized_run(&state, &headers, &app_id, &run_id)?;
+    Ok(Json(run_detail_json(&state.workspace, app, run)))
 }
 
 pub(crate) fn usage_json(spec: &ModelSpec, usage: &Usage) -> Value {
@@ -613,11 +642,8 @@ async fn node_executions(
     headers: HeaderMap,
     Path((app_id, run_id)): Path<(String, String)>,
 ) -> ApiResult {
-    authenticate(&state, &headers)?;
+    let (app, run) = authorized_run(&state, &headers, &app_id, &run_id)?;
     let ws = &state.workspace;
-    let app = find_app(ws, &app_id)?;
-    require_mode(app, &[Mode::AdvancedChat, Mode::Workflow])?;
-    let run = find_run(app, &run_id)?;
     let data: Vec<Value> = generate_nodes(ws.seed, app.mode, run)
         .iter()
         .map(|n| node_json(ws, run, n))

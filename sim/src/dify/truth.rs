@@ -11,7 +11,9 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::data::{App, InvokeFrom, MODELS, Mode, NodeKind, Workspace, generate_nodes, utc_day};
+use super::data::{
+    App, InvokeFrom, MODELS, Mode, ModelSpec, NodeKind, Workspace, generate_nodes, utc_day,
+};
 
 /// Whether input and output tokens are known separately or only their total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,8 +74,8 @@ struct Records(BTreeMap<Key, Acc>);
 struct Item<'a> {
     day: NaiveDate,
     user: &'a str,
-    provider: &'a str,
-    model: &'a str,
+    /// The model: its provider and name.
+    spec: &'a ModelSpec,
     currency: &'a str,
     input: u64,
     output: u64,
@@ -89,8 +91,8 @@ impl Records {
             item.day,
             app.id.to_string(),
             item.user.to_owned(),
-            normalize_provider(item.provider),
-            item.model.to_owned(),
+            normalize_provider(item.spec.provider),
+            item.spec.name.to_owned(),
             item.currency.to_owned(),
         );
         let a = self.0.entry(key).or_default();
@@ -132,8 +134,7 @@ impl Records {
                     &Item {
                         day,
                         user,
-                        provider: spec.provider,
-                        model: spec.name,
+                        spec,
                         currency: spec.currency,
                         input,
                         output,
@@ -246,8 +247,7 @@ fn add_chat_api(ws: &Workspace, app: &App, records: &mut Records) {
                 &Item {
                     day,
                     user,
-                    provider: spec.provider,
-                    model: spec.name,
+                    spec,
                     currency,
                     input: u64::from(m.message_tokens),
                     output: u64::from(m.answer_tokens),
@@ -290,8 +290,7 @@ fn add_remainders(app: &App, records: &mut Records, seen: &Seen) {
             &Item {
                 day,
                 user: "",
-                provider: spec.provider,
-                model: spec.name,
+                spec,
                 currency,
                 input: tokens,
                 output: 0,
@@ -326,8 +325,7 @@ pub(crate) fn compute_database(ws: &Workspace) -> Vec<TruthRecord> {
                     &Item {
                         day: utc_day(m.created_at),
                         user,
-                        provider: spec.provider,
-                        model: spec.name,
+                        spec,
                         currency: m.currency(spec),
                         input: u64::from(m.message_tokens),
                         output: u64::from(m.answer_tokens),
