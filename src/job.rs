@@ -24,7 +24,7 @@ use tracing::info;
 use crate::config::{Config, DifySource};
 use crate::deliver::{self, Delivery};
 use crate::dify::{AppMode, DifyClient, collect};
-use crate::difydb;
+use crate::difydb::{self, DatabaseSource};
 use crate::export::{Aggregator, UsageRecord, batch};
 use crate::http::HttpClient;
 use crate::progress;
@@ -201,6 +201,7 @@ pub async fn run(
     };
     let moves_watermark = matches!(plan.days, Days::Scheduled);
     progress::window(window.day_count());
+    let source = Source::new(config, http);
     let mut dry_run_records = Vec::new();
     for chunk in window.chunks(config.collect_chunk_days) {
         if cancel.is_cancelled() {
@@ -208,7 +209,7 @@ pub async fn run(
         }
         // Each chunk lists the apps again; the last listing is the one reported.
         report.apps_by_mode.clear();
-        let records = collect_window(config, http, chunk, report).await?;
+        let records = collect_window(config, &source, chunk, report).await?;
         report.add_records(&records);
         match state.as_mut() {
             Some(state) if !plan.dry_run => {
@@ -259,35 +260,62 @@ async fn deliver_outbox(
     Ok(())
 }
 
-/// Collects the window from the configured source: the console API, or the database.
+/// Where a run reads usage from, made once per run: one Dify client (one login, one token
+/// renewal schedule, one request count) serves every chunk.
+enum Source<'c> {
+    Console(Arc<DifyClient>),
+    Database {
+        database: &'c DatabaseSource,
+        cancel: &'c CancellationToken,
+    },
+}
+
+impl<'c> Source<'c> {
+    fn new(config: &'c Config, http: &'c HttpClient) -> Self {
+        match &config.dify_source {
+            DifySource::Console { url, auth } => {
+                let dify = Arc::new(DifyClient::new(
+                    url,
+                    auth.clone(),
+                    http,
+                    config.dify_concurrency,
+                ));
+                let requests = Arc::clone(&dify);
+                progress::count_requests(move || requests.stats().requests());
+                Source::Console(dify)
+            }
+            DifySource::Database(database) => Source::Database {
+                database,
+                cancel: http.cancellation(),
+            },
+        }
+    }
+}
+
+/// Collects one chunk of the window from the run's source.
 async fn collect_window(
     config: &Config,
-    http: &HttpClient,
+    source: &Source<'_>,
     window: Window,
     report: &mut JobReport,
 ) -> Result<Vec<UsageRecord>> {
-    let (url, auth) = match &config.dify_source {
-        DifySource::Console { url, auth } => (url, auth),
-        DifySource::Database(source) => {
-            let collected =
-                difydb::collect(source, window, config.max_retry, http.cancellation()).await?;
+    match source {
+        Source::Database { database, cancel } => {
+            let collected = difydb::collect(database, window, config.max_retry, cancel).await?;
             report.apps_by_mode = collected.apps_by_mode;
             // For this source a "request" is a connection attempt (one snapshot each).
             report.dify_requests += collected.attempts;
             report.dify_retries += collected.retries;
-            return Ok(collected.records);
+            Ok(collected.records)
         }
-    };
-    let dify = Arc::new(DifyClient::new(
-        url,
-        auth.clone(),
-        http,
-        config.dify_concurrency,
-    ));
-    let outcome = collect_from(&dify, config, window, report).await;
-    report.dify_requests += dify.stats().requests();
-    report.dify_retries += dify.stats().retries();
-    outcome
+        Source::Console(dify) => {
+            let outcome = collect_from(dify, config, window, report).await;
+            // The client counts the whole run.
+            report.dify_requests = dify.stats().requests();
+            report.dify_retries = dify.stats().retries();
+            outcome
+        }
+    }
 }
 
 async fn collect_from(
@@ -312,8 +340,7 @@ async fn collect_from(
         "apps listed"
     );
 
-    let requests = Arc::clone(dify);
-    progress::collecting(apps.len(), move || requests.stats().requests());
+    progress::collecting(apps.len());
     let mut aggregator = Aggregator::default();
     let collected = collect::collect(
         dify.clone(),

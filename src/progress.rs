@@ -8,9 +8,8 @@
 //! bump with one-line hooks, whether or not a line is drawn; the line reads them at each redraw
 //! (10 times a second), so the hot path pays one relaxed atomic add per event and no lock.
 //! The job collects the window in chunks (`COLLECT_CHUNK_DAYS`), each with its own app listing,
-//! Dify client: the window's days are told once, the collector adds what it reads as it reads it,
-//! and each chunk's start folds the requests of the clients before it into the ones shown, so runs,
-//! messages, app-days and requests count the whole run.
+//! the window's days are told once, the collector adds what it reads as it reads it, and the run's
+//! one Dify client counts the requests, so runs, messages, app-days and requests count the whole run.
 //! Log lines written to a terminal on stdout while the line is drawn go through [`suspend`], which
 //! takes the line away for the write and puts it back after, so the two never mix on one row.
 
@@ -48,25 +47,11 @@ static COUNTERS: Counters = Counters {
     batches_sent: AtomicU64::new(0),
 };
 
-/// Reads the number of requests made to Dify (the client's own counter).
+/// Reads the number of requests made to Dify (the run's client's own counter).
 type RequestCount = Box<dyn Fn() -> u64 + Send + Sync>;
 
-/// Requests to Dify: those of the chunks before, and the current chunk's client.
-struct Requests {
-    before: u64,
-    current: Option<RequestCount>,
-}
-
-impl Requests {
-    fn total(&self) -> Option<u64> {
-        self.current.as_ref().map(|current| self.before + current())
-    }
-}
-
-static REQUESTS: Mutex<Requests> = Mutex::new(Requests {
-    before: 0,
-    current: None,
-});
+/// Where to read the requests to Dify, once the run has a client.
+static REQUESTS: Mutex<Option<RequestCount>> = Mutex::new(None);
 
 /// The drawn line, when stderr is a terminal and a command asked for it.
 static BAR: OnceLock<ProgressBar> = OnceLock::new();
@@ -121,15 +106,16 @@ pub fn window(days: u64) {
     COUNTERS.days.store(days, Ordering::Relaxed);
 }
 
-/// A chunk's collection starts: its apps, and where to read its client's request count. The
-/// requests of the chunks before it stay counted.
-pub fn collecting(apps: usize, requests: impl Fn() -> u64 + Send + Sync + 'static) {
+/// The run's Dify client is made: `requests` reads how many requests it has sent.
+pub fn count_requests(requests: impl Fn() -> u64 + Send + Sync + 'static) {
+    *REQUESTS.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(requests));
+}
+
+/// A chunk's collection starts with its `apps`.
+pub fn collecting(apps: usize) {
     let c = &COUNTERS;
     c.apps_done.store(0, Ordering::Relaxed);
     c.apps.store(as_u64(apps), Ordering::Relaxed);
-    let mut shown = REQUESTS.lock().unwrap_or_else(PoisonError::into_inner);
-    shown.before = shown.total().unwrap_or(0);
-    shown.current = Some(Box::new(requests));
 }
 
 /// A chunk of `days` days is collected.
@@ -194,7 +180,8 @@ fn counts_text() -> String {
     if let Some(requests) = REQUESTS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .total()
+        .as_ref()
+        .map(|count| count())
     {
         let _ = write!(text, " · Dify requests {requests}");
     }
