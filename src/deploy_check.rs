@@ -18,19 +18,19 @@ const UTC_ZONES: [&str; 2] = ["Etc/UTC", "UTC"];
 
 /// One schedule found in a deployment file.
 #[derive(Debug)]
-pub struct DeployFinding {
-    pub file: PathBuf,
+pub(crate) struct DeployFinding {
+    pub(crate) file: PathBuf,
     /// The schedule text as written.
-    pub schedule: String,
+    pub(crate) schedule: String,
     /// What is wrong with it, if anything.
-    pub problem: Option<String>,
+    pub(crate) problem: Option<String>,
 }
 
 /// Checks every deployment file under `dir` against `expected`.
 ///
 /// # Errors
 /// When a file cannot be read or parsed, or no schedule is found at all.
-pub fn check(dir: &Path, expected: &Schedule) -> Result<Vec<DeployFinding>> {
+pub(crate) fn check(dir: &Path, expected: &Schedule) -> Result<Vec<DeployFinding>> {
     let mut findings = Vec::new();
     for file in files_in(&dir.join("kubernetes"))?
         .into_iter()

@@ -5,7 +5,7 @@
 //! process environment win over the file (the dotenv convention, documented in `--help`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
@@ -16,12 +16,10 @@ const EXAMPLE_ENV_FILE: &str = ".env.example";
 
 /// The merged variables, and what an operator should hear about how they were found.
 #[derive(Debug, Default)]
-pub struct Environment {
+pub(crate) struct Environment {
     vars: BTreeMap<String, String>,
-    /// The env file that was read, if any.
-    pub env_file: Option<PathBuf>,
     /// Keys of `.env.example` that neither the file nor the process environment set.
-    pub missing_example_keys: Vec<String>,
+    pub(crate) missing_example_keys: Vec<String>,
 }
 
 impl Environment {
@@ -29,7 +27,7 @@ impl Environment {
     ///
     /// `explicit_file` is `--env-file`: when given it must exist. Otherwise `.env` in the working
     /// directory is read if present.
-    pub fn load(explicit_file: Option<&Path>) -> Result<Environment> {
+    pub(crate) fn load(explicit_file: Option<&Path>) -> Result<Environment> {
         let process: BTreeMap<String, String> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
@@ -68,7 +66,6 @@ impl Environment {
 
         Ok(Environment {
             vars,
-            env_file,
             missing_example_keys,
         })
     }
@@ -87,7 +84,7 @@ impl Environment {
 
     /// The value of one variable; empty and blank values count as unset.
     #[must_use]
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.vars
             .get(name)
             .map(String::as_str)
@@ -95,7 +92,7 @@ impl Environment {
     }
 
     /// All variables, for deserializing with envy.
-    pub fn iter(&self) -> impl Iterator<Item = (String, String)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (String, String)> + '_ {
         self.vars
             .iter()
             .filter(|(_, v)| !v.trim().is_empty())

@@ -5,7 +5,7 @@
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// The command did what it was asked.
     Success,
     /// Invalid configuration, lock held, job failed, or the graceful stop took too long.
@@ -19,7 +19,7 @@ pub enum Exit {
 impl Exit {
     /// The process exit status.
     #[must_use]
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Exit::Success => 0,
             Exit::Failure => 1,

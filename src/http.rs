@@ -39,7 +39,7 @@ const ERROR_BODY_LIMIT: usize = 4096;
 
 /// The outcome callers branch on: stopped, answered with an error status, or unreachable.
 #[derive(Debug, Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     #[error("stopped before {endpoint} was requested (shutdown in progress)")]
     Cancelled { endpoint: String },
     #[error("{endpoint} answered {status}{}", detail_suffix(.detail))]
@@ -48,8 +48,10 @@ pub enum RequestError {
         status: StatusCode,
         /// The server's message or the start of its body.
         detail: String,
-        /// The raw body (first 4 KiB).
+        /// The body's first 4 KiB, secrets masked.
         body: String,
+        /// The same, unmasked, for decisions only.
+        answer: Unmasked,
     },
     #[error("{endpoint} could not be reached: {cause}")]
     Transport {
@@ -57,6 +59,24 @@ pub enum RequestError {
         /// What went wrong, in words: timed out, connection refused, reset, ... (secrets masked).
         cause: String,
     },
+}
+
+/// A server's answer exactly as it came, for matching only: it may hold a secret the server echoed,
+/// so it never prints (`Debug` shows its length). Decisions are taken on this text, output is made
+/// from the masked one, so a secret that happens to be part of an answer cannot change a decision.
+pub(crate) struct Unmasked(String);
+
+impl Unmasked {
+    /// Whether the answer contains `needle`.
+    pub(crate) fn contains(&self, needle: &str) -> bool {
+        self.0.contains(needle)
+    }
+}
+
+impl std::fmt::Debug for Unmasked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Unmasked({} bytes)", self.0.len())
+    }
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -69,25 +89,25 @@ fn detail_suffix(detail: &str) -> String {
 
 /// Counters for the run summary.
 #[derive(Debug, Default)]
-pub struct RequestStats {
+pub(crate) struct RequestStats {
     requests: AtomicU64,
     retries: AtomicU64,
 }
 
 impl RequestStats {
     /// Attempts made, retries included.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
     /// Attempts that were retries.
-    pub fn retries(&self) -> u64 {
+    pub(crate) fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
 }
 
 /// A reqwest client (keep-alive pool) plus the retry policy and the run's stop token.
 #[derive(Clone)]
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     client: reqwest::Client,
     max_retry: u32,
     cancel: CancellationToken,
@@ -100,16 +120,15 @@ pub struct HttpClient {
     masker: Arc<Masker>,
 }
 
-/// A successful answer: status, headers and the whole body.
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: header::HeaderMap,
-    pub body: String,
+/// A successful answer: headers and the whole body.
+pub(crate) struct Answer {
+    pub(crate) headers: header::HeaderMap,
+    pub(crate) body: String,
 }
 
 impl HttpClient {
     /// Builds the client. `timeout` bounds each attempt, connection included.
-    pub fn new(
+    pub(crate) fn new(
         timeout: Duration,
         max_retry: u32,
         cancel: CancellationToken,
@@ -135,7 +154,7 @@ impl HttpClient {
     /// The same client (connection pool, stop token) with its own counters and at most `limit`
     /// attempts in flight.
     #[must_use]
-    pub fn with_concurrency(&self, limit: usize) -> Self {
+    pub(crate) fn with_concurrency(&self, limit: usize) -> Self {
         HttpClient {
             in_flight: Some(Arc::new(Semaphore::new(limit))),
             stats: Arc::default(),
@@ -145,25 +164,19 @@ impl HttpClient {
 
     /// The underlying client, to build requests with.
     #[must_use]
-    pub fn client(&self) -> &reqwest::Client {
+    pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
-    }
-
-    /// The run's stop token, for work beside HTTP (the database source) that must stop with it.
-    #[must_use]
-    pub fn cancellation(&self) -> &CancellationToken {
-        &self.cancel
     }
 
     /// The run's counters.
     #[must_use]
-    pub fn stats(&self) -> &RequestStats {
+    pub(crate) fn stats(&self) -> &RequestStats {
         &self.stats
     }
 
     /// Sends the request built by `build` (called once per attempt), retrying transient failures.
     /// `endpoint` names the request in logs and errors, e.g. `GET /console/api/apps`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         endpoint: &str,
         build: impl Fn() -> RequestBuilder,
@@ -172,7 +185,7 @@ impl HttpClient {
     }
 
     /// [`send`](Self::send) with the caller's rule for which failures are worth another attempt.
-    pub async fn send_with(
+    pub(crate) async fn send_with(
         &self,
         endpoint: &str,
         is_transient: impl Fn(&RequestError) -> bool,
@@ -253,24 +266,21 @@ impl HttpClient {
             "request finished"
         );
         if status.is_success() {
-            return Ok(Answer {
-                status,
-                headers,
-                body,
-            });
+            return Ok(Answer { headers, body });
         }
-        let body = self.masker.mask(truncate(&body, ERROR_BODY_LIMIT));
+        let body = truncate(&body, ERROR_BODY_LIMIT);
         let detail = if status.is_redirection() {
             redirect_detail(&headers)
         } else {
-            error_detail(&body)
+            error_detail(body)
         };
         Err((
             RequestError::Status {
                 endpoint: endpoint.to_owned(),
                 status,
                 detail: self.masker.mask(&detail),
-                body,
+                body: self.masker.mask(body),
+                answer: Unmasked(format!("{detail}\n{body}")),
             },
             retry_after,
         ))

@@ -1,49 +1,46 @@
-//! `dify-usage-exporter`: ships LLM usage out of a self-hosted Dify into a metering API.
+//! `dify-usage-exporter`: ships LLM usage out of a self-hosted Dify into the places a team bills.
 //!
-//! The binary (`src/main.rs`) only parses the command line and maps the outcome to an exit code;
-//! everything else lives here so integration tests and benchmarks drive the same code.
+//! The binary (`src/main.rs`) only parses the command line and turns the outcome into an exit
+//! code. Only [`cli`] and [`commands`] are public: nothing outside the crate uses the rest, so the
+//! compiler sees every unused item. How a run works: `docs/run.md`; the design choices and the module
+//! map: `docs/design.md`.
 //!
 //! # Layout
 //! - [`cli`]: clap types, nothing resolved.
-//! - [`commands`]: one module per subcommand; loads the environment and starts logging.
-//! - [`config`]: environment variables to a validated [`config::Config`], all problems at once.
-//! - [`deliver`]: sending the outbox to the metering API, and what each answer means.
-//! - [`deploy_check`]: do the CronJob and crontab files carry the configured schedule?
-//! - [`dify`]: Dify's console API: auth for every version, client, typed answers, collectors.
-//! - [`difydb`]: Dify's PostgreSQL: read-only snapshot, queries, the rules of DIFY-DB.md.
-//! - [`environment`]: process environment merged with the env file.
-//! - [`exit`]: every exit code, in one enum.
-//! - [`export`]: usage summed into records, and the wire format.
-//! - [`http`]: HTTP with retries, backoff, `Retry-After` and cancellation.
-//! - [`job`]: the export job that one run performs.
-//! - [`lock`]: the run lock in `STATE_DIR`.
-//! - [`logging`]: one JSON object per log line.
-//! - [`metrics`]: Prometheus metrics of each run, to a textfile and/or a Pushgateway.
-//! - [`progress`]: the live progress line on a terminal's stderr.
-//! - [`schedule`]: the portable cron grammar and UTC fire times.
-//! - [`secret`]: strings that print as `***`.
-//! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token.
-//! - [`state`]: the SQLite state database: watermark, outbox, run history.
-//! - [`window`]: the UTC days a run covers.
+//! - [`commands`]: one module per subcommand, and the frame they share (configuration, logging,
+//!   lock, signals).
+//! - `config`: the variable table, the checker, source and sink selection, the masked view.
+//! - `run`: the export job of one `exporter run`: window, chunks, the run report and its outcome.
+//! - `source`: the source contract over the two sources, `console` (Dify's console API) and
+//!   `database` (Dify's PostgreSQL).
+//! - `usage`: usage observations summed into records, and the records' keys.
+//! - `sink`: the sink contract, the outbox delivery loop, and the `http` sink (the metering API).
+//! - `state`: the SQLite state database: open and migrate, watermark, outbox, runs, login verdict.
+//! - `http`: HTTP with retries, backoff, `Retry-After` and cancellation.
+//! - `environment`: process environment merged with the env file.
+//! - `exit`: every exit code, in one enum.
+//! - `lock`, `shutdown`: the run lock, and SIGTERM/SIGINT to a cancellation token.
+//! - `logging`, `progress`, `metrics`: one JSON object per log line, the progress line at a
+//!   terminal, Prometheus metrics of each run.
+//! - `schedule`, `deploy_check`: the portable cron grammar, and whether the deployment files carry it.
+//! - `secret`: strings that print as `***`, and the masker for text from elsewhere.
 
 pub mod cli;
 pub mod commands;
-pub mod config;
-pub mod deliver;
-pub mod deploy_check;
-pub mod dify;
-pub mod difydb;
-pub mod environment;
-pub mod exit;
-pub mod export;
-pub mod http;
-pub mod job;
-pub mod lock;
-pub mod logging;
-pub mod metrics;
-pub mod progress;
-pub mod schedule;
-pub mod secret;
-pub mod shutdown;
-pub mod state;
-pub mod window;
+mod config;
+mod deploy_check;
+mod environment;
+mod exit;
+mod http;
+mod lock;
+mod logging;
+mod metrics;
+mod progress;
+mod run;
+mod schedule;
+mod secret;
+mod shutdown;
+mod sink;
+mod source;
+mod state;
+mod usage;

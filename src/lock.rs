@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The lock file's name inside `STATE_DIR`.
-pub const LOCK_FILE: &str = "exporter.lock";
+pub(crate) const LOCK_FILE: &str = "exporter.lock";
 
 /// Why the lock could not be taken. Callers branch on `Held` (another run is busy) versus the rest.
 #[derive(Debug, Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error("another exporter holds the run lock {}; it is still running (this run does nothing)", .path.display())]
     Held { path: PathBuf },
     #[error("cannot create or open the lock file {}", .path.display())]
@@ -30,15 +30,14 @@ pub enum LockError {
 
 /// The held lock; released when dropped (the file stays).
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     // Kept open only to hold the lock.
     _file: File,
-    path: PathBuf,
 }
 
 impl RunLock {
     /// Takes the lock without waiting, creating `state_dir` (mode 0700) and the file (0600) if needed.
-    pub fn acquire(state_dir: &Path) -> Result<RunLock, LockError> {
+    pub(crate) fn acquire(state_dir: &Path) -> Result<RunLock, LockError> {
         let path = state_dir.join(LOCK_FILE);
         let io_error = |source| LockError::Io {
             path: path.clone(),
@@ -60,16 +59,10 @@ impl RunLock {
         // Called through the trait on purpose: since Rust 1.89 `file.try_lock()` would resolve to
         // std's inherent method instead of fs4's.
         match fs4::FileExt::try_lock(&file) {
-            Ok(()) => Ok(RunLock { _file: file, path }),
+            Ok(()) => Ok(RunLock { _file: file }),
             Err(fs4::TryLockError::WouldBlock) => Err(LockError::Held { path }),
             Err(fs4::TryLockError::Error(source)) => Err(io_error(source)),
         }
-    }
-
-    /// The lock file.
-    #[must_use]
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -88,6 +81,7 @@ mod tests {
         ));
         drop(first);
         let again = RunLock::acquire(&state).unwrap();
-        assert!(again.path().exists());
+        assert!(state.join(LOCK_FILE).exists());
+        drop(again);
     }
 }

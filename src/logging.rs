@@ -9,7 +9,6 @@
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::str::FromStr;
 use std::sync::OnceLock;
 
 use chrono::{SecondsFormat, Utc};
@@ -30,10 +29,10 @@ const OWN_TARGET: &str = "dify_usage_exporter";
 
 /// A field of this name holding a [`Json`] object is merged into `context` key by key:
 /// `info!(fields = ?Json(&summary), "run finished")`.
-pub const FLATTENED: &str = "fields";
+pub(crate) const FLATTENED: &str = "fields";
 
 /// Logs a serializable value as structured JSON in `context`: `info!(config = ?Json(&map), "…")`.
-pub struct Json<'a, T: serde::Serialize>(pub &'a T);
+pub(crate) struct Json<'a, T: serde::Serialize>(pub &'a T);
 
 impl<T: serde::Serialize> fmt::Debug for Json<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -43,8 +42,9 @@ impl<T: serde::Serialize> fmt::Debug for Json<'_, T> {
 }
 
 /// `LOG_FORMAT`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LogFormat {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, strum::EnumString, strum::Display)]
+#[strum(serialize_all = "lowercase", ascii_case_insensitive)]
+pub(crate) enum LogFormat {
     /// One JSON object per line.
     #[default]
     Json,
@@ -52,33 +52,34 @@ pub enum LogFormat {
     Text,
 }
 
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.to_ascii_lowercase().as_str() {
-            "json" => Ok(LogFormat::Json),
-            "text" => Ok(LogFormat::Text),
-            _ => Err("is not a log format; allowed: json, text".to_owned()),
-        }
-    }
+/// `LOG_LEVEL`: the levels a run logs at (tracing's `trace` is not one of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString)]
+#[strum(serialize_all = "lowercase", ascii_case_insensitive)]
+pub(crate) enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
 }
 
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LogFormat::Json => "json",
-            LogFormat::Text => "text",
-        })
+impl From<LogLevel> for Level {
+    fn from(level: LogLevel) -> Level {
+        match level {
+            LogLevel::Error => Level::ERROR,
+            LogLevel::Warn => Level::WARN,
+            LogLevel::Info => Level::INFO,
+            LogLevel::Debug => Level::DEBUG,
+        }
     }
 }
 
 /// `LOG_LEVEL` and `LOG_FORMAT`.
 #[derive(Debug, Clone, Copy)]
-pub struct LogSettings {
+pub(crate) struct LogSettings {
     /// The most verbose level written.
-    pub level: Level,
+    pub(crate) level: Level,
     /// The line format.
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
 }
 
 impl Default for LogSettings {
@@ -93,20 +94,20 @@ impl Default for LogSettings {
 /// Where log lines go: `run` logs to stdout (the container convention); commands whose product is
 /// stdout log to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStream {
+pub(crate) enum LogStream {
     Stdout,
     Stderr,
 }
 
 /// Masks these secrets in every line written from now on: the last line of defence behind the
 /// masking of server answers in [`crate::http`], for text that reaches a log by another way.
-pub fn mask_secrets(masker: Masker) {
+pub(crate) fn mask_secrets(masker: Masker) {
     // Set once per process by `commands::execute`; a second call (tests only) keeps the first.
     let _ = MASKER.set(masker);
 }
 
 /// Installs the global subscriber. `run_id` is put on every line when given.
-pub fn init(settings: LogSettings, stream: LogStream, run_id: Option<String>) {
+pub(crate) fn init(settings: LogSettings, stream: LogStream, run_id: Option<String>) {
     let filter = Targets::new()
         .with_default(LevelFilter::WARN.min(LevelFilter::from_level(settings.level)))
         .with_target(OWN_TARGET, LevelFilter::from_level(settings.level));

@@ -1,4 +1,4 @@
-//! Prometheus metrics of a batch job (ARCHITECTURE.md section 8): written once at the end of every
+//! Prometheus metrics of a batch job (`docs/run.md#metrics`): written once at the end of every
 //! `run` and `resend`, whatever the outcome, to node_exporter's textfile collector
 //! (`METRICS_TEXTFILE`) and/or a Pushgateway (`PUSHGATEWAY_URL`).
 //!
@@ -10,7 +10,6 @@
 //! The text format comes from `prometheus-client` (the Prometheus project's Rust crate), without the
 //! OpenMetrics `# EOF` trailer, because both consumers read the classic text format.
 
-use std::collections::BTreeMap;
 use std::fs::{OpenOptions, Permissions};
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -24,32 +23,19 @@ use chrono::{DateTime, NaiveDate, Utc};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive as _;
 use tracing::warn;
 use url::Url;
 
-use crate::config::{Config, masked_url};
+use crate::config::Config;
+use crate::run::RunReport;
+use crate::secret::masked_url;
 use crate::state::{Counts, State};
 
 /// The metric name prefix.
 const PREFIX: &str = "dify_usage_exporter";
 /// The Pushgateway grouping key's `job`.
 const JOB: &str = "dify_usage_exporter";
-
-/// What one `run` or `resend` did, as far as monitoring cares.
-#[derive(Debug, Default, Clone)]
-pub struct RunFigures {
-    pub exit_code: u8,
-    pub duration: Duration,
-    /// Records collected (0 for `resend`).
-    pub records: u64,
-    pub tokens: u64,
-    /// Cost collected, per currency.
-    pub cost: BTreeMap<String, Decimal>,
-    pub dify_requests: u64,
-    pub retries: u64,
-}
 
 /// What the state database says after the run.
 #[derive(Debug, Default, Clone, Copy)]
@@ -61,10 +47,10 @@ struct Kept {
 
 /// Keeps the success time in the state database (exit 0 only) and writes the metrics to every
 /// configured target. Never fails: each problem is one `warn` line.
-pub fn publish(config: &Config, figures: &RunFigures) {
+pub(crate) fn publish(config: &Config, report: &RunReport, state: Option<&State>) {
     let finished = Utc::now();
-    if figures.exit_code == 0
-        && let Err(err) = State::open(&config.state_dir).and_then(|s| s.set_last_success(finished))
+    if report.exit_code == 0
+        && let Some(Err(err)) = state.map(|s| s.set_last_success(finished))
     {
         warn!(
             error = format!("{err:#}"),
@@ -75,8 +61,8 @@ pub fn publish(config: &Config, figures: &RunFigures) {
     if targets.textfile.is_none() && targets.pushgateway_url.is_none() {
         return;
     }
-    let kept = match kept(&config.state_dir) {
-        Ok(kept) => kept,
+    let kept = match state.map(kept).transpose() {
+        Ok(kept) => kept.unwrap_or_default(),
         Err(err) => {
             warn!(
                 error = format!("{err:#}"),
@@ -85,7 +71,7 @@ pub fn publish(config: &Config, figures: &RunFigures) {
             Kept::default()
         }
     };
-    let text = match encode(figures, &kept, finished) {
+    let text = match encode(report, &kept, finished) {
         Ok(text) => text,
         Err(err) => {
             warn!(error = %err, "cannot encode the metrics");
@@ -113,10 +99,7 @@ pub fn publish(config: &Config, figures: &RunFigures) {
     }
 }
 
-fn kept(state_dir: &Path) -> Result<Kept> {
-    let Some(state) = State::open_read_only(state_dir)? else {
-        return Ok(Kept::default());
-    };
+fn kept(state: &State) -> Result<Kept> {
     Ok(Kept {
         last_success: state.last_success()?,
         outbox: Some(state.counts()?),
@@ -126,7 +109,7 @@ fn kept(state_dir: &Path) -> Result<Kept> {
 
 /// The metrics in Prometheus' text format.
 fn encode(
-    figures: &RunFigures,
+    report: &RunReport,
     kept: &Kept,
     finished: DateTime<Utc>,
 ) -> Result<String, std::fmt::Error> {
@@ -160,29 +143,29 @@ fn encode(
     registry.register(
         "last_run_exit_code",
         "Exit code of the last run (0 done, 1 failed or work left, 130/143 stopped)",
-        whole(u64::from(figures.exit_code)),
+        whole(u64::from(report.exit_code)),
     );
     registry.register(
         "last_run_duration_seconds",
         "Wall time of the last run",
-        float(figures.duration.as_secs_f64()),
+        float(Duration::from_millis(report.duration_ms).as_secs_f64()),
     );
     registry.register(
         "last_run_records",
         "Records collected by the last run",
-        whole(figures.records),
+        whole(report.records as u64),
     );
     registry.register(
         "last_run_tokens",
         "Tokens collected by the last run",
-        whole(figures.tokens),
+        whole(report.total_tokens),
     );
     registry.register(
         "last_run_cost",
         "Cost collected by the last run, per currency",
         labelled(
             "currency",
-            figures
+            report
                 .cost
                 .iter()
                 .map(|(currency, cost)| (currency.clone(), cost.to_f64().unwrap_or(f64::NAN)))
@@ -192,12 +175,12 @@ fn encode(
     registry.register(
         "last_run_dify_requests",
         "Requests the last run made to Dify, retries included",
-        whole(figures.dify_requests),
+        whole(report.dify_requests),
     );
     registry.register(
         "last_run_retries",
         "Retried requests in the last run",
-        whole(figures.retries),
+        whole(report.retries),
     );
     if let Some(outbox) = kept.outbox {
         registry.register(

@@ -61,7 +61,7 @@ const REFRESH: Duration = Duration::from_millis(100);
 
 /// The live line of this process, finished (its last state left on screen) when dropped.
 #[must_use = "the line is finished when this is dropped"]
-pub struct Line(());
+pub(crate) struct Line(());
 
 impl Drop for Line {
     fn drop(&mut self) {
@@ -72,7 +72,7 @@ impl Drop for Line {
 }
 
 /// Starts drawing the line on stderr if stderr is a terminal; `None` otherwise.
-pub fn start(title: &'static str) -> Option<Line> {
+pub(crate) fn start(title: &'static str) -> Option<Line> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
@@ -94,7 +94,7 @@ pub fn start(title: &'static str) -> Option<Line> {
 
 /// Runs `write` with the line taken off the screen, so a log line written to the same terminal
 /// lands on a row of its own.
-pub fn suspend<R>(write: impl FnOnce() -> R) -> R {
+pub(crate) fn suspend<R>(write: impl FnOnce() -> R) -> R {
     match BAR.get() {
         Some(bar) => bar.suspend(write),
         None => write(),
@@ -102,54 +102,54 @@ pub fn suspend<R>(write: impl FnOnce() -> R) -> R {
 }
 
 /// The run's window has `days` days (told once, before its first chunk).
-pub fn window(days: u64) {
+pub(crate) fn window(days: u64) {
     COUNTERS.days.store(days, Ordering::Relaxed);
 }
 
 /// The run's Dify client is made: `requests` reads how many requests it has sent.
-pub fn count_requests(requests: impl Fn() -> u64 + Send + Sync + 'static) {
+pub(crate) fn count_requests(requests: impl Fn() -> u64 + Send + Sync + 'static) {
     *REQUESTS.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(requests));
 }
 
 /// A chunk's collection starts with its `apps`.
-pub fn collecting(apps: usize) {
+pub(crate) fn collecting(apps: usize) {
     let c = &COUNTERS;
     c.apps_done.store(0, Ordering::Relaxed);
     c.apps.store(as_u64(apps), Ordering::Relaxed);
 }
 
 /// A chunk of `days` days is collected.
-pub fn days_collected(days: u64) {
+pub(crate) fn days_collected(days: u64) {
     COUNTERS.days_done.fetch_add(days, Ordering::Relaxed);
 }
 
 /// Every run and day of one app is listed.
-pub fn app_done() {
+pub(crate) fn app_done() {
     COUNTERS.apps_done.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One workflow run's nodes are read.
-pub fn run_read() {
+pub(crate) fn run_read() {
     COUNTERS.runs.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One conversation's `messages` end-user messages in the window are read.
-pub fn messages_read(messages: u64) {
+pub(crate) fn messages_read(messages: u64) {
     COUNTERS.messages.fetch_add(messages, Ordering::Relaxed);
 }
 
 /// One app-day's statistics are read.
-pub fn app_day_read() {
+pub(crate) fn app_day_read() {
     COUNTERS.app_days.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Delivery starts with `batches` queued.
-pub fn delivering(batches: u64) {
+pub(crate) fn delivering(batches: u64) {
     COUNTERS.batches.store(batches, Ordering::Relaxed);
 }
 
 /// One batch was acknowledged by the metering API.
-pub fn batch_sent() {
+pub(crate) fn batch_sent() {
     COUNTERS.batches_sent.fetch_add(1, Ordering::Relaxed);
 }
 

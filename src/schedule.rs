@@ -18,7 +18,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 /// Why a schedule was rejected: one sentence fragment naming the offending field or item.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
-pub struct ScheduleError {
+pub(crate) struct ScheduleError {
     reason: String,
 }
 
@@ -89,7 +89,7 @@ struct Fields {
 
 /// A validated schedule in the portable grammar.
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     expression: String,
     fields: Fields,
     primary: cron::Schedule,
@@ -103,7 +103,7 @@ impl Schedule {
     ///
     /// # Errors
     /// Anything outside the portable grammar, and schedules that would never fire.
-    pub fn parse(expression: &str) -> Result<Schedule, ScheduleError> {
+    pub(crate) fn parse(expression: &str) -> Result<Schedule, ScheduleError> {
         let expression = expression.trim().to_owned();
         let fields = parse_fields(&expression)?;
         let f = &fields;
@@ -122,13 +122,13 @@ impl Schedule {
 
     /// The expression as given (trimmed).
     #[must_use]
-    pub fn expression(&self) -> &str {
+    pub(crate) fn expression(&self) -> &str {
         &self.expression
     }
 
     /// Fire times strictly after `after`, ascending, in UTC. Endless in practice, although the
     /// `cron` crate stops after the year 2100.
-    pub fn fire_times_after(
+    pub(crate) fn fire_times_after(
         &self,
         after: DateTime<Utc>,
     ) -> impl Iterator<Item = DateTime<Utc>> + '_ {
@@ -149,7 +149,7 @@ impl Schedule {
 
     /// True when both fire at exactly the same instants, whatever the spelling.
     #[must_use]
-    pub fn same_meaning(&self, other: &Schedule) -> bool {
+    pub(crate) fn same_meaning(&self, other: &Schedule) -> bool {
         self.fields.canonical() == other.fields.canonical()
     }
 }

@@ -6,22 +6,22 @@
 use std::fmt;
 
 /// What every secret prints as.
-pub const MASK: &str = "***";
+pub(crate) const MASK: &str = "***";
 
 /// A secret value; `Debug` and `Display` print [`MASK`].
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps a value read from the environment.
     #[must_use]
-    pub fn new(value: String) -> Self {
+    pub(crate) fn new(value: String) -> Self {
         Secret(value)
     }
 
     /// The value itself, for the one place that must send it (an HTTP header).
     #[must_use]
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -38,11 +38,6 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The variables whose values are secrets.
-pub const SECRET_VARIABLES: [&str; 3] = ["DIFY_API_TOKEN", "DIFY_PASSWORD", "EXTERNAL_API_TOKEN"];
-/// The URL variables, whose `user:password@` part is a secret too.
-pub const URL_VARIABLES: [&str; 3] = ["DIFY_API_URL", "EXTERNAL_API_URL", "PUSHGATEWAY_URL"];
-
 /// Replaces every configured secret in text that came from elsewhere (a server's answer, an error
 /// chain) with [`MASK`] before it is logged, stored or printed.
 ///
@@ -51,59 +46,66 @@ pub const URL_VARIABLES: [&str; 3] = ["DIFY_API_URL", "EXTERNAL_API_URL", "PUSHG
 /// is searched in every form it travels in: as configured and trimmed, base64 (passwords to Dify
 /// >= 1.11.2, `Basic` credentials of a URL), JSON-escaped, and percent-encoded inside a URL.
 #[derive(Clone, Default)]
-pub struct Masker {
+pub(crate) struct Masker {
     /// The forms to replace, longest first so that a longer form is never half-masked.
     needles: Vec<String>,
 }
 
 impl Masker {
-    /// Learns the secrets of the environment, whether or not the configuration is valid.
-    #[must_use]
-    pub fn from_env(env: &crate::environment::Environment) -> Masker {
+    /// Learns a secret value (as configured and trimmed, in every form it travels in).
+    pub(crate) fn learn(&mut self, value: &str) {
+        self.add_forms(value);
+        self.add_forms(value.trim());
+    }
+
+    /// Learns the password inside a URL, if it has one: percent-encoded as written, decoded, and
+    /// as the `Basic` credentials of its user.
+    pub(crate) fn learn_url(&mut self, text: &str) {
+        use base64::Engine as _;
+        let Some(url) = url::Url::parse(text.trim()).ok() else {
+            return;
+        };
+        let Some(password) = url.password() else {
+            return;
+        };
+        self.needles.push(password.to_owned());
+        if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8() {
+            self.needles.push(
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{decoded}", url.username())),
+            );
+            self.add_forms(&decoded);
+        }
+    }
+
+    fn add_forms(&mut self, secret: &str) {
         use base64::Engine as _;
         use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        // The JSON string form without its two enclosing quotes (and only those).
+        let json = serde_json::to_string(secret).unwrap_or_default();
+        self.needles.push(
+            json.get(1..json.len().saturating_sub(1))
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        self.needles.push(STANDARD.encode(secret));
+        self.needles.push(URL_SAFE_NO_PAD.encode(secret));
+        self.needles.push(secret.to_owned());
+    }
 
-        let mut secrets: Vec<String> = Vec::new();
-        for name in SECRET_VARIABLES {
-            if let Some(value) = env.get(name) {
-                secrets.push(value.to_owned());
-                secrets.push(value.trim().to_owned());
-            }
-        }
-        let mut needles = Vec::new();
-        for name in URL_VARIABLES {
-            let Some(url) = env.get(name).and_then(|v| url::Url::parse(v.trim()).ok()) else {
-                continue;
-            };
-            if let Some(password) = url.password() {
-                needles.push(password.to_owned());
-                if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8() {
-                    needles.push(STANDARD.encode(format!("{}:{decoded}", url.username())));
-                    secrets.push(decoded.into_owned());
-                }
-            }
-        }
-        for secret in secrets {
-            // The JSON string form without its two enclosing quotes (and only those).
-            let json = serde_json::to_string(&secret).unwrap_or_default();
-            needles.push(
-                json.get(1..json.len().saturating_sub(1))
-                    .unwrap_or_default()
-                    .to_owned(),
-            );
-            needles.push(STANDARD.encode(&secret));
-            needles.push(URL_SAFE_NO_PAD.encode(&secret));
-            needles.push(secret);
-        }
-        needles.retain(|n| !n.is_empty());
-        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        needles.dedup();
-        Masker { needles }
+    /// Orders the forms longest first, so that a longer form is never half-masked.
+    #[must_use]
+    pub(crate) fn finish(mut self) -> Masker {
+        self.needles.retain(|n| !n.is_empty());
+        self.needles
+            .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        self.needles.dedup();
+        self
     }
 
     /// `text` with every secret replaced by [`MASK`].
     #[must_use]
-    pub fn mask(&self, text: &str) -> String {
+    pub(crate) fn mask(&self, text: &str) -> String {
         let mut masked = text.to_owned();
         for needle in &self.needles {
             if masked.contains(needle.as_str()) {
@@ -120,25 +122,60 @@ impl fmt::Debug for Masker {
     }
 }
 
+/// A URL for display: a password inside it is a secret too.
+pub(crate) fn masked_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // Setting a password only fails on URLs that cannot have one, and this one has one.
+        let _ = shown.set_password(Some(MASK));
+    }
+    shown.to_string().trim_end_matches('/').to_owned()
+}
+
+/// Masks a `user:password@` part of text that did not even parse as a URL.
+pub(crate) fn mask_userinfo(text: &str) -> String {
+    let authority_start = text.find("://").map_or(0, |i| i + 3);
+    let authority = &text[authority_start..];
+    let authority_end = authority.find(['/', '?', '#']).unwrap_or(authority.len());
+    match authority[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = authority[..at].split(':').next().unwrap_or("");
+            format!(
+                "{}{user}:{MASK}{}",
+                &text[..authority_start],
+                &authority[at..]
+            )
+        }
+        None => text.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::environment::Environment;
 
     #[test]
     fn every_form_of_every_secret_is_masked() {
-        let env = Environment::from_pairs([
-            ("DIFY_PASSWORD", " pa\"ss\" "),
-            ("EXTERNAL_API_TOKEN", "meter-tok"),
-            ("EXTERNAL_API_URL", "https://me:p%40ss@meter.example.com/x"),
-            ("LOG_LEVEL", "info"),
-        ]);
-        let masker = Masker::from_env(&env);
+        let mut masker = Masker::default();
+        masker.learn(" pa\"ss\" ");
+        masker.learn("meter-tok");
+        masker.learn_url("https://me:p%40ss@meter.example.com/x");
+        let masker = masker.finish();
         let text = "Authorization: Bearer meter-tok; password cGEic3Mi; json \"pa\\\"ss\\\"\"; \
                     url p%40ss; basic bWU6cEBzcw==; level info";
         assert_eq!(
             masker.mask(text),
             "Authorization: Bearer ***; password ***; json \"***\"; url ***; basic ***; level info"
         );
+    }
+
+    #[test]
+    fn userinfo_is_masked_even_in_text_that_is_not_a_url() {
+        assert_eq!(
+            mask_userinfo("https://u:p@w@host name/x"),
+            "https://u:***@host name/x"
+        );
+        assert_eq!(mask_userinfo("u:p@host"), "u:***@host");
+        assert_eq!(mask_userinfo("https://host/a@b"), "https://host/a@b");
     }
 }

@@ -13,7 +13,7 @@ use crate::exit::Exit;
 
 /// The signal that asked the run to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopSignal {
+pub(crate) enum StopSignal {
     Interrupt,
     Terminate,
 }
@@ -21,7 +21,7 @@ pub enum StopSignal {
 impl StopSignal {
     /// The exit status of a run stopped early by this signal.
     #[must_use]
-    pub fn exit(self) -> Exit {
+    pub(crate) fn exit(self) -> Exit {
         match self {
             StopSignal::Interrupt => Exit::Interrupted,
             StopSignal::Terminate => Exit::Terminated,
@@ -30,7 +30,7 @@ impl StopSignal {
 
     /// The signal's usual name, for the log.
     #[must_use]
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             StopSignal::Interrupt => "SIGINT",
             StopSignal::Terminate => "SIGTERM",
@@ -39,14 +39,14 @@ impl StopSignal {
 }
 
 /// Listens for SIGINT and SIGTERM from the moment it is created.
-pub struct StopSignals {
+pub(crate) struct StopSignals {
     interrupt: UnixSignal,
     terminate: UnixSignal,
 }
 
 impl StopSignals {
     /// Installs the handlers. From here on the signals no longer kill the process.
-    pub fn install() -> io::Result<StopSignals> {
+    pub(crate) fn install() -> io::Result<StopSignals> {
         Ok(StopSignals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
@@ -54,7 +54,7 @@ impl StopSignals {
     }
 
     /// Waits for the next stop signal.
-    pub async fn recv(&mut self) -> StopSignal {
+    pub(crate) async fn recv(&mut self) -> StopSignal {
         tokio::select! {
             _ = self.interrupt.recv() => StopSignal::Interrupt,
             _ = self.terminate.recv() => StopSignal::Terminate,

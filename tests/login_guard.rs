@@ -138,7 +138,7 @@ fn a_locked_account_is_not_tried_again_until_the_operator_asks() {
     // Six different wrong passwords: each is new credentials, so each costs one attempt, and the
     // simulator then locks the account, as Dify does after five.
     for n in 0..6 {
-        run(&dify, &meter, &state, &format!("wrong-{n}"), &[]).code(1);
+        run(&dify, &meter, &state, &format!("wrong-password-{n}"), &[]).code(1);
     }
     assert_eq!(statuses(&dify), [401; 6]);
 

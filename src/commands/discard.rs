@@ -29,7 +29,7 @@ pub(super) fn discard(environment: &Environment, args: &DiscardArgs) -> Exit {
         }
     };
     if !args.yes {
-        let dead = match state.batches(BatchState::Dead) {
+        let dead = match state.all_batches(BatchState::Dead) {
             Ok(dead) => dead,
             Err(err) => {
                 error!(error = format!("{err:#}"), "cannot read the state");

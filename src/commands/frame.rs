@@ -12,8 +12,9 @@ use tracing::{error, warn};
 use crate::config::Config;
 use crate::environment::Environment;
 use crate::exit::Exit;
-use crate::http::{HttpClient, RequestError};
+use crate::http::HttpClient;
 use crate::lock::{LockError, RunLock};
+use crate::run::JobError;
 use crate::shutdown::{StopSignal, StopSignals};
 
 /// The configuration, or `Exit::Failure` after logging every problem.
@@ -46,32 +47,18 @@ pub(super) fn lock_error(err: LockError) -> Exit {
 /// How guarded work ended.
 pub(super) struct Guarded<T> {
     /// The work's result; `None` when it outlived the shutdown timeout.
-    pub result: Option<anyhow::Result<T>>,
+    pub(super) result: Option<Result<T, JobError>>,
     /// The stop signal received, if any.
-    pub signal: Option<StopSignal>,
+    pub(super) signal: Option<StopSignal>,
     /// The HTTP client the work used (for its counters).
-    pub http: HttpClient,
-}
-
-impl<T> Guarded<T> {
-    /// The exit status and outcome word for work that did not fail on its own; `None` when the
-    /// result is an error that is not a cancellation (the caller logs it).
-    pub(super) fn stopped_or_timed_out(&self) -> Option<(Exit, &'static str)> {
-        match (&self.result, self.signal) {
-            (None, _) => Some((Exit::Failure, "abandoned")),
-            (Some(Err(err)), Some(signal)) if is_cancellation(err) => {
-                Some((signal.exit(), "stopped"))
-            }
-            _ => None,
-        }
-    }
+    pub(super) http: HttpClient,
 }
 
 /// Runs `work` on a fresh runtime with stop signals wired to its cancellation token.
 pub(super) fn guarded<T, F, Fut>(config: &Config, work: F) -> Result<Guarded<T>, Exit>
 where
     F: FnOnce(HttpClient, CancellationToken) -> Fut,
-    Fut: Future<Output = anyhow::Result<T>>,
+    Fut: Future<Output = Result<T, JobError>>,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,14 +102,4 @@ where
     // do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     guarded
-}
-
-/// Whether the work ended because it saw the stop token.
-fn is_cancellation(error: &Error) -> bool {
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<RequestError>(),
-            Some(RequestError::Cancelled { .. })
-        )
-    })
 }

@@ -16,16 +16,19 @@ use crate::cli::{Cli, Command};
 use crate::config::Problems;
 use crate::environment::Environment;
 use crate::exit::Exit;
-use crate::logging::{self, Json, LogSettings, LogStream};
-use crate::secret::Masker;
+use crate::logging::{self, Json, LogStream};
 
 /// Runs the parsed command line to its exit status. Errors are logged here, once.
 #[must_use]
-pub fn execute(cli: Cli) -> Exit {
+pub fn execute(cli: Cli) -> std::process::ExitCode {
+    dispatch(cli).into()
+}
+
+fn dispatch(cli: Cli) -> Exit {
     let environment = Environment::load(cli.env_file.as_deref());
     let settings = environment
         .as_ref()
-        .map(LogSettings::from_env_lenient)
+        .map(crate::config::log_settings)
         .unwrap_or_default();
     // `run` logs to stdout; commands whose product is stdout (`--dry-run` records too) log to stderr.
     let (stream, run_id) = match &cli.command {
@@ -53,7 +56,7 @@ pub fn execute(cli: Cli) -> Exit {
             return Exit::Failure;
         }
     };
-    logging::mask_secrets(Masker::from_env(&environment));
+    logging::mask_secrets(crate::config::masker(&environment));
     if !environment.missing_example_keys.is_empty() {
         warn!(
             keys = ?Json(&environment.missing_example_keys),

@@ -7,7 +7,7 @@ use chrono::{SecondsFormat, Utc};
 use tracing::error;
 
 use crate::cli::NextRunsArgs;
-use crate::config::DEFAULT_SCHEDULE;
+use crate::config::variables;
 use crate::environment::Environment;
 use crate::exit::Exit;
 use crate::schedule::Schedule;
@@ -18,7 +18,10 @@ pub(super) fn next_runs(environment: &Environment, args: &NextRunsArgs) -> Exit 
         Some(text) => ("--schedule", text.as_str()),
         None => (
             "CRON_SCHEDULE",
-            environment.get("CRON_SCHEDULE").unwrap_or(DEFAULT_SCHEDULE),
+            environment
+                .get(variables::CRON_SCHEDULE.name)
+                .or(variables::CRON_SCHEDULE.default)
+                .unwrap_or_default(),
         ),
     };
     let schedule = match Schedule::parse(text) {

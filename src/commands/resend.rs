@@ -6,22 +6,23 @@
 
 use std::time::Instant;
 
+use anyhow::Context as _;
 use serde_json::json;
 use tracing::{error, info};
 
 use super::frame;
 use crate::cli::ResendArgs;
 use crate::config::Config;
-use crate::deliver;
 use crate::environment::Environment;
 use crate::exit::Exit;
 use crate::lock::RunLock;
 use crate::logging::Json;
-use crate::metrics::{self, RunFigures};
+use crate::metrics;
 use crate::progress;
+use crate::run::{JobError, RunReport};
+use crate::sink::{self, Configured, Delivery, DeliveryStop, Sink};
 use crate::state::{BatchState, State};
 
-#[must_use]
 pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
     let started = Instant::now();
     let config = match frame::config(environment) {
@@ -30,26 +31,30 @@ pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
     };
     // Held until the metrics are written, so that two runs never write them at once.
     let mut lock = None;
-    let exit = resend_configured(&config, args, &mut lock);
-    metrics::publish(
-        &config,
-        &RunFigures {
-            exit_code: exit.code(),
-            duration: started.elapsed(),
-            ..RunFigures::default()
-        },
-    );
+    let mut state = None;
+    let exit = resend_configured(&config, args, &mut lock, &mut state);
+    let report = RunReport {
+        exit_code: exit.code(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        ..RunReport::default()
+    };
+    metrics::publish(&config, &report, state.as_ref());
     drop(lock);
     exit
 }
 
-fn resend_configured(config: &Config, args: &ResendArgs, lock: &mut Option<RunLock>) -> Exit {
+fn resend_configured(
+    config: &Config,
+    args: &ResendArgs,
+    lock: &mut Option<RunLock>,
+    opened: &mut Option<State>,
+) -> Exit {
     match frame::lock(config) {
         Ok(held) => *lock = Some(held),
         Err(exit) => return exit,
     }
     let state = match State::open(&config.state_dir) {
-        Ok(state) => state,
+        Ok(state) => opened.insert(state),
         Err(err) => {
             error!(error = format!("{err:#}"), "cannot open the state");
             return Exit::Failure;
@@ -73,36 +78,40 @@ fn resend_configured(config: &Config, args: &ResendArgs, lock: &mut Option<RunLo
         }
     };
     info!(batches = revived, "dead batches moved back to the queue");
-    let rebatched = match rebatch(&state, config.batch_size) {
-        Ok(rebatched) => rebatched,
-        Err(err) => {
-            error!(error = format!("{err:#}"), "cannot re-batch the queue");
-            return Exit::Failure;
-        }
-    };
 
     let line = progress::start("resending");
-    if let Ok(counts) = state.counts() {
-        progress::delivering(counts.queued);
-    }
     let guarded = match frame::guarded(config, |http, cancel| {
-        let state = &state;
-        async move { deliver::deliver(state, &http, config, &cancel).await }
+        let state = &*state;
+        async move {
+            let sinks = Configured::all(config, &http);
+            let mut rebatched = 0;
+            for sink in &sinks {
+                rebatched +=
+                    rebatch(state, sink, config.batch_size).context("cannot re-batch the queue")?;
+            }
+            progress::delivering(state.counts()?.queued);
+            let mut delivery = Delivery::default();
+            for sink in &sinks {
+                let sent = sink::deliver(state, sink, config.dead_letter_after, &cancel).await?;
+                delivery.batches_sent += sent.batches_sent;
+                delivery.records_sent += sent.records_sent;
+                delivery.stopped_by = delivery.stopped_by.or(sent.stopped_by);
+            }
+            Ok((rebatched, delivery))
+        }
     }) {
         Ok(guarded) => guarded,
         Err(exit) => return exit,
     };
     drop(line);
-    if let Some((exit, _)) = guarded.stopped_or_timed_out() {
-        return exit;
-    }
-    let delivery = match guarded.result {
-        Some(Ok(delivery)) => delivery,
-        Some(Err(err)) => {
-            error!(error = format!("{err:#}"), "resend failed");
+    let (rebatched, delivery) = match (guarded.result, guarded.signal) {
+        (Some(Ok(done)), _) => done,
+        (Some(Err(JobError::Stopped)), Some(signal)) => return signal.exit(),
+        (Some(Err(err)), _) => {
+            error!(error = %err, "resend failed");
             return Exit::Failure;
         }
-        None => return Exit::Failure,
+        (None, _) => return Exit::Failure,
     };
     let counts = match state.counts() {
         Ok(counts) => counts,
@@ -120,7 +129,7 @@ fn resend_configured(config: &Config, args: &ResendArgs, lock: &mut Option<RunLo
         "batches_dead": counts.dead,
     });
     info!(fields = ?Json(&summary), "resend finished");
-    if let Some(error) = &delivery.config_error {
+    if let Some(DeliveryStop::Configuration(error)) = &delivery.stopped_by {
         error!(error, "resend stopped");
         return Exit::Failure;
     }
@@ -131,13 +140,14 @@ fn resend_configured(config: &Config, args: &ResendArgs, lock: &mut Option<RunLo
     }
 }
 
-/// Splits every queued batch larger than `batch_size`; returns how many were split.
-fn rebatch(state: &State, batch_size: usize) -> anyhow::Result<usize> {
+/// Splits every batch queued for `sink` larger than `batch_size`; returns how many were split.
+fn rebatch<S: Sink>(state: &State, sink: &S, batch_size: usize) -> anyhow::Result<usize> {
     let mut split = 0;
-    for batch in state.batches(BatchState::Queued)? {
-        if usize::try_from(batch.record_count).unwrap_or(usize::MAX) > batch_size {
-            let parts = state.split(&batch, batch_size)?;
+    for batch in state.batches(sink.name(), BatchState::Queued)? {
+        if batch.record_count > batch_size as u64 {
+            let parts = sink::split(state, sink, &batch, batch_size as u64)?;
             info!(
+                sink = sink.name(),
                 batch_id = batch.id,
                 records = batch.record_count,
                 parts = ?parts.iter().map(|p| p.id).collect::<Vec<_>>(),

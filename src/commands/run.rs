@@ -1,66 +1,84 @@
-//! `exporter run`: configuration, lock, the login guard, the job under signal handling (with a
-//! progress line at a terminal), the summary line, the run's entry in the state database, the
-//! metrics, and the exit code.
+//! `exporter run`: configuration, lock, the state database (opened once), the login guard, the job
+//! under signal handling (with a progress line at a terminal), the `run finished` line, the run's
+//! entry in the history, the metrics, and the exit code.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::Error;
 use chrono::{SecondsFormat, Utc};
-use serde_json::json;
 use tracing::{error, info, warn};
 
 use super::frame;
 use crate::cli::RunArgs;
-use crate::config::{Config, DifySource};
-use crate::dify;
+use crate::config::{Config, SourceConfig};
 use crate::environment::Environment;
 use crate::exit::Exit;
-use crate::job::{self, Days, JobPlan, JobReport};
 use crate::lock::RunLock;
 use crate::logging::Json;
-use crate::metrics::{self, RunFigures};
+use crate::metrics;
 use crate::progress;
+use crate::run::window::Window;
+use crate::run::{self, Days, JobError, JobPlan, Outcome, RunReport};
+use crate::source::console::login_guard::{self, Refusal};
 use crate::state::{RunRecord, State, now_text};
-use crate::window::Window;
 
 /// Runs the export once and returns the exit status. Once the configuration is valid, a real run
 /// leaves its metrics whatever the outcome.
-#[must_use]
 pub(super) fn run(environment: &Environment, args: &RunArgs, run_id: &str) -> Exit {
     let started = Instant::now();
     let config = match frame::config(environment) {
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    let mut figures = RunFigures::default();
+    let mut report = RunReport {
+        dry_run: args.dry_run,
+        ..RunReport::default()
+    };
     // Held until the metrics are written, so that two runs never write them at once.
     let mut lock = None;
-    let exit = run_configured(&config, args, run_id, started, &mut figures, &mut lock);
+    let mut state = None;
+    let started_at = now_text();
+    let exit = match run_configured(&config, args, run_id, &mut report, &mut lock, &mut state) {
+        Ok(outcome) => {
+            report.outcome = outcome;
+            report.exit_code = outcome.exit().code();
+            report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            info!(fields = ?Json(&report), "run finished");
+            if let Some(state) = state
+                .as_ref()
+                .filter(|_| !args.dry_run && outcome != Outcome::Abandoned)
+            {
+                record_run(state, run_id, started_at, &report);
+            }
+            outcome.exit()
+        }
+        // Ended before the job could start; already logged.
+        Err(exit) => exit,
+    };
     if !args.dry_run {
-        figures.exit_code = exit.code();
-        figures.duration = started.elapsed();
-        metrics::publish(&config, &figures);
+        report.exit_code = exit.code();
+        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        metrics::publish(&config, &report, state.as_ref());
     }
     drop(lock);
     exit
 }
 
+/// The run up to its outcome, or `Err` when it ended before the job could even start.
 fn run_configured(
     config: &Config,
     args: &RunArgs,
     run_id: &str,
-    started: Instant,
-    figures: &mut RunFigures,
+    report: &mut RunReport,
     lock: &mut Option<RunLock>,
-) -> Exit {
-    let started_at = now_text();
+    state: &mut Option<State>,
+) -> Result<Outcome, Exit> {
     let days = match (args.from, args.to) {
         (Some(from), Some(to)) => match Window::backfill(from, to, Utc::now().date_naive()) {
             Ok(window) => Days::Backfill(window),
             Err(err) => {
                 error!(error = %err, "invalid --from/--to");
-                return Exit::Failure;
+                return Err(Exit::Failure);
             }
         },
         _ => Days::Scheduled,
@@ -73,91 +91,45 @@ fn run_configured(
 
     // A dry run changes no state, so it neither creates STATE_DIR nor waits for a real run.
     if !plan.dry_run {
-        match frame::lock(config) {
-            Ok(held) => *lock = Some(held),
-            Err(exit) => return exit,
-        }
+        *lock = Some(frame::lock(config)?);
     }
-    let opened = job::open(config, &plan);
-    let window = opened.as_ref().ok().and_then(|opened| opened.window);
-    log_start(config, window);
-
-    // `report` holds what the job did even when it failed or was stopped.
-    let mut report = JobReport {
-        window,
-        ..JobReport::default()
+    let opened = if plan.dry_run {
+        State::open_read_only(&config.state_dir)
+    } else {
+        State::open(&config.state_dir).map(Some)
     };
-    // The guard is asked only when the job could start: before any request to Dify.
-    let refusal = opened
-        .is_ok()
-        .then(|| check_login_guard(config, args))
-        .flatten();
-    let (outcome, exit, delivery_retries) = match (opened, refusal) {
-        (Err(err), _) => {
-            error!(error = format!("{err:#}"), "run failed");
-            ("failed", Exit::Failure, 0)
-        }
-        (Ok(_), Some(refusal)) => {
-            error!(error = refusal, "run failed");
-            ("failed", Exit::Failure, 0)
-        }
-        (Ok(opened), None) => match run_job(config, &plan, opened, &mut report) {
-            Ok(ended) => ended,
-            Err(exit) => return exit,
-        },
-    };
-
-    *figures = RunFigures {
-        records: u64::try_from(report.records).unwrap_or(u64::MAX),
-        tokens: report.total_tokens,
-        cost: report.cost.clone(),
-        dify_requests: report.dify_requests,
-        retries: report.dify_retries + delivery_retries,
-        ..RunFigures::default()
-    };
-    let summary = json!({
-        "outcome": outcome,
-        "exit_code": exit.code(),
-        "dry_run": args.dry_run,
-        "from": report.window.map(|w| w.first.to_string()),
-        "to": report.window.map(|w| w.last.to_string()),
-        "apps": report.apps(),
-        "apps_skipped": report.apps_skipped(),
-        "records": report.records,
-        "total_tokens": report.total_tokens,
-        "cost": report.cost_by_currency(),
-        "batches_queued_now": report.batches_queued_now,
-        "batches_sent": report.delivery.batches_sent,
-        "records_sent": report.delivery.records_sent,
-        "batches_queued": report.outbox.queued,
-        "batches_dead": report.outbox.dead,
-        "dify_requests": report.dify_requests,
-        "retries": figures.retries,
-        "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    let window = opened.and_then(|opened| {
+        *state = opened;
+        let watermark = state.as_ref().map(State::watermark).transpose()?.flatten();
+        plan.window(config, watermark)
     });
-    info!(fields = ?Json(&summary), "run finished");
-    if !args.dry_run && outcome != "abandoned" {
-        record_run(
-            &config.state_dir,
-            run_id,
-            started_at,
-            outcome,
-            exit,
-            &summary,
-        );
+    log_start(config, window.as_ref().ok().copied().flatten());
+    let window = match window {
+        Ok(window) => window,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "run failed");
+            return Ok(Outcome::Failed);
+        }
+    };
+    report.set_window(window);
+    // The guard is asked before any request to Dify.
+    if let Some(refusal) = check_login_guard(config, args, state.as_ref()) {
+        error!(error = refusal, "run failed");
+        return Ok(Outcome::Failed);
     }
-    exit
+    run_job(config, &plan, window, state.as_mut(), report)
 }
 
 /// Runs the job under signal handling, with a progress line at a terminal (gone before the
-/// summary): the outcome word, the exit status and the retries made outside Dify (delivery), or
-/// `Err` when the runtime could not even start (already logged).
+/// summary), and turns how it ended into the outcome; `Err` when the runtime could not even start
+/// (already logged).
 fn run_job(
     config: &Config,
     plan: &JobPlan,
-    opened: job::Opened,
-    report: &mut JobReport,
-) -> Result<(&'static str, Exit, u64), Exit> {
+    window: Option<Window>,
+    mut state: Option<&mut State>,
+    report: &mut RunReport,
+) -> Result<Outcome, Exit> {
     // A dry run's log is on stderr, where the line would be drawn: it gets none.
     let line = if plan.dry_run {
         None
@@ -165,41 +137,38 @@ fn run_job(
         progress::start("exporting")
     };
     let guarded = frame::guarded(config, |http, cancel| {
-        let report = &mut *report;
-        async move { job::run(config, &http, plan, opened, &cancel, report).await }
+        let (report, state) = (&mut *report, state.as_deref_mut());
+        async move { run::run(config, &http, plan, window, state, &cancel, report).await }
     });
     drop(line);
     let guarded = guarded?;
-    let retries = guarded.http.stats().retries();
-    let (outcome, exit) = match guarded.stopped_or_timed_out() {
-        Some((exit, outcome)) => (outcome, exit),
-        None => match (guarded.result, guarded.signal) {
-            // Stopped by a signal with what was complete committed: batches left in the queue are
-            // the expected result, not a failure.
-            (Some(Ok(())), Some(signal)) => ("stopped", signal.exit()),
-            (Some(Ok(())), None) => match report.problem() {
-                Some(problem) => {
-                    error!(error = problem, "run failed");
-                    ("failed", Exit::Failure)
-                }
-                None => ("completed", Exit::Success),
-            },
-            (Some(Err(err)), _) => {
-                error!(error = format!("{err:#}"), "run failed");
-                if !plan.dry_run {
-                    keep_login_refusal(config, &err);
-                }
-                ("failed", Exit::Failure)
+    // Retries of the sinks' requests; the source's are already counted.
+    report.retries += guarded.http.stats().retries();
+    Ok(match (guarded.result, guarded.signal) {
+        (None, _) => Outcome::Abandoned,
+        // Stopped by a signal with what was complete committed: batches left in the queue are
+        // the expected result, not a failure.
+        (Some(Ok(()) | Err(JobError::Stopped)), Some(signal)) => Outcome::Stopped(signal),
+        (Some(Ok(())), None) => match report.problem() {
+            Some(problem) => {
+                error!(error = problem, "run failed");
+                Outcome::Failed
             }
-            (None, _) => ("abandoned", Exit::Failure),
+            None => Outcome::Completed,
         },
-    };
-    Ok((outcome, exit, retries))
+        (Some(Err(err)), _) => {
+            error!(error = %err, "run failed");
+            if let (JobError::LoginRefused { refusal, .. }, Some(state)) = (&err, state) {
+                keep_login_refusal(config, state, refusal);
+            }
+            Outcome::Failed
+        }
+    })
 }
 
 /// The `run starting` line: version, configuration (secrets masked), next fire time and the days.
 fn log_start(config: &Config, window: Option<Window>) {
-    let masked: BTreeMap<_, _> = config.masked().into_iter().collect();
+    let masked: BTreeMap<_, _> = config.masked().iter().cloned().collect();
     let next_fire_time = config
         .schedule
         .fire_times_after(Utc::now())
@@ -217,37 +186,24 @@ fn log_start(config: &Config, window: Option<Window>) {
 }
 
 /// Why the run must stop before any request to Dify, when the configured login is one Dify
-/// already refused (see [`dify::login_guard`]).
-fn check_login_guard(config: &Config, args: &RunArgs) -> Option<String> {
-    let DifySource::Console { url, auth } = &config.dify_source else {
+/// already refused (see [`login_guard`]). A dry run reads the verdict but never clears it.
+fn check_login_guard(config: &Config, args: &RunArgs, state: Option<&State>) -> Option<String> {
+    let SourceConfig::Console { url, auth } = &config.source else {
         return None; // the database source does not log in
     };
-    let state = if args.dry_run {
-        State::open_read_only(&config.state_dir)
-    } else {
-        State::open(&config.state_dir).map(Some)
-    };
-    let refusal = state.and_then(|state| {
-        let Some(state) = state else { return Ok(None) };
-        dify::login_guard(&state, url, auth, args.retry_login, !args.dry_run)
-    });
-    // A state database that cannot be read or written was already opened by the job a moment
-    // ago; if it fails now, the job fails on it too, before any request to Dify, and says why.
-    refusal.ok().flatten()
+    let state = state?;
+    // The state database was opened a moment ago; if it fails now, the job fails on it too,
+    // before any request to Dify, and says why.
+    login_guard::login_guard(state, url, auth, args.retry_login, !args.dry_run).unwrap_or_default()
 }
 
-/// Keeps Dify's refusal of the login, if that is why the job failed, so that later runs with the
-/// same credentials do not try again.
-fn keep_login_refusal(config: &Config, err: &Error) {
-    let DifySource::Console { url, auth } = &config.dify_source else {
+/// Keeps Dify's refusal of the login, so that later runs with the same credentials do not try
+/// again. Only a real run gets here with a writable state.
+fn keep_login_refusal(config: &Config, state: &State, refusal: &Refusal) {
+    let SourceConfig::Console { url, auth } = &config.source else {
         return;
     };
-    if dify::login_refusal(err).is_none() {
-        return;
-    }
-    let kept = State::open(&config.state_dir)
-        .and_then(|state| dify::record_login_refusal(&state, url, auth, err));
-    match kept {
+    match login_guard::keep_refusal(state, url, auth, refusal) {
         Ok(true) => warn!(
             "login guard: runs with the same DIFY_EMAIL and DIFY_PASSWORD will not log in again; change them (or see `exporter status`)"
         ),
@@ -260,24 +216,19 @@ fn keep_login_refusal(config: &Config, err: &Error) {
 }
 
 /// Keeps the run in the state database's history; a failure here is only worth a warning.
-fn record_run(
-    state_dir: &std::path::Path,
-    run_id: &str,
-    started_at: String,
-    outcome: &str,
-    exit: Exit,
-    summary: &serde_json::Value,
-) {
-    let recorded = State::open(state_dir).and_then(|state| {
-        state.record_run(&RunRecord {
-            run_id: run_id.to_owned(),
-            started_at,
-            finished_at: now_text(),
-            outcome: outcome.to_owned(),
-            exit_code: exit.code(),
-            summary: summary.to_string(),
-        })
-    });
+fn record_run(state: &State, run_id: &str, started_at: String, report: &RunReport) {
+    let recorded = serde_json::to_string(report)
+        .map_err(anyhow::Error::from)
+        .and_then(|summary| {
+            state.record_run(&RunRecord {
+                run_id: run_id.to_owned(),
+                started_at,
+                finished_at: now_text(),
+                outcome: <&str>::from(report.outcome).to_owned(),
+                exit_code: report.exit_code,
+                summary,
+            })
+        });
     if let Err(err) = recorded {
         warn!(
             error = format!("{err:#}"),

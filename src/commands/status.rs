@@ -12,7 +12,6 @@ use crate::cli::{OutputFormat, StatusArgs};
 use crate::config;
 use crate::environment::Environment;
 use crate::exit::Exit;
-use crate::secret::Masker;
 use crate::state::{Batch, BatchState, State};
 
 /// Discarded batches shown.
@@ -44,7 +43,7 @@ pub(super) fn status(environment: &Environment, args: &StatusArgs) -> Exit {
         return Exit::Success;
     };
     // Errors stored by an older exporter may hold a secret a server echoed: mask on the way out too.
-    let masker = Masker::from_env(environment);
+    let masker = config::masker(environment);
     match args.output {
         OutputFormat::Json => println!("{}", masker.mask(&report.to_string())),
         OutputFormat::Text => print!("{}", masker.mask(&text(&report))),
@@ -56,7 +55,7 @@ fn report(state: &State) -> anyhow::Result<Value> {
     let counts = state.counts()?;
     let batch = |b: &Batch| {
         json!({
-            "id": b.id, "first_day": b.first_day.to_string(), "last_day": b.last_day.to_string(),
+            "id": b.id, "sink": b.sink, "first_day": b.first_day.to_string(), "last_day": b.last_day.to_string(),
             "records": b.record_count, "tokens": b.total_tokens, "queued_at": b.created_at.to_rfc3339(),
             "failed_runs": b.attempts, "last_attempt_at": b.last_attempt_at, "last_error": b.last_error,
         })
@@ -83,8 +82,8 @@ fn report(state: &State) -> anyhow::Result<Value> {
         "last_success": state.last_success()?.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         "login_guard": login_guard,
         "batches": {"queued": counts.queued, "dead": counts.dead, "sent": counts.sent},
-        "queued": state.batches(BatchState::Queued)?.iter().map(batch).collect::<Vec<_>>(),
-        "dead": state.batches(BatchState::Dead)?.iter().map(batch).collect::<Vec<_>>(),
+        "queued": state.all_batches(BatchState::Queued)?.iter().map(batch).collect::<Vec<_>>(),
+        "dead": state.all_batches(BatchState::Dead)?.iter().map(batch).collect::<Vec<_>>(),
         "discarded": state.discarded(DISCARDED_SHOWN)?.iter().map(|(b, at)| {
             let mut shown = batch(b);
             shown["discarded_at"] = at.as_str().into();

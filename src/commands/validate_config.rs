@@ -69,12 +69,7 @@ fn text_report(
     match config {
         Ok(config) => {
             out.push_str("configuration is valid\n");
-            let _ = writeln!(
-                out,
-                "  {:<26} {}",
-                "(usage source)",
-                config.dify_source.name()
-            );
+            let _ = writeln!(out, "  {:<26} {}", "(usage source)", config.source.name());
             for (variable, value) in config.masked() {
                 let _ = writeln!(out, "  {variable:<26} {value}");
             }
@@ -130,10 +125,10 @@ fn json_report(
 ) -> String {
     let mut report = match config {
         Ok(config) => {
-            let masked: BTreeMap<_, _> = config.masked().into_iter().collect();
+            let masked: BTreeMap<_, _> = config.masked().iter().cloned().collect();
             json!({
                 "valid": true,
-                "source": config.dify_source.name(),
+                "source": config.source.name(),
                 "config": masked,
                 "next_fire_time": next_fire_time(config),
             })

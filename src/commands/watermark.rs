@@ -11,8 +11,8 @@ use crate::config;
 use crate::environment::Environment;
 use crate::exit::Exit;
 use crate::lock::RunLock;
+use crate::run::window::Window;
 use crate::state::State;
-use crate::window::Window;
 
 #[must_use]
 pub(super) fn watermark(environment: &Environment, args: &WatermarkArgs) -> Exit {

@@ -1,0 +1,212 @@
+//! The tables and columns the database source reads, with the Dify migration that created each, so
+//! that a database too old (or not Dify's) fails with a message naming what is missing and since when
+//! Dify has it, and a role without `SELECT` fails with the `GRANT` that fixes it.
+
+/// Where a column comes from in Dify's history.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Origin {
+    pub(crate) migration: &'static str,
+    pub(crate) dify_version: &'static str,
+}
+
+/// `64b051264f32_init.py` (2023-05-13): apps, accounts, end_users, messages.
+const INIT: Origin = Origin {
+    migration: "64b051264f32",
+    dify_version: "0.3.0",
+};
+/// `b289e2408ee2_add_workflow.py` (2024-02-19): workflow_runs, workflow_node_executions.
+const WORKFLOW: Origin = Origin {
+    migration: "b289e2408ee2",
+    dify_version: "0.6.0",
+};
+/// `e2eacc9a1b63_add_status_for_message.py` (2024-03-21): messages.invoke_from.
+const INVOKE_FROM: Origin = Origin {
+    migration: "e2eacc9a1b63",
+    dify_version: "0.6.0",
+};
+
+/// Every (table, columns, origin) read; the queries in `postgres` use nothing else.
+pub(super) const REQUIRED: [(&str, &[&str], Origin); 7] = [
+    ("apps", &["id", "tenant_id", "name", "mode"], INIT),
+    ("accounts", &["id", "email"], INIT),
+    ("end_users", &["id", "session_id"], INIT),
+    (
+        "messages",
+        &[
+            "app_id",
+            "model_provider",
+            "model_id",
+            "message_tokens",
+            "answer_tokens",
+            "total_price",
+            "currency",
+            "from_end_user_id",
+            "from_account_id",
+            "created_at",
+        ],
+        INIT,
+    ),
+    ("messages", &["invoke_from"], INVOKE_FROM),
+    (
+        "workflow_runs",
+        &[
+            "id",
+            "tenant_id",
+            "app_id",
+            "workflow_id",
+            "triggered_from",
+            "created_by_role",
+            "created_by",
+            "created_at",
+        ],
+        WORKFLOW,
+    ),
+    (
+        "workflow_node_executions",
+        &[
+            "tenant_id",
+            "app_id",
+            "workflow_id",
+            "workflow_run_id",
+            "triggered_from",
+            "node_type",
+            "process_data",
+            "execution_metadata",
+            "created_at",
+        ],
+        WORKFLOW,
+    ),
+];
+
+/// What the server said about one required column.
+#[derive(Debug)]
+pub(super) struct ColumnCheck {
+    pub(crate) table: String,
+    pub(crate) column: String,
+    pub(crate) table_exists: bool,
+    pub(crate) can_select: bool,
+    pub(crate) column_exists: bool,
+}
+
+/// Every (table, column) pair, flattened, for the check query.
+pub(super) fn required_pairs() -> (Vec<&'static str>, Vec<&'static str>) {
+    REQUIRED
+        .iter()
+        .flat_map(|(table, columns, _)| columns.iter().map(move |c| (*table, *c)))
+        .unzip()
+}
+
+fn origin(table: &str, column: Option<&str>) -> Origin {
+    REQUIRED
+        .iter()
+        .find(|(t, columns, _)| *t == table && column.is_none_or(|c| columns.contains(&c)))
+        .map_or(INIT, |(_, _, origin)| *origin)
+}
+
+/// One message for everything wrong, or `None` when every table and column is readable.
+pub(super) fn verdict(checks: &[ColumnCheck], role: &str) -> Option<String> {
+    let mut missing_tables: Vec<&str> = Vec::new();
+    let mut unreadable: Vec<&str> = Vec::new();
+    let mut missing_columns: Vec<String> = Vec::new();
+    for check in checks {
+        let table = check.table.as_str();
+        if !check.table_exists {
+            if !missing_tables.contains(&table) {
+                missing_tables.push(table);
+            }
+        } else if !check.can_select {
+            if !unreadable.contains(&table) {
+                unreadable.push(table);
+            }
+        } else if !check.column_exists {
+            let origin = origin(table, Some(&check.column));
+            missing_columns.push(format!(
+                "column {table}.{} is missing (added in Dify {} by migration {})",
+                check.column, origin.dify_version, origin.migration
+            ));
+        }
+    }
+    let mut parts: Vec<String> = missing_tables
+        .iter()
+        .map(|table| {
+            let origin = origin(table, None);
+            format!(
+                "table {table} is missing (created in Dify {} by migration {})",
+                origin.dify_version, origin.migration
+            )
+        })
+        .collect();
+    parts.extend(missing_columns);
+    if !parts.is_empty() {
+        return Some(format!(
+            "the database is not a Dify database the exporter can read: {}; check that DIFY_DATABASE_URL names Dify's database (Dify 0.6.0 or newer), or use the console API source",
+            parts.join("; ")
+        ));
+    }
+    if !unreadable.is_empty() {
+        return Some(format!(
+            "the role {role} lacks SELECT on {}; run as an administrator: GRANT SELECT ON {} TO {role};",
+            unreadable.join(", "),
+            unreadable.join(", ")
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(table: &str, column: &str, flags: (bool, bool, bool)) -> ColumnCheck {
+        ColumnCheck {
+            table: table.into(),
+            column: column.into(),
+            table_exists: flags.0,
+            can_select: flags.1,
+            column_exists: flags.2,
+        }
+    }
+
+    #[test]
+    fn a_missing_column_names_its_migration_and_version() {
+        let message = verdict(
+            &[
+                check("apps", "mode", (true, true, true)),
+                check("messages", "invoke_from", (true, true, false)),
+            ],
+            "ro",
+        )
+        .unwrap();
+        assert!(
+            message.contains(
+                "column messages.invoke_from is missing (added in Dify 0.6.0 by migration e2eacc9a1b63)"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unreadable_tables_come_with_the_grant_that_fixes_them() {
+        let message = verdict(
+            &[
+                check("accounts", "email", (true, false, true)),
+                check("accounts", "id", (true, false, true)),
+                check("end_users", "id", (true, false, true)),
+            ],
+            "ro",
+        )
+        .unwrap();
+        assert!(
+            message.ends_with("GRANT SELECT ON accounts, end_users TO ro;"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn every_required_pair_is_checked() {
+        let (tables, columns) = required_pairs();
+        assert_eq!(tables.len(), columns.len());
+        assert_eq!(tables.len(), 36);
+        assert!(verdict(&[], "ro").is_none());
+    }
+}
