@@ -1,6 +1,6 @@
 //! Every exit code the program can return, in one place.
 //!
-//! Operators page on these numbers, so they are part of the contract (ARCHITECTURE.md section 2).
+//! Operators page on these numbers, so they are part of the contract (`docs/run.md#exit-codes`).
 //! clap's own usage errors never reach this type: clap exits with its code 2 by itself.
 
 /// How a command ended.

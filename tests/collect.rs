@@ -215,6 +215,20 @@ fn login_on_dify_1_11_2_learns_base64_without_spending_an_attempt() {
 }
 
 #[test]
+fn dify_answers_are_read_before_secrets_are_masked_in_them() {
+    // A meter token that is a word of Dify's "Invalid encrypted data": an answer masked before it
+    // is read would hide the cue to send the password base64-encoded, and the login would fail.
+    let sim = sim(AuthMode::V1_11_2, |_| {});
+    let finished = dry_run(exporter(&sim, "login").env("EXTERNAL_API_TOKEN", "encrypted"));
+    assert_exact(&sim, &finished);
+    let attempts = sim.stats().login_attempts;
+    assert_eq!(
+        attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [401, 200]
+    );
+}
+
+#[test]
 fn an_admin_key_is_exact() {
     let sim = sim(AuthMode::AdminKey, |_| {});
     assert_exact(&sim, &dry_run(exporter(&sim, "admin-key")));

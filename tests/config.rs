@@ -225,6 +225,22 @@ fn secrets_in_invalid_values_are_never_echoed() {
 }
 
 #[test]
+fn a_secret_shorter_than_8_characters_is_refused_by_validate_config() {
+    let finished = Exporter::configured(LOOPBACK_DIFY)
+        .env("EXTERNAL_API_TOKEN", "t")
+        .args(["validate-config"])
+        .run();
+    finished.code(1);
+    assert!(
+        finished.stdout.contains(
+            "EXTERNAL_API_TOKEN: holds a secret of 1 character(s); at least 8 are required"
+        ),
+        "{}",
+        finished.stdout
+    );
+}
+
+#[test]
 fn env_file_values_lose_to_the_process_environment() {
     let finished = Exporter::configured(LOOPBACK_DIFY)
         .file(".env", "MAX_RETRY=7\nLOG_LEVEL=debug\n")

@@ -133,7 +133,7 @@ fn a_run_delivers_exactly_the_truth_and_a_second_run_sends_nothing_new() {
 
 #[test]
 fn the_body_follows_the_wire_format() {
-    // The meter simulator answers 422 to any violation of WIRE-FORMAT.md, so a clean delivery of
+    // The meter simulator answers 422 to any violation of docs/wire-format.md, so a clean delivery of
     // many batches (7 records each) with a tenant proves the format; here also the headers' values.
     let dify = dify();
     let meter = MeterSim::start(MeterConfig {

@@ -1,6 +1,6 @@
 //! The database source against a real PostgreSQL (tests/pg): Dify's tables from
 //! tests/data/dify-schema.sql, rows written by the tests, the real `exporter` binary reading them.
-//! Every rule of DIFY-DB.md section 3 has a row that must count and a row that must not; the
+//! Every rule of docs/database.md ("Rules") has a row that must count and a row that must not; the
 //! expected records are worked out by hand below each world.
 
 use std::str::FromStr as _;

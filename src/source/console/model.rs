@@ -1,7 +1,7 @@
 //! Dify's answers as typed structs.
 //!
 //! Every struct ignores fields it does not name, so a newer Dify that adds fields still parses. The
-//! variants DIFY-API.md marks UNCONFIRMED are accepted too: token counts as numbers or numeric strings,
+//! variants not seen on a running Dify but possible in its code are accepted too: token counts as numbers or numeric strings,
 //! prices as decimal strings, numbers or `null`, in plain or exponent form (`"0E-7"`). A negative
 //! token count or price, and a currency that is not three ASCII letters, are refused with the JSON
 //! path of the field: they would silently corrupt every total they touch, or have the meter reject
@@ -163,7 +163,7 @@ pub(crate) struct ProcessData {
     pub(crate) usage: Option<Usage>,
 }
 
-/// The usage object of a model call (DIFY-API.md section 3).
+/// The usage object of a model call (`docs/console-api.md#the-usage-object`).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Usage {
     #[serde(deserialize_with = "tokens")]
@@ -187,7 +187,7 @@ pub(crate) struct ExecutionMetadata {
 }
 
 /// `statistics/token-costs`. Its `currency` is always the literal `"USD"` whatever the prices' own
-/// currencies (DIFY-API.md), so it is not read.
+/// currencies (`docs/console-api.md#values-in-answers`), so it is not read.
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenCosts {
     pub(crate) data: Vec<TokenCostRow>,

@@ -1,4 +1,4 @@
-//! The database source: usage read straight from Dify's PostgreSQL (DIFY-DB.md), a sibling of the
+//! The database source: usage read straight from Dify's PostgreSQL (`docs/database.md`), a sibling of the
 //! console API source in [`crate::source::console`]. Both feed the same [`Aggregator`].
 //!
 //! One run is one read-only `REPEATABLE READ` snapshot: the apps of the workspace(s), then the

@@ -1,4 +1,4 @@
-//! DIFY-DB.md section 3, independent of the SQL dialect: which apps are read how, and how one row
+//! The rules of `docs/database.md#rules`, independent of the SQL dialect: which apps are read how, and how one row
 //! of a dialect's answer becomes a usage observation. A second dialect (MySQL) produces the same
 //! row types and reuses all of this.
 

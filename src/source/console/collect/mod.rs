@@ -1,4 +1,4 @@
-//! The per-mode collectors (ARCHITECTURE.md 7.2): where each kind of app keeps its usage, and how to
+//! The per-mode collectors (`docs/console-api.md#endpoints-by-app-mode`): where each kind of app keeps its usage, and how to
 //! read exactly one window of UTC days of it, attributing every token to its user where Dify says who.
 //!
 //! - [`workflow`]: `workflow` runs from `workflow-app-logs` (user on the log row), `advanced-chat` runs
