@@ -1,7 +1,7 @@
 //! The database source: usage read straight from Dify's PostgreSQL (`docs/database.md`), a sibling of the
 //! console API source in [`crate::source::console`]. Both feed the same [`Aggregator`].
 //!
-//! One run is one read-only `REPEATABLE READ` snapshot: the apps of the workspace(s), then the
+//! Each chunk of the window is one read-only `REPEATABLE READ` snapshot: the apps of the workspace(s), then the
 //! messages of chat-type apps (summed by the server) and the node executions of production workflow
 //! runs (streamed and folded in as they arrive), all filtered in SQL to the window. Memory is bounded
 //! by the number of distinct records, never by the number of rows.
