@@ -12,9 +12,11 @@ use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 use crate::exit::Exit;
 
 /// The signal that asked the run to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
 pub(crate) enum StopSignal {
+    #[strum(serialize = "SIGINT")]
     Interrupt,
+    #[strum(serialize = "SIGTERM")]
     Terminate,
 }
 
@@ -31,10 +33,7 @@ impl StopSignal {
     /// The signal's usual name, for the log.
     #[must_use]
     pub(crate) fn name(self) -> &'static str {
-        match self {
-            StopSignal::Interrupt => "SIGINT",
-            StopSignal::Terminate => "SIGTERM",
-        }
+        self.into()
     }
 }
 

@@ -13,40 +13,16 @@ use crate::secret::masked_url;
 /// `sslmode` as libpq names it. rustls always verifies the server's certificate and host name, so
 /// `require`, `verify-ca` and `verify-full` all mean "encrypted and verified"; `prefer` encrypts (and
 /// verifies) when the server offers TLS and falls back to plain text when it does not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::Display, strum::VariantNames,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub(crate) enum SslMode {
     Disable,
     Prefer,
     Require,
     VerifyCa,
     VerifyFull,
-}
-
-impl SslMode {
-    const ALLOWED: &'static str = "disable, prefer, require, verify-ca, verify-full";
-
-    fn parse(text: &str) -> Option<SslMode> {
-        match text {
-            "disable" => Some(SslMode::Disable),
-            "prefer" => Some(SslMode::Prefer),
-            "require" => Some(SslMode::Require),
-            "verify-ca" => Some(SslMode::VerifyCa),
-            "verify-full" => Some(SslMode::VerifyFull),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        })
-    }
 }
 
 /// Where the database is and which workspaces to read: the validated form of the variables.
@@ -111,8 +87,12 @@ impl DatabaseSource {
                     "has the parameter `{key}`, which is not supported; allowed: sslmode"
                 ));
             }
-            ssl_mode = SslMode::parse(&value)
-                .ok_or_else(|| format!("has sslmode `{value}`; allowed: {}", SslMode::ALLOWED))?;
+            ssl_mode = value.parse().map_err(|_| {
+                format!(
+                    "has sslmode `{value}`; allowed: {}",
+                    <SslMode as strum::VariantNames>::VARIANTS.join(", ")
+                )
+            })?;
         }
         Ok(DatabaseSource {
             host,
