@@ -789,15 +789,17 @@ async fn messages(w: &Walker, app_id: &str, conversation_id: &str) -> Vec<Value>
     }
 }
 
-/// Adds a chat app's end-user messages one by one, then the rest of its statistics as remainders.
+/// Adds a chat app's end-user messages one by one, with the app's current model (the conversation list names
+/// none), then the rest of its statistics as remainders.
 async fn add_chat(w: &Walker, totals: &mut Totals, app: (&str, &str)) {
     let (app_id, name) = app;
+    let detail = w.ok(&format!("/apps/{app_id}"), &[]).await;
+    let model = &detail["model_config"]["model"];
     let mut counted = Counted::new();
     for c in conversations(w, app_id).await {
         let Some(user) = c["from_end_user_session_id"].as_str() else {
             continue;
         };
-        let model = &c["model_config"]["model"];
         for m in messages(w, app_id, c["id"].as_str().unwrap()).await {
             assert!(m["from_end_user_id"].is_string());
             let day = utc_day(m["created_at"].as_i64().unwrap());
@@ -2018,5 +2020,36 @@ async fn advanced_chat_conversations_are_their_runs_without_the_debugger() {
             m["message_tokens"].as_u64().unwrap() + m["answer_tokens"].as_u64().unwrap(),
             run["total_tokens"].as_u64().unwrap()
         );
+    }
+}
+
+#[tokio::test]
+async fn conversation_lists_never_name_the_model_like_dify() {
+    let sim = start(config(AuthMode::V1_9_1));
+    let w = Walker::new(&sim);
+    // `simple_model_config_fields` reads `model_dict` from the dict `Conversation.model_config` returns,
+    // which has no such key: every listed conversation's model is null, in every mode; `pre_prompt` is there.
+    for (mode, list, pre_prompt) in [
+        ("chat", "chat-conversations", true),
+        ("agent-chat", "chat-conversations", true),
+        ("advanced-chat", "chat-conversations", false),
+        ("completion", "completion-conversations", true),
+    ] {
+        let id = first_app_id(&w, mode).await;
+        let v = w
+            .ok(&format!("/apps/{id}/{list}"), &[("limit", "100".into())])
+            .await;
+        let rows = v["data"].as_array().expect("data");
+        assert!(!rows.is_empty(), "{mode}");
+        for c in rows {
+            let config = &c["model_config"];
+            assert_eq!(keys(config), ["model", "pre_prompt"], "{mode}");
+            assert!(config["model"].is_null(), "{mode}: {config}");
+            assert_eq!(
+                config["pre_prompt"].is_string(),
+                pre_prompt,
+                "{mode}: {config}"
+            );
+        }
     }
 }
