@@ -1,14 +1,14 @@
 //! Secrets (items 1 and 5): a token that cannot be an HTTP header is refused before any request, and a
 //! server that echoes the token or the password back finds them masked in logs, `status` and `state.db`.
 
-use std::path::Path;
-
 use base64::Engine as _;
 use wiremock::matchers::{any, method};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::deliver::{dify, exporter, meter, state_dir};
-use crate::support::{CANARIES, DIFY_TOKEN, EXTERNAL_TOKEN, Exporter, PASSWORD, status};
+use crate::support::{
+    CANARIES, DIFY_TOKEN, EXTERNAL_TOKEN, Exporter, PASSWORD, database_bytes, status,
+};
 
 /// Answers `status` with the request's headers and body in its own body: a debugging proxy or an
 /// error page that echoes what it was sent, secrets included.
@@ -28,15 +28,6 @@ impl Respond for Echo {
         );
         ResponseTemplate::new(self.0).set_body_json(serde_json::json!({ "message": echoed }))
     }
-}
-
-/// A state database's bytes, with its journal, as text to search for secrets.
-fn database_text(state: &Path) -> String {
-    ["state.db", "state.db-wal"]
-        .iter()
-        .filter_map(|name| std::fs::read(state.join(name)).ok())
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-        .collect()
 }
 
 // Item 1: a value that cannot be an HTTP header.
@@ -150,7 +141,7 @@ async fn a_meter_rejection_that_echoes_the_token_is_masked_in_logs_status_and_th
     let text = status(&state, "text");
     assert!(text.contains("Bearer ***"), "{text}");
     status(&state, "json");
-    let stored = database_text(&state);
+    let stored = String::from_utf8_lossy(&database_bytes(&state)).into_owned();
     assert!(stored.contains("Bearer ***"), "the error is stored");
     for canary in CANARIES {
         assert!(!stored.contains(canary), "{canary} in state.db");
