@@ -7,7 +7,7 @@ use std::path::Path;
 use dify_sim::{AuthMode, DifySim, MeterSim, SimConfig};
 
 use crate::deliver::{exporter, meter, state_dir};
-use crate::support::{Finished, PASSWORD, status};
+use crate::support::{Finished, PASSWORD, database_bytes, status};
 
 /// A Dify before 1.11.2: one login attempt per password, plain text.
 fn dify() -> DifySim {
@@ -55,15 +55,6 @@ fn statuses(dify: &DifySim) -> Vec<u16> {
         .login_attempts
         .iter()
         .map(|a| a.status)
-        .collect()
-}
-
-/// The database and its write-ahead log, as a thief would copy them.
-fn database_bytes(state: &Path) -> Vec<u8> {
-    ["state.db", "state.db-wal"]
-        .iter()
-        .filter_map(|name| std::fs::read(state.join(name)).ok())
-        .flatten()
         .collect()
 }
 

@@ -254,6 +254,15 @@ pub(crate) fn status(state_dir: &Path, output: &str) -> String {
     finished.stdout.clone()
 }
 
+/// The database and its write-ahead log, as a thief would copy them.
+pub(crate) fn database_bytes(state: &Path) -> Vec<u8> {
+    ["state.db", "state.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::read(state.join(name)).ok())
+        .flatten()
+        .collect()
+}
+
 #[track_caller]
 pub(crate) fn json_lines(text: &str) -> Vec<Value> {
     text.lines()

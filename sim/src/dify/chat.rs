@@ -114,11 +114,14 @@ fn row_base(ws: &Workspace, app: &App, v: &View<'_>) -> serde_json::Map<String, 
     let (end_user_id, account_id) = sender_ids(c.sender, ws);
     let session_id = end_user.map_or(Value::Null, |u| json!(u.session_id));
     let account_name = account.map_or(Value::Null, |a| json!(a.name));
-    let model_config = if app.mode == Mode::AdvancedChat {
-        json!({"model": null, "pre_prompt": null})
+    // `simple_model_config_fields` reads `model` from `model_dict`, a key the dict `Conversation.model_config`
+    // returns never has: Dify lists every conversation without its model (only the detail names it).
+    let pre_prompt = if app.mode == Mode::AdvancedChat {
+        Value::Null
     } else {
-        json!({"model": model_json(app, c.model), "pre_prompt": "You are a helpful assistant."})
+        json!("You are a helpful assistant.")
     };
+    let model_config = json!({"model": null, "pre_prompt": pre_prompt});
     let row = json!({
         "id": c.id, "status": "normal", "from_source": c.invoke_from.source(),
         "from_end_user_id": end_user_id, "from_end_user_session_id": session_id,

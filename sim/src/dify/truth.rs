@@ -230,11 +230,17 @@ pub(crate) fn compute_api(ws: &Workspace) -> Vec<TruthRecord> {
 type Seen = BTreeMap<NaiveDate, (DayTotals, BTreeSet<&'static str>)>;
 
 /// End-user messages of listed conversations one by one; everything else token-costs counts as a remainder.
+/// Each message is labelled with the app's current model: the conversation list names no model (Dify
+/// serves `model_config.model` as null there), so the API cannot tell a conversation's own model.
 fn add_chat_api(ws: &Workspace, app: &App, records: &mut Records) {
+    let Some(label) = app.model.and_then(|m| MODELS.get(m)) else {
+        return;
+    };
     let mut seen = Seen::new();
     for conversation in app.conversations.iter().filter(|c| {
         !c.is_deleted && matches!(c.invoke_from, InvokeFrom::WebApp | InvokeFrom::ServiceApi)
     }) {
+        // Prices and currencies are the conversation's own model's: `metadata.usage` carries them.
         let spec = &MODELS[conversation.model];
         let user = ws.user_of(conversation.sender);
         for m in app.conversation_messages(conversation) {
@@ -247,7 +253,7 @@ fn add_chat_api(ws: &Workspace, app: &App, records: &mut Records) {
                 &Item {
                     day,
                     user,
-                    spec,
+                    spec: label,
                     currency,
                     input: u64::from(m.message_tokens),
                     output: u64::from(m.answer_tokens),
