@@ -4,7 +4,7 @@
 //! - [`dify`]: a simulated Dify console API (auth variants, pagination, node executions, statistics, faults)
 //!   that generates its workspace from a seed and states the exact usage totals the exporter must produce.
 //! - [`meter`]: a simulated metering API (the exporter's receiver) that checks every request against
-//!   WIRE-FORMAT.md, upserts records by `source_event_id`, remembers Idempotency-Keys, injects faults on demand
+//!   docs/wire-format.md, upserts records by `source_event_id`, remembers Idempotency-Keys, injects faults on demand
 //!   and reports what it holds.
 
 pub mod dify;

@@ -79,9 +79,16 @@ async fn a_413_splits_the_batch_in_halves_until_the_meter_accepts_it() {
         .args(["run"])
         .run();
     run.code(0);
-    let split =
-        run.log("batch too large for the metering API (413); split in halves and sent again");
+    let split = run.log("batch too large for the receiver; split in halves and sent again");
     assert_eq!(split["context"]["records"], 43);
+    assert_eq!(split["context"]["sink"], "http");
+    assert!(
+        split["context"]["answer"]
+            .as_str()
+            .unwrap()
+            .contains("answered 413"),
+        "{split}"
+    );
     let s = summary(&run);
     assert_eq!(
         (s["batches_queued"].clone(), s["batches_dead"].clone()),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use dify_sim::{MeterConfig, MeterSim};
 
-/// Simulated metering API on 127.0.0.1 that checks every request against WIRE-FORMAT.md.
+/// Simulated metering API on 127.0.0.1 that checks every request against docs/wire-format.md.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

@@ -1,4 +1,4 @@
-//! Dify's console authentication as it differs between versions (DIFY-API.md section 1): login with tokens in
+//! Dify's console authentication as it differs between versions (docs/console-api.md#authentication): login with tokens in
 //! the body (1.9.1) or only as cookies (1.9.2+), base64 passwords (1.11.2+), CSRF on every console call, the
 //! admin API key, refresh with rotation, token expiry after N requests and the lockout after 5 wrong passwords.
 //!

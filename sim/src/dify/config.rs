@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{Days, NaiveDate, Utc};
 
-/// Which Dify authentication behaviour to reproduce (DIFY-API.md section 1).
+/// Which Dify authentication behaviour to reproduce (docs/console-api.md#authentication).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMode {
     /// Tokens in the login body, `Authorization: Bearer`, no CSRF.

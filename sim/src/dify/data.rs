@@ -865,7 +865,7 @@ pub(crate) fn generate_message(rng: &mut ChaCha8Rng, created_at: i64) -> Message
     }
 }
 
-/// The usage object of a model node (DIFY-API.md section 3).
+/// The usage object of a model node (docs/console-api.md#the-usage-object).
 #[derive(Debug, Clone)]
 pub(crate) struct Usage {
     pub(crate) prompt_tokens: u64,

@@ -173,14 +173,14 @@ impl DifySim {
     }
 
     /// The exact records the exporter's console API source must produce for the UTC days `from..=to`, sorted
-    /// by key (ARCHITECTURE.md 7.3).
+    /// by key (docs/run.md#aggregation).
     #[must_use]
     pub fn truth(&self, from: NaiveDate, to: NaiveDate) -> Vec<TruthRecord> {
         self.state.truth(Source::Api, from, to)
     }
 
     /// The exact records the exporter's database source must produce for the UTC days `from..=to` once this
-    /// workspace is loaded into PostgreSQL, sorted by key (DIFY-DB.md section 3).
+    /// workspace is loaded into PostgreSQL, sorted by key (docs/database.md#rules).
     #[must_use]
     pub fn truth_database(&self, from: NaiveDate, to: NaiveDate) -> Vec<TruthRecord> {
         self.state.truth(Source::Database, from, to)

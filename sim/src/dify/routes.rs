@@ -1,4 +1,4 @@
-//! The HTTP surface: the console routes of DIFY-API.md section 2 as JSON, plus `/_sim/truth` and
+//! The HTTP surface: the console routes of docs/console-api.md#endpoints-by-app-mode as JSON, plus `/_sim/truth` and
 //! `/_sim/stats`. Handlers validate their query strictly (a bad parameter is a 400 with a message, never a
 //! panic or a silent clamp), authenticate through `auth`, and render `data`'s workspace in Dify's wire shapes.
 

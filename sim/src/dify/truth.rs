@@ -1,8 +1,8 @@
 //! The exact usage records the exporter must deliver for the generated workspace, computed from the simulator's
 //! data rather than from its HTTP answers, so that a test comparing the two catches mistakes on either side.
-//! Two sources, two truths: [`compute_api`] follows the console API rules (ARCHITECTURE.md 7.3), where account
+//! Two sources, two truths: [`compute_api`] follows the console API rules (docs/run.md#aggregation), where account
 //! messages and deleted conversations are only visible inside Dify's daily statistics; [`compute_database`]
-//! follows DIFY-DB.md section 3, where every message is a row with its own user, model and currency. Workflow
+//! follows docs/database.md#rules, where every message is a row with its own user, model and currency. Workflow
 //! runs count the same in both.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -211,7 +211,7 @@ pub(crate) fn statistics_by_utc_day(app: &App) -> BTreeMap<NaiveDate, DayTotals>
     days
 }
 
-/// The console API source's records (ARCHITECTURE.md 7.3), sorted by key.
+/// The console API source's records (docs/run.md#aggregation), sorted by key.
 pub(crate) fn compute_api(ws: &Workspace) -> Vec<TruthRecord> {
     let mut records = Records::default();
     for app in &ws.apps {
@@ -309,7 +309,7 @@ fn add_remainders(app: &App, records: &mut Records, seen: &Seen) {
     }
 }
 
-/// The database source's records (DIFY-DB.md section 3), sorted by key.
+/// The database source's records (docs/database.md#rules), sorted by key.
 pub(crate) fn compute_database(ws: &Workspace) -> Vec<TruthRecord> {
     let mut records = Records::default();
     for app in &ws.apps {

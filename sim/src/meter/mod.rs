@@ -4,7 +4,7 @@
 //! [`crate::DifySim`] does), so a test may block on `std::process` calls to the real exporter while the
 //! receiver keeps answering. Every handle method is a plain sync call; dropping the handle stops the server.
 //!
-//! Modules: `config` (what to accept, which faults), `wire` (the rules of WIRE-FORMAT.md as a validator),
+//! Modules: `config` (what to accept, which faults), `wire` (the rules of docs/wire-format.md as a validator),
 //! `store` (held records, accepted keys, the request log), `faults` (fault injection, logging and the
 //! listener that can reset connections), `routes` (the HTTP surface).
 

@@ -20,7 +20,7 @@ use super::wire::{self, Expect};
 /// Bodies up to this size are read; far above 500 records (about 250 KiB), so `max_batch` is what limits.
 const BODY_LIMIT: usize = 64 << 20;
 
-/// The 200 body, in the field order WIRE-FORMAT.md shows.
+/// The 200 body, in the field order docs/wire-format.md shows.
 #[derive(Serialize)]
 struct Accepted {
     inserted: u64,

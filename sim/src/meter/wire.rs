@@ -1,4 +1,4 @@
-//! The request rules of WIRE-FORMAT.md as a validator: headers, the body's envelope, every record and the
+//! The request rules of docs/wire-format.md as a validator: headers, the body's envelope, every record and the
 //! Idempotency-Key, each violation returned as a reason naming the field (and the record index) at fault.
 //!
 //! Every JSON field is first taken as raw text (`RawValue`) and only then parsed into its type, for three
@@ -344,7 +344,7 @@ fn check_record(i: usize, raw: &RawValue) -> Result<HeldRecord, String> {
         non_empty(workspace, &at("metadata.source_workspace_id"))?;
     }
     // No rule ties `total_only` to `output_tokens == 0`: a record that sums an exact node and a
-    // truncated one (ARCHITECTURE.md 7.3) keeps the exact node's output tokens and is total_only,
+    // truncated one (docs/run.md#aggregation) keeps the exact node's output tokens and is total_only,
     // because its split is no longer exact.
     literal(
         &m.aggregation_method,

@@ -182,7 +182,7 @@ async fn add_run(w: &Walker, totals: &mut Totals, app: (&str, &str), run: &Value
 type Counted = BTreeMap<NaiveDate, ((u64, Decimal, u64), HashSet<String>)>;
 
 /// Adds an app's statistics per UTC day minus what `counted` already holds, as one `total_only` record for
-/// user "" with the app's model (ARCHITECTURE.md 7.3).
+/// user "" with the app's model (docs/run.md#aggregation).
 async fn add_remainders(w: &Walker, totals: &mut Totals, app: (&str, &str), counted: &Counted) {
     let (app_id, name) = app;
     let detail = w.ok(&format!("/apps/{app_id}"), &[]).await;
