@@ -12,7 +12,7 @@ for shape in "5000 10" "20000 10" "20000 40"; do
   start_dify --delay-ms 20 --modes chat --apps-per-mode 1 --days 10 --first-day "$first" \
     --runs-per-app-per-day "$per_day" --messages-per-conversation "$per_conversation" --seed 7
   read -r rss secs < <(measure "$WORK/records" env -i DIFY_API_URL="$DIFY_BASE" DIFY_EMAIL="$DIFY_EMAIL" DIFY_PASSWORD="$DIFY_PASSWORD" \
-      EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused DIFY_CONCURRENCY=8 LOG_LEVEL=warn \
+      EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused-token DIFY_CONCURRENCY=8 LOG_LEVEL=warn \
       "$BIN/exporter" run --dry-run --from "$first" --to "$last")
   stats=$(curl -s "$DIFY_BASE/_sim/stats")
   read -r requests conversations messages details < <(python3 -c 'import json,sys; s=json.loads(sys.argv[1]); print(s["requests_total"], s["chat_conversations_requests"], s["chat_messages_requests"], s["conversation_detail_requests"])' "$stats")

@@ -9,7 +9,7 @@ last=$(date -u -d '2 days ago' +%F)
 for runs in 100 400; do
   start_dify --delay-ms 20 --apps-per-mode 5 --days 10 --first-day "$first" --runs-per-app-per-day "$runs" --seed 3
   read -r rss secs < <(measure "$WORK/records" env -i DIFY_API_URL="$DIFY_BASE" DIFY_EMAIL="$DIFY_EMAIL" DIFY_PASSWORD="$DIFY_PASSWORD" \
-      EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused DIFY_CONCURRENCY=8 LOG_LEVEL=warn \
+      EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused-token DIFY_CONCURRENCY=8 LOG_LEVEL=warn \
       "$BIN/exporter" run --dry-run --from "$first" --to "$last")
   requests=$(curl -s "$DIFY_BASE/_sim/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_total"])')
   ideal=$(python3 -c "print(f'{$requests*0.020/8:.1f}')")

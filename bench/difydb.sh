@@ -70,7 +70,7 @@ rss=0
 for _ in 1 2 3; do
   /usr/bin/time -f "%M %e" -o "$WORK/time" env -i \
     DIFY_DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/dify?sslmode=disable" \
-    EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused LOG_LEVEL=warn \
+    EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused-token LOG_LEVEL=warn \
     "$BIN/exporter" run --dry-run --from "$first" --to "$last" >"$WORK/records"
   read -r kib secs <"$WORK/time"
   walls+=("$secs")
@@ -92,7 +92,7 @@ if [ "$DATA" = sim ]; then
   for _ in $(seq 600); do grep -q "listening on" "$WORK/dify.log" 2>/dev/null && break; sleep 0.1; done
   eval "$(grep -E '^  [A-Z_]+=' "$WORK/dify.log" | sed 's/^  /export /')"
   /usr/bin/time -f "%e" -o "$WORK/api.time" env -i DIFY_API_URL="$DIFY_API_URL" DIFY_EMAIL="$DIFY_EMAIL" \
-    DIFY_PASSWORD="$DIFY_PASSWORD" EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused \
+    DIFY_PASSWORD="$DIFY_PASSWORD" EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused-token \
     DIFY_CONCURRENCY=8 LOG_LEVEL=warn "$BIN/exporter" run --dry-run --from "$first" --to "$last" >/dev/null
   requests=$(python3 -c "import json,urllib.request; print(json.load(urllib.request.urlopen('$DIFY_API_URL/_sim/stats'))['requests_total'])")
   kill "$sim_pid"
