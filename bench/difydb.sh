@@ -10,6 +10,8 @@
 # DATA=sql: bench/difydb-data.sql, generated inside PostgreSQL: RUNS runs of 4 nodes with Dify-sized
 #   process_data (about 1.2 KB of prompts and usage per model call) and MESSAGES messages, plus 25 % rows
 #   outside the window and debug/debugger rows.
+# BASELINE=DIR: also measure DIR/exporter (a release build of another commit) on the same cluster, first,
+#   and compare the records the two print.
 # Needs: PostgreSQL server binaries (apt-get install postgresql), GNU time, bc, python3.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -65,21 +67,35 @@ done
 floor=$(printf '%s\n' "${floors[@]}" | median)
 echo "floor rows: $(tr '\n' ' ' <"$WORK/floor.out")"
 
-walls=()
-rss=0
-for _ in 1 2 3; do
-  /usr/bin/time -f "%M %e" -o "$WORK/time" env -i \
-    DIFY_DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/dify?sslmode=disable" \
-    EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused-token LOG_LEVEL=warn \
-    "$BIN/exporter" run --dry-run --from "$first" --to "$last" >"$WORK/records"
-  read -r kib secs <"$WORK/time"
-  walls+=("$secs")
-  [ "$kib" -gt "$rss" ] && rss=$kib
-done
-wall=$(printf '%s\n' "${walls[@]}" | median)
-printf 'data %s  records %d\n' "$DATA" "$(wc -l <"$WORK/records")"
-printf 'floor %.2f s  exporter %.2f s (runs: %s)  ratio %.2f  peak RSS %.1f MiB\n' \
-  "$floor" "$wall" "${walls[*]}" "$(echo "$wall / $floor" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+# The exporter over the window three times: median wall time, peak RSS, the records it printed.
+measure() { # BIN_DIR OUT_PREFIX
+  local walls=() rss=0 kib secs
+  for _ in 1 2 3; do
+    /usr/bin/time -f "%M %e" -o "$WORK/time" env -i \
+      DIFY_DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/dify?sslmode=disable" \
+      EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused-token LOG_LEVEL=warn \
+      "$1/exporter" run --dry-run --from "$first" --to "$last" >"$WORK/$2.records"
+    read -r kib secs <"$WORK/time"
+    walls+=("$secs")
+    [ "$kib" -gt "$rss" ] && rss=$kib
+  done
+  wall=$(printf '%s\n' "${walls[@]}" | median)
+  printf '%s: records %d  floor %.2f s  exporter %.2f s (runs: %s)  ratio %.2f  peak RSS %.1f MiB\n' \
+    "$2" "$(wc -l <"$WORK/$2.records")" "$floor" "$wall" "${walls[*]}" "$(echo "$wall / $floor" | bc -l)" \
+    "$(echo "$rss / 1024" | bc -l)"
+}
+echo "data $DATA"
+# BASELINE=DIR (a release build of another commit): measured first on the same cluster, and its records
+# compared with this build's.
+if [ -n "${BASELINE:-}" ]; then
+  measure "$BASELINE" baseline
+fi
+measure "$BIN" exporter
+if [ -n "${BASELINE:-}" ]; then
+  cmp -s <(sort "$WORK/baseline.records") <(sort "$WORK/exporter.records") &&
+    echo "baseline and exporter printed the same records" ||
+    echo "baseline and exporter printed DIFFERENT records"
+fi
 
 # The console API source on the same kind of world, at 20 ms per request and DIFY_CONCURRENCY=8: measured on
 # a world API_RUNS_PER_DAY runs (and messages) per app and day small, then scaled linearly to RUNS (requests
