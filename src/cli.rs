@@ -58,6 +58,9 @@ pub struct DiscardArgs {
     /// Discard every dead batch.
     #[arg(long)]
     pub all_dead: bool,
+    /// Only the batches of this sink (`http`, `postgres`, `file`).
+    #[arg(long, value_name = "NAME")]
+    pub sink: Option<String>,
     /// Confirm (there is no interactive prompt); without it, only show what would be discarded.
     #[arg(long)]
     pub yes: bool,
@@ -71,14 +74,21 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
 pub struct ResendArgs {
     /// The dead batch to resend (its id from `exporter status`).
-    #[arg(long, value_name = "ID")]
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "all_dead",
+        conflicts_with = "all_dead"
+    )]
     pub batch: Option<i64>,
     /// Resend every dead batch.
     #[arg(long)]
     pub all_dead: bool,
+    /// Only this sink (`http`, `postgres`, `file`): revive its dead batches and deliver its queue.
+    #[arg(long, value_name = "NAME")]
+    pub sink: Option<String>,
 }
 
 #[derive(Debug, Args)]

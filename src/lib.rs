@@ -14,8 +14,10 @@
 //! - `source`: the source contract over the two sources, `console` (Dify's console API) and
 //!   `database` (Dify's PostgreSQL).
 //! - `usage`: usage observations summed into records, and the records' keys.
-//! - `sink`: the sink contract, the outbox delivery loop, and the `http` sink (the metering API).
-//! - `state`: the SQLite state database: open and migrate, watermark, outbox, runs, login verdict.
+//! - `ledger`: merging records into the ledger, the decrease policy, the identity map.
+//! - `sink`: the sink contract, the outbox delivery loop, and the sinks.
+//! - `state`: the SQLite state database: open and migrate, watermark, ledger, outbox, runs, login
+//!   verdict.
 //! - `http`: HTTP with retries, backoff, `Retry-After` and cancellation.
 //! - `environment`: process environment merged with the env file.
 //! - `exit`: every exit code, in one enum.
@@ -32,6 +34,7 @@ mod deploy_check;
 mod environment;
 mod exit;
 mod http;
+mod ledger;
 mod lock;
 mod logging;
 mod metrics;

@@ -10,6 +10,7 @@
 //! The text format comes from `prometheus-client` (the Prometheus project's Rust crate), without the
 //! OpenMetrics `# EOF` trailer, because both consumers read the classic text format.
 
+use std::collections::BTreeMap;
 use std::fs::{OpenOptions, Permissions};
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -28,7 +29,7 @@ use tracing::warn;
 use url::Url;
 
 use crate::config::Config;
-use crate::run::RunReport;
+use crate::run::{RunReport, SinkReport};
 use crate::secret::masked_url;
 use crate::state::{Counts, State};
 
@@ -38,10 +39,11 @@ const PREFIX: &str = "dify_usage_exporter";
 const JOB: &str = "dify_usage_exporter";
 
 /// What the state database says after the run.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Kept {
     last_success: Option<DateTime<Utc>>,
-    outbox: Option<Counts>,
+    /// Per sink: the configured ones (zero when empty) and any other that holds batches.
+    outbox: Option<BTreeMap<String, Counts>>,
     watermark: Option<NaiveDate>,
 }
 
@@ -61,7 +63,7 @@ pub(crate) fn publish(config: &Config, report: &RunReport, state: Option<&State>
     if targets.textfile.is_none() && targets.pushgateway_url.is_none() {
         return;
     }
-    let kept = match state.map(kept).transpose() {
+    let kept = match state.map(|state| kept(state, config)).transpose() {
         Ok(kept) => kept.unwrap_or_default(),
         Err(err) => {
             warn!(
@@ -99,10 +101,14 @@ pub(crate) fn publish(config: &Config, report: &RunReport, state: Option<&State>
     }
 }
 
-fn kept(state: &State) -> Result<Kept> {
+fn kept(state: &State, config: &Config) -> Result<Kept> {
+    let mut outbox = state.counts_per_sink()?;
+    for sink in config.sinks.names() {
+        outbox.entry(sink.to_owned()).or_default();
+    }
     Ok(Kept {
         last_success: state.last_success()?,
-        outbox: Some(state.counts()?),
+        outbox: Some(outbox),
         watermark: state.watermark()?,
     })
 }
@@ -115,13 +121,22 @@ fn encode(
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix(PREFIX);
     let labelled = |label: &str, values: Vec<(String, f64)>| {
-        let family = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
-        for (value, number) in values {
-            family
-                .get_or_create(&vec![(label.to_owned(), value)])
-                .set(number);
-        }
-        family
+        with_labels(
+            values
+                .into_iter()
+                .map(|(value, number)| (vec![(label.to_owned(), value)], number))
+                .collect(),
+        )
+    };
+    let per_sink = |figure: fn(&SinkReport) -> u64| {
+        labelled(
+            "sink",
+            report
+                .sinks
+                .iter()
+                .map(|(sink, r)| (sink.clone(), count(figure(r))))
+                .collect(),
+        )
     };
     registry.register(
         "build_info",
@@ -182,17 +197,38 @@ fn encode(
         "Retried requests in the last run",
         whole(report.retries),
     );
-    if let Some(outbox) = kept.outbox {
+    registry.register(
+        "last_run_batches_sent",
+        "Batches the last run delivered, per sink",
+        per_sink(|r| r.batches_sent),
+    );
+    registry.register(
+        "last_run_records_sent",
+        "Ledger rows the last run delivered, per sink",
+        per_sink(|r| r.records_sent),
+    );
+    registry.register(
+        "ledger_kept_decreases",
+        "Records the last run found lower in Dify than in the ledger, or gone, whose exported totals the ledger kept (USAGE_DECREASES=keep)",
+        whole(report.ledger_kept_decreases),
+    );
+    if let Some(outbox) = &kept.outbox {
+        let mut values = Vec::new();
+        for (sink, counts) in outbox {
+            for (state, n) in [("queued", counts.queued), ("dead", counts.dead)] {
+                values.push((
+                    vec![
+                        ("sink".to_owned(), sink.clone()),
+                        ("state".to_owned(), state.to_owned()),
+                    ],
+                    count(n),
+                ));
+            }
+        }
         registry.register(
             "outbox_batches",
-            "Batches in the outbox after the last run: queued for the next run, or dead-lettered (need `exporter resend`)",
-            labelled(
-                "state",
-                vec![
-                    ("queued".to_owned(), count(outbox.queued)),
-                    ("dead".to_owned(), count(outbox.dead)),
-                ],
-            ),
+            "Batches in the outbox after the last run, per sink: queued for the next run, or dead-lettered (need `exporter resend`)",
+            with_labels(values),
         );
     }
     if let Some(day) = kept.watermark.and_then(|d| d.succ_opt()) {
@@ -205,6 +241,17 @@ fn encode(
     let mut text = String::new();
     prometheus_client::encoding::text::encode_registry(&mut text, &registry)?;
     Ok(text)
+}
+
+/// A gauge family with one series per label set.
+fn with_labels(
+    values: Vec<(Vec<(String, String)>, f64)>,
+) -> Family<Vec<(String, String)>, Gauge<f64, AtomicU64>> {
+    let family = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+    for (labels, number) in values {
+        family.get_or_create(&labels).set(number);
+    }
+    family
 }
 
 /// A whole-number gauge holding `value`.

@@ -108,11 +108,7 @@ impl Aggregator {
             } else {
                 usage.model
             },
-            currency: if usage.currency.is_empty() {
-                "USD".to_owned()
-            } else {
-                usage.currency
-            },
+            currency: iso_currency(usage.currency),
         };
         let record = self.records.entry(key).or_insert_with(|| Totals {
             app_name: usage.app_name,
@@ -157,6 +153,17 @@ impl Aggregator {
             .collect();
         records.sort_by(|a, b| a.key.cmp(&b.key));
         records
+    }
+}
+
+/// The ISO 4217 code of a currency as Dify writes it: upper case, Dify's `RMB` as `CNY`, none as
+/// `USD` (Dify's default price currency). Amounts are never converted.
+fn iso_currency(mut currency: String) -> String {
+    currency.make_ascii_uppercase();
+    match currency.as_str() {
+        "" => "USD".to_owned(),
+        "RMB" => "CNY".to_owned(),
+        _ => currency,
     }
 }
 
@@ -210,6 +217,19 @@ mod tests {
         );
         assert_eq!(record.cost.to_string(), "0.0006280");
         assert_eq!(record.request_count, 2);
+    }
+
+    #[test]
+    fn currencies_leave_as_iso_codes() {
+        for (dify, iso) in [
+            ("RMB", "CNY"),
+            ("rmb", "CNY"),
+            ("usd", "USD"),
+            ("", "USD"),
+            ("EUR", "EUR"),
+        ] {
+            assert_eq!(iso_currency(dify.to_owned()), iso);
+        }
     }
 
     #[test]

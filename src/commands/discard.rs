@@ -1,4 +1,4 @@
-//! `exporter discard --batch ID | --all-dead --yes`: the recorded way to give up on a dead letter
+//! `exporter discard --batch ID | --all-dead [--sink NAME] --yes`: the recorded way to give up on a dead letter
 //! that can never be delivered (the receiver refuses it, or its day was queued again under another
 //! `BATCH_SIZE`). The batch leaves the outbox for the `discarded` list that `status` shows, with a
 //! log line per batch, and no longer makes every run exit 1. Like `watermark set` it needs `--yes`
@@ -38,21 +38,24 @@ pub(super) fn discard(environment: &Environment, args: &DiscardArgs) -> Exit {
         };
         let chosen: Vec<_> = dead
             .iter()
-            .filter(|b| args.batch.is_none_or(|id| b.id == id))
+            .filter(|b| {
+                args.batch.is_none_or(|id| b.id == id)
+                    && args.sink.as_deref().is_none_or(|sink| b.sink == sink)
+            })
             .collect();
         if chosen.is_empty() {
             return nothing_to_discard(args);
         }
         for batch in chosen {
             println!(
-                "would discard batch #{} ({}, {} records, {} tokens); its records would never be sent",
-                batch.id, batch.first_day, batch.record_count, batch.total_tokens
+                "would discard batch #{} of sink {} ({}, {} records, {} tokens); its records would never be sent there",
+                batch.id, batch.sink, batch.first_day, batch.record_count, batch.total_tokens
             );
         }
         println!("rerun with --yes to do it");
         return Exit::Failure;
     }
-    let discarded = match state.discard(args.batch) {
+    let discarded = match state.discard(args.batch, args.sink.as_deref()) {
         Ok(discarded) => discarded,
         Err(err) => {
             error!(error = format!("{err:#}"), "cannot discard");
@@ -65,6 +68,7 @@ pub(super) fn discard(environment: &Environment, args: &DiscardArgs) -> Exit {
     for batch in &discarded {
         info!(
             batch_id = batch.id,
+            sink = batch.sink,
             first_day = %batch.first_day,
             records = batch.record_count,
             tokens = batch.total_tokens,
@@ -72,8 +76,8 @@ pub(super) fn discard(environment: &Environment, args: &DiscardArgs) -> Exit {
             "dead batch discarded by the operator; its records will not be sent"
         );
         println!(
-            "discarded batch #{} ({}, {} records)",
-            batch.id, batch.first_day, batch.record_count
+            "discarded batch #{} of sink {} ({}, {} records)",
+            batch.id, batch.sink, batch.first_day, batch.record_count
         );
     }
     Exit::Success
@@ -83,7 +87,7 @@ fn nothing_to_discard(args: &DiscardArgs) -> Exit {
     if let Some(id) = args.batch {
         error!(
             batch_id = id,
-            "no dead-lettered batch has this id; see `exporter status`"
+            "no dead-lettered batch has this id (for this sink); see `exporter status`"
         );
         return Exit::Failure;
     }

@@ -1,7 +1,8 @@
-//! `exporter resend --batch ID | --all-dead`: moves dead-lettered batches back to the queue (with a
-//! fresh count of failed runs), cuts every queued batch larger than the current `BATCH_SIZE` to
-//! that size (a receiver that refused 43 records at once would refuse them forever), and delivers
-//! the queue now, under the run lock and signal handling, with a progress line at a terminal; its
+//! `exporter resend --batch ID | --all-dead [--sink NAME]`: moves dead-lettered batches back to the
+//! queue (with a fresh count of failed runs), cuts every queued batch of changes larger than the
+//! current `BATCH_SIZE` to that size (a receiver that refused 43 records at once would refuse them
+//! forever; a sink of whole days never gets a day cut), and delivers the queue of every sink, or
+//! of the one named, now, under the run lock and signal handling, with a progress line at a terminal; its
 //! metrics are written whatever the outcome.
 
 use std::time::Instant;
@@ -20,7 +21,7 @@ use crate::logging::Json;
 use crate::metrics;
 use crate::progress;
 use crate::run::{JobError, RunReport};
-use crate::sink::{self, Configured, Delivery, DeliveryStop, Sink};
+use crate::sink::{self, Configured, Delivery, DeliveryStop, Kind, Sink};
 use crate::state::{BatchState, State};
 
 pub(super) fn resend(environment: &Environment, args: &ResendArgs) -> Exit {
@@ -60,7 +61,18 @@ fn resend_configured(
             return Exit::Failure;
         }
     };
-    let revived = match state.revive(args.batch) {
+    let sink = args.sink.as_deref();
+    if let Some(name) = sink
+        && !config.sinks.names().contains(&name)
+    {
+        error!(
+            sink = name,
+            configured = config.sinks.names().join(", "),
+            "--sink names no configured sink; name one of the configured sinks"
+        );
+        return Exit::Failure;
+    }
+    let revived = match state.revive(args.batch, sink) {
         Ok(0) if args.batch.is_some() => {
             error!(
                 batch_id = args.batch,
@@ -83,7 +95,10 @@ fn resend_configured(
     let guarded = match frame::guarded(config, |http, cancel| {
         let state = &*state;
         async move {
-            let sinks = Configured::all(config, &http);
+            let sinks: Vec<Configured> = Configured::all(config, &http)
+                .into_iter()
+                .filter(|s| sink.is_none_or(|name| s.name() == name))
+                .collect();
             let mut rebatched = 0;
             for sink in &sinks {
                 rebatched +=
@@ -92,10 +107,8 @@ fn resend_configured(
             progress::delivering(state.counts()?.queued);
             let mut delivery = Delivery::default();
             for sink in &sinks {
-                let sent = sink::deliver(state, sink, config.dead_letter_after, &cancel).await?;
-                delivery.batches_sent += sent.batches_sent;
-                delivery.records_sent += sent.records_sent;
-                delivery.stopped_by = delivery.stopped_by.or(sent.stopped_by);
+                delivery
+                    .merge(sink::deliver(state, sink, config.dead_letter_after, &cancel).await?);
             }
             Ok((rebatched, delivery))
         }
@@ -140,9 +153,13 @@ fn resend_configured(
     }
 }
 
-/// Splits every batch queued for `sink` larger than `batch_size`; returns how many were split.
+/// Splits every batch queued for `sink` larger than `batch_size` (unless the sink takes whole
+/// days); returns how many were split.
 fn rebatch<S: Sink>(state: &State, sink: &S, batch_size: usize) -> anyhow::Result<usize> {
     let mut split = 0;
+    if sink.kind() == Kind::Days {
+        return Ok(split);
+    }
     for batch in state.batches(sink.name(), BatchState::Queued)? {
         if batch.record_count > batch_size as u64 {
             let parts = sink::split(state, sink, &batch, batch_size as u64)?;

@@ -1,4 +1,5 @@
-//! `exporter status`: the watermark, the outbox (queued and dead batches with their last errors),
+//! `exporter status`: the watermark, the ledger's extent, per sink the outbox (queued and dead
+//! batches with their last errors),
 //! the batches discarded by `exporter discard`, the login guard's verdict (never its hash), the
 //! last success and the last runs, read without taking the lock (SQLite lets readers in beside a
 //! writer).
@@ -53,6 +54,17 @@ pub(super) fn status(environment: &Environment, args: &StatusArgs) -> Exit {
 
 fn report(state: &State) -> anyhow::Result<Value> {
     let counts = state.counts()?;
+    let sinks: serde_json::Map<String, Value> = state
+        .counts_per_sink()?
+        .into_iter()
+        .map(|(sink, c)| {
+            (
+                sink,
+                json!({"queued": c.queued, "dead": c.dead, "sent": c.sent}),
+            )
+        })
+        .collect();
+    let ledger = state.ledger_summary()?;
     let batch = |b: &Batch| {
         json!({
             "id": b.id, "sink": b.sink, "first_day": b.first_day.to_string(), "last_day": b.last_day.to_string(),
@@ -81,7 +93,13 @@ fn report(state: &State) -> anyhow::Result<Value> {
         "watermark": state.watermark()?.map(|d| d.to_string()),
         "last_success": state.last_success()?.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         "login_guard": login_guard,
+        "ledger": {
+            "rows": ledger.rows,
+            "first_day": ledger.days.map(|(first, _)| first.to_string()),
+            "last_day": ledger.days.map(|(_, last)| last.to_string()),
+        },
         "batches": {"queued": counts.queued, "dead": counts.dead, "sent": counts.sent},
+        "sinks": sinks,
         "queued": state.all_batches(BatchState::Queued)?.iter().map(batch).collect::<Vec<_>>(),
         "dead": state.all_batches(BatchState::Dead)?.iter().map(batch).collect::<Vec<_>>(),
         "discarded": state.discarded(DISCARDED_SHOWN)?.iter().map(|(b, at)| {
@@ -124,12 +142,29 @@ fn text(report: &Value) -> String {
             str_or(&guard["detail"], "")
         );
     }
+    let ledger = &report["ledger"];
+    let _ = writeln!(
+        out,
+        "ledger          {} rows, {} to {}",
+        ledger["rows"],
+        str_or(&ledger["first_day"], "-"),
+        str_or(&ledger["last_day"], "-")
+    );
     let b = &report["batches"];
     let _ = writeln!(
         out,
         "batches         {} queued, {} dead, {} sent (kept 35 days)",
         b["queued"], b["dead"], b["sent"]
     );
+    if let Some(sinks) = report["sinks"].as_object() {
+        for (sink, b) in sinks {
+            let _ = writeln!(
+                out,
+                "  sink {sink:<10} {} queued, {} dead, {} sent",
+                b["queued"], b["dead"], b["sent"]
+            );
+        }
+    }
     for (title, key) in [
         ("queued", "queued"),
         (
@@ -151,7 +186,8 @@ fn text(report: &Value) -> String {
             let id = format!("#{}", batch["id"]);
             let _ = writeln!(
                 out,
-                "  {id:<7} {}  {:>5} records  failed runs {}  last error: {}",
+                "  {id:<7} {:<8} {}  {:>5} records  failed runs {}  last error: {}",
+                str_or(&batch["sink"], ""),
                 str_or(&batch["first_day"], ""),
                 batch["records"],
                 batch["failed_runs"],

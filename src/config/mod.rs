@@ -8,6 +8,7 @@
 //! the two can never disagree about what is valid.
 
 mod checker;
+mod sinks;
 mod source;
 pub(crate) mod variables;
 
@@ -22,10 +23,12 @@ use uuid::Uuid;
 use self::checker::{Checker, Flag, Parsed};
 use self::variables::{Secrecy, VARIABLES, Variable};
 use crate::environment::Environment;
+use crate::ledger::DecreasePolicy;
 use crate::logging::{LogFormat, LogLevel, LogSettings};
 use crate::schedule::Schedule;
-use crate::secret::{MASK, Masker, Secret, mask_userinfo, masked_url};
+use crate::secret::{MASK, Masker, mask_userinfo, masked_url};
 use crate::source::console::PasswordEncoding;
+pub(crate) use sinks::{FileFormat, FileSchema, HttpSinkConfig, LedgerConfig, SinksConfig};
 pub(crate) use source::SourceConfig;
 
 /// The variables as envy deserializes them (blank values already dropped). One field per row of
@@ -45,6 +48,14 @@ struct RawEnv {
     external_api_url: Option<String>,
     external_api_token: Option<String>,
     external_api_tenant_id: Option<String>,
+    sink_postgres_url: Option<String>,
+    sink_postgres_table: Option<String>,
+    sink_file_dir: Option<PathBuf>,
+    sink_file_format: Option<Parsed<FileFormat>>,
+    sink_file_schema: Option<Parsed<FileSchema>>,
+    usage_decreases: Option<Parsed<DecreasePolicy>>,
+    user_map_file: Option<PathBuf>,
+    ledger_retention_days: Option<Parsed<u32>>,
     export_lookback_days: Option<Parsed<u32>>,
     batch_size: Option<Parsed<usize>>,
     dead_letter_after: Option<Parsed<u32>>,
@@ -61,24 +72,15 @@ struct RawEnv {
     pushgateway_instance: Option<String>,
 }
 
-/// The metering API that receives the records (the `http` sink).
-#[derive(Debug, Clone)]
-pub(crate) struct HttpSinkConfig {
-    /// The full endpoint that receives the POSTs (nothing is appended).
-    pub(crate) url: Url,
-    /// Sent as `Authorization: Bearer`.
-    pub(crate) token: Secret,
-    /// Sent as `tenant_id` in every body when set.
-    pub(crate) tenant_id: Option<String>,
-}
-
 /// The validated configuration of one run.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     /// Where usage is read from.
     pub(crate) source: SourceConfig,
-    /// Where the records go.
-    pub(crate) http_sink: HttpSinkConfig,
+    /// Where the ledger's rows go.
+    pub(crate) sinks: SinksConfig,
+    /// How collected records enter the ledger.
+    pub(crate) ledger: LedgerConfig,
     /// Days collected by a run without `--from/--to` (until the state database keeps a watermark).
     pub(crate) dify_fetch_days: u32,
     /// Requests to Dify in flight at once.
@@ -177,12 +179,17 @@ impl Config {
         let Flag(allow_insecure_http) =
             check.one_of(&v::ALLOW_INSECURE_HTTP, raw.allow_insecure_http.as_ref());
         let http_timeout = check.seconds(&v::HTTP_TIMEOUT, raw.http_timeout.as_ref());
-        let source = source::select(&mut check, &raw, allow_insecure_http, http_timeout);
+        // Database connections wait as long as HTTP connections, and never more than 10 s.
+        let connect_timeout = http_timeout
+            .unwrap_or(Duration::from_secs(30))
+            .min(Duration::from_secs(10));
+        let source = source::select(&mut check, &raw, allow_insecure_http, connect_timeout);
         let dify_fetch_days = check.whole(&v::DIFY_FETCH_DAYS, raw.dify_fetch_days.as_ref());
         let dify_concurrency = check.whole(&v::DIFY_CONCURRENCY, raw.dify_concurrency.as_ref());
         let collect_chunk_days =
             check.whole(&v::COLLECT_CHUNK_DAYS, raw.collect_chunk_days.as_ref());
-        let http_sink = http_sink(&mut check, &raw, allow_insecure_http);
+        let sinks = sinks::select(&mut check, &raw, allow_insecure_http, connect_timeout);
+        let ledger = sinks::ledger(&mut check, &raw);
         let export_lookback_days =
             check.whole(&v::EXPORT_LOOKBACK_DAYS, raw.export_lookback_days.as_ref());
         let batch_size = check.whole(&v::BATCH_SIZE, raw.batch_size.as_ref());
@@ -210,7 +217,8 @@ impl Config {
         let missing = || Problems(vec![]);
         Ok(Config {
             source: source.ok_or_else(missing)?,
-            http_sink: http_sink.ok_or_else(missing)?,
+            sinks: sinks.ok_or_else(missing)?,
+            ledger,
             dify_fetch_days,
             dify_concurrency,
             collect_chunk_days,
@@ -290,32 +298,6 @@ fn masked(env: &Environment) -> Vec<(&'static str, String)> {
             (variable.name, shown)
         })
         .collect()
-}
-
-fn http_sink(check: &mut Checker, raw: &RawEnv, allow_insecure: bool) -> Option<HttpSinkConfig> {
-    use variables as v;
-    let url = check
-        .required(
-            &v::EXTERNAL_API_URL,
-            raw.external_api_url.as_deref(),
-            " (an absolute http(s) URL)",
-        )
-        .and_then(|url| check.url(&v::EXTERNAL_API_URL, url, allow_insecure));
-    let token = check
-        .required(
-            &v::EXTERNAL_API_TOKEN,
-            raw.external_api_token.as_deref(),
-            "",
-        )
-        .and_then(|token| check.secret(&v::EXTERNAL_API_TOKEN, token.trim()));
-    Some(HttpSinkConfig {
-        url: url?,
-        token: token?,
-        tenant_id: raw
-            .external_api_tenant_id
-            .as_deref()
-            .map(|t| t.trim().to_owned()),
-    })
 }
 
 /// The metrics targets; every one is optional. An unusable one is a problem, not a warning:

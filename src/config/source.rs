@@ -41,7 +41,7 @@ pub(super) fn select(
     check: &mut Checker,
     raw: &RawEnv,
     allow_insecure_http: bool,
-    http_timeout: Option<Duration>,
+    connect_timeout: Duration,
 ) -> Option<SourceConfig> {
     let Some(database_url) = raw.dify_database_url.as_deref() else {
         let url = check
@@ -78,9 +78,6 @@ pub(super) fn select(
         UUID_RULE,
     );
     ok &= raw.dify_workspace_id.is_none() || workspace_id.is_some();
-    let connect_timeout = http_timeout
-        .unwrap_or(Duration::from_secs(30))
-        .min(Duration::from_secs(10));
     let text = database_url.trim();
     ok &= check.url_password(&v::DIFY_DATABASE_URL, text);
     match DatabaseSource::parse(text, workspace_id, connect_timeout) {

@@ -24,6 +24,11 @@ pub(crate) enum Rule {
     Url,
     /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=MODE`.
     DatabaseUrl,
+    /// A PostgreSQL table name, optionally schema-qualified: `[schema.]table`, each a plain
+    /// identifier.
+    TableName,
+    /// A file that must exist and be readable.
+    File,
     /// A value sent in an HTTP header: visible ASCII, spaces and tabs.
     HeaderValue,
     Uuid,
@@ -117,6 +122,30 @@ pub(crate) const EXTERNAL_API_TOKEN: Variable =
     Variable::new("EXTERNAL_API_TOKEN", Secret, Rule::HeaderValue);
 pub(crate) const EXTERNAL_API_TENANT_ID: Variable =
     Variable::new("EXTERNAL_API_TENANT_ID", Public, Rule::Text);
+pub(crate) const SINK_POSTGRES_URL: Variable =
+    Variable::new("SINK_POSTGRES_URL", UrlPassword, Rule::DatabaseUrl);
+pub(crate) const SINK_POSTGRES_TABLE: Variable =
+    Variable::new("SINK_POSTGRES_TABLE", Public, Rule::TableName).or("dify_usage");
+pub(crate) const SINK_FILE_DIR: Variable = Variable::new("SINK_FILE_DIR", Public, Rule::Directory);
+pub(crate) const SINK_FILE_FORMAT: Variable = Variable::new(
+    "SINK_FILE_FORMAT",
+    Public,
+    OneOf(&["csv", "jsonl", "parquet"]),
+)
+.or("csv");
+pub(crate) const SINK_FILE_SCHEMA: Variable =
+    Variable::new("SINK_FILE_SCHEMA", Public, OneOf(&["native", "focus"])).or("native");
+pub(crate) const USAGE_DECREASES: Variable =
+    Variable::new("USAGE_DECREASES", Public, OneOf(&["keep", "follow"])).or("keep");
+pub(crate) const USER_MAP_FILE: Variable = Variable::new("USER_MAP_FILE", Public, Rule::File);
+/// Longer than any window a run collects again (`EXPORT_LOOKBACK_DAYS`, a backfill of up to 366
+/// days is collected whole), and longer than a year so that `report` can compare a year.
+pub(crate) const LEDGER_RETENTION_DAYS: Variable = Variable::new(
+    "LEDGER_RETENTION_DAYS",
+    Public,
+    Whole { min: 31, max: 3660 },
+)
+.or("400");
 pub(crate) const EXPORT_LOOKBACK_DAYS: Variable =
     Variable::new("EXPORT_LOOKBACK_DAYS", Public, Whole { min: 0, max: 30 }).or("1");
 pub(crate) const BATCH_SIZE: Variable =
@@ -151,7 +180,7 @@ pub(crate) const PUSHGATEWAY_INSTANCE: Variable =
     Variable::new("PUSHGATEWAY_INSTANCE", Public, Rule::Text);
 
 /// Every variable, in the order the configuration is shown and documented.
-pub(crate) const VARIABLES: [Variable; 27] = [
+pub(crate) const VARIABLES: [Variable; 35] = [
     DIFY_API_URL,
     DIFY_DATABASE_URL,
     DIFY_API_TOKEN,
@@ -165,6 +194,14 @@ pub(crate) const VARIABLES: [Variable; 27] = [
     EXTERNAL_API_URL,
     EXTERNAL_API_TOKEN,
     EXTERNAL_API_TENANT_ID,
+    SINK_POSTGRES_URL,
+    SINK_POSTGRES_TABLE,
+    SINK_FILE_DIR,
+    SINK_FILE_FORMAT,
+    SINK_FILE_SCHEMA,
+    USAGE_DECREASES,
+    USER_MAP_FILE,
+    LEDGER_RETENTION_DAYS,
     EXPORT_LOOKBACK_DAYS,
     BATCH_SIZE,
     DEAD_LETTER_AFTER,

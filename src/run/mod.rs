@@ -3,16 +3,18 @@
 //!
 //! 1. Work out the window from the watermark (with lookback), or `--from/--to` ([`window`]).
 //! 2. Collect it from the run's [`Source`] in chunks of `COLLECT_CHUNK_DAYS`, oldest first.
-//! 3. After each chunk, queue its records as every sink's batches in the same transaction that
-//!    advances the watermark to the chunk's last day, so a run stopped between chunks resumes
-//!    after them.
-//! 4. Deliver each sink's outbox, oldest batch first.
+//! 3. After each chunk, merge its records into the ledger and queue what changed as every sink's
+//!    batches, in the same transaction that advances the watermark to the chunk's last day
+//!    ([`commit`]), so a run stopped between chunks resumes after them.
+//! 4. Deliver each sink's outbox, oldest batch first; a sink that is down does not hold back the
+//!    others.
 //!
 //! With `--dry-run` the job prints the records of the whole window once it is collected, and
 //! writes nothing. Everything the job does is noted in the [`RunReport`], which holds what a
 //! failed or stopped run did too. The frame around the job (configuration, lock, signals, exit
 //! code) lives in `commands`.
 
+mod commit;
 mod outcome;
 mod report;
 pub(crate) mod window;
@@ -22,19 +24,22 @@ use std::io::Write as _;
 use anyhow::{Context as _, Result};
 use chrono::{NaiveDate, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub(crate) use outcome::{JobError, Outcome};
-pub(crate) use report::RunReport;
+pub(crate) use report::{RunReport, SinkReport};
 use window::Window;
 
 use crate::config::Config;
 use crate::http::HttpClient;
+use crate::ledger::{DecreasePolicy, Merger};
 use crate::progress;
+use crate::sink::http::wire::WireRecord;
 use crate::sink::{self, Configured, Sink as _};
 use crate::source::Source;
 use crate::state::State;
 use crate::usage::UsageRecord;
+use commit::Commit;
 
 /// Which days a run covers.
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +104,16 @@ pub(crate) async fn run(
         sinks: Configured::all(config, http),
         cancel,
     };
+    if let Some(state) = state.as_deref_mut()
+        && !plan.dry_run
+    {
+        let queued = job.commit().prepare(
+            state,
+            config.ledger.retention_days,
+            &mut report.batches_queued_per_sink,
+        )?;
+        report.batches_queued_now += queued;
+    }
     let Some(window) = window else {
         info!(
             watermark = ?state.as_deref().map(State::watermark).transpose()?.flatten().map(|d| d.to_string()),
@@ -120,7 +135,7 @@ pub(crate) async fn run(
     let dry_run_records = collected?;
     if plan.dry_run {
         if !cancel.is_cancelled() {
-            print_records(&dry_run_records)?;
+            print_records(&dry_run_records, config)?;
         }
         return Ok(());
     }
@@ -147,6 +162,11 @@ impl Job<'_> {
     ) -> Result<Vec<UsageRecord>, JobError> {
         let moves_watermark = matches!(self.plan.days, Days::Scheduled);
         let mut dry_run_records = Vec::new();
+        let mut merger = Merger::new(
+            self.config.ledger.decreases,
+            &self.config.ledger.users,
+            Utc::now(),
+        );
         for chunk in window.chunks(self.config.collect_chunk_days) {
             if self.cancel.is_cancelled() {
                 break;
@@ -158,21 +178,22 @@ impl Job<'_> {
             report.add_records(&records);
             match state.as_deref_mut() {
                 Some(state) if !self.plan.dry_run => {
-                    let work = self.sinks.iter().flat_map(|sink| {
-                        sink::batches(sink, &records, self.config.batch_size)
-                            .map(|batch| (sink.name(), batch))
-                    });
-                    let queued = state.queue(
-                        &self.plan.run_id,
-                        work,
+                    let committed = self.commit().chunk(
+                        state,
+                        &mut merger,
+                        chunk,
+                        records,
                         moves_watermark.then_some(chunk.last),
+                        &mut report.batches_queued_per_sink,
                     )?;
-                    report.batches_queued_now += queued.batches;
+                    report.add_commit(&committed);
                     info!(
                         from = %chunk.first,
                         to = %chunk.last,
-                        batches = queued.batches,
-                        unchanged = queued.unchanged,
+                        rows_new = committed.rows_new,
+                        rows_revised = committed.rows_revised,
+                        batches = committed.batches,
+                        unchanged = committed.unchanged,
                         watermark = %state.watermark()?.map_or_else(|| "(none)".to_owned(), |d| d.to_string()),
                         "records queued"
                     );
@@ -181,7 +202,17 @@ impl Job<'_> {
             }
             progress::days_collected(chunk.day_count());
         }
+        report.add_merge(&merger, self.config.ledger.decreases);
+        warn_decreases(&merger, self.config.ledger.decreases);
         Ok(dry_run_records)
+    }
+
+    fn commit(&self) -> Commit<'_> {
+        Commit {
+            sinks: &self.sinks,
+            run_id: &self.plan.run_id,
+            batch_size: self.config.batch_size,
+        }
     }
 
     /// Delivers every sink's outbox (unless stopped) and notes the outbox after.
@@ -194,19 +225,53 @@ impl Job<'_> {
             for sink in &self.sinks {
                 let delivery =
                     sink::deliver(state, sink, self.config.dead_letter_after, self.cancel).await?;
-                report.add_delivery(&delivery);
+                report.add_delivery(sink.name(), &delivery);
             }
         }
-        report.set_outbox(state.counts()?);
+        let names: Vec<&'static str> = self.sinks.iter().map(Configured::name).collect();
+        report.set_outbox(&names, &state.counts_per_sink()?);
         Ok(())
     }
 }
 
-/// One JSON record per line on stdout, written at once after collection finished.
-fn print_records(records: &[UsageRecord]) -> Result<()> {
+/// The one line per run about usage Dify no longer shows.
+fn warn_decreases(merger: &Merger<'_>, policy: DecreasePolicy) {
+    let decreases = &merger.decreases;
+    if decreases.keys == 0 {
+        return;
+    }
+    let (what, message) = match policy {
+        DecreasePolicy::Keep => (
+            "kept",
+            "Dify no longer shows usage the ledger exported (deleted conversations, retention, archiving); \
+             the ledger keeps the exported totals (USAGE_DECREASES=keep)",
+        ),
+        DecreasePolicy::Follow => (
+            "followed",
+            "Dify no longer shows usage the ledger exported (deleted conversations, retention, archiving); \
+             the ledger and the sinks take the lower totals (USAGE_DECREASES=follow)",
+        ),
+    };
+    warn!(
+        records = decreases.keys,
+        tokens = decreases.tokens,
+        cost = decreases.cost_text(),
+        decreases = what,
+        "{message}"
+    );
+}
+
+/// One JSON record per line on stdout in the wire format (with the identity map's customer),
+/// written at once after collection finished.
+fn print_records(records: &[UsageRecord], config: &Config) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for record in records {
-        serde_json::to_writer(&mut out, &record.to_wire())
+        let customer = config
+            .ledger
+            .users
+            .customer(&record.key.user)
+            .unwrap_or(&record.key.user);
+        serde_json::to_writer(&mut out, &WireRecord::new(record, customer))
             .context("cannot write records to stdout")?;
         out.write_all(b"\n")
             .context("cannot write records to stdout")?;

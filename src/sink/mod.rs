@@ -1,15 +1,18 @@
-//! The sink contract: where records go, and how the outbox hands them over.
+//! The sink contract: where ledger rows go, and how the outbox hands them over.
 //!
-//! A sink turns a batch of records (one UTC day, at most `BATCH_SIZE`) into a payload, which is
-//! stored in the outbox in the same transaction that advances the watermark; later it sends that
-//! payload and classifies the receiver's answer as one of the [`SendError`] kinds, which decide the
-//! batch's fate in the delivery loop ([`outbox`]): sent, queued for a later run, held for a
-//! configuration fix, dead-lettered, or split. The outbox never looks into a payload, so a new sink
-//! is one module implementing [`Sink`] plus one arm in [`Configured`]. How delivery behaves:
-//! `docs/run.md#delivery`.
+//! Sinks are fed from the ledger. When a collected day changes ledger rows, each sink gets, by its
+//! [`Kind`], either the changed rows (upsert and append-only receivers) or the whole day again
+//! (snapshot receivers, such as files). A sink turns such a batch (one UTC day) into a payload,
+//! which is stored in the outbox in the same transaction that writes the ledger and advances the
+//! watermark; later it sends that payload and classifies the receiver's answer as one of the
+//! [`SendError`] kinds, which decide the batch's fate in the delivery loop ([`outbox`]): sent,
+//! queued for a later run, held for a configuration fix, dead-lettered, or split. The outbox never
+//! looks into a payload, so a new sink is one module implementing [`Sink`] plus one arm in
+//! [`Configured`]. How delivery behaves: `docs/run.md#delivery`; the sinks: `docs/sinks.md`.
 
 pub(crate) mod http;
 mod outbox;
+pub(crate) mod rows;
 
 use std::future::Future;
 
@@ -19,16 +22,30 @@ pub(crate) use outbox::{Delivery, DeliveryStop, deliver, split};
 
 use crate::config::Config;
 use crate::http::HttpClient;
+use crate::ledger::{Change, DayMerge};
 use crate::state::{Batch, NewBatch};
-use crate::usage::UsageRecord;
 
-/// A receiver of records.
+/// What a sink is handed when rows of a day change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The changed rows, at most `BATCH_SIZE` per batch: the receiver keeps what it was sent.
+    Changes,
+    /// Every row of the day, in one batch: the receiver replaces the day.
+    Days,
+}
+
+/// A receiver of ledger rows.
 pub(crate) trait Sink {
     /// The name outbox rows carry, e.g. `http`.
     fn name(&self) -> &'static str;
 
-    /// The payload that carries `records` (one day's, at most `BATCH_SIZE`), as the outbox keeps it.
-    fn encode(&self, records: &[UsageRecord]) -> String;
+    /// Whether the sink gets the changed rows or whole days.
+    fn kind(&self) -> Kind {
+        Kind::Changes
+    }
+
+    /// The payload that carries `changes` (one day's), as the outbox keeps it.
+    fn encode(&self, changes: &[Change]) -> String;
 
     /// `payload` cut into parts of at most `size` records, in record order.
     fn split(&self, payload: &str, size: usize) -> anyhow::Result<Vec<Part>>;
@@ -70,10 +87,12 @@ pub(crate) enum Configured {
 impl Configured {
     /// Every configured sink, ready to send through `http`.
     pub(crate) fn all(config: &Config, http: &HttpClient) -> Vec<Configured> {
-        vec![Configured::Http(http::HttpSink::new(
-            &config.http_sink,
-            http,
-        ))]
+        let sinks = &config.sinks;
+        let mut all = Vec::new();
+        if let Some(settings) = &sinks.http {
+            all.push(Configured::Http(http::HttpSink::new(settings, http)));
+        }
+        all
     }
 }
 
@@ -84,9 +103,15 @@ impl Sink for Configured {
         }
     }
 
-    fn encode(&self, records: &[UsageRecord]) -> String {
+    fn kind(&self) -> Kind {
         match self {
-            Configured::Http(sink) => sink.encode(records),
+            Configured::Http(sink) => sink.kind(),
+        }
+    }
+
+    fn encode(&self, changes: &[Change]) -> String {
+        match self {
+            Configured::Http(sink) => sink.encode(changes),
         }
     }
 
@@ -103,27 +128,38 @@ impl Sink for Configured {
     }
 }
 
-/// `records` (sorted by day) as `sink`'s batches: a batch never spans days and holds at most
-/// `batch_size` records. Each is encoded only when asked for, so one payload is in memory at once.
+/// The batches that hand `day` to `sink`: its changes in batches of at most `batch_size`, or,
+/// for a sink of whole days, every row of the day once when any changed. Each is encoded only when
+/// asked for, so one payload is in memory at once.
 pub(crate) fn batches<'a, S: Sink>(
     sink: &'a S,
-    records: &'a [UsageRecord],
+    day: &'a DayMerge,
     batch_size: usize,
-) -> impl Iterator<Item = NewBatch> + 'a {
-    records
-        .chunk_by(|a, b| a.key.day == b.key.day)
-        .flat_map(move |day| day.chunks(batch_size.max(1)))
-        .map(|chunk| {
-            let payload = sink.encode(chunk);
-            NewBatch {
-                first_day: chunk[0].key.day,
-                last_day: chunk[chunk.len() - 1].key.day,
-                record_count: chunk.len() as u64,
-                total_tokens: chunk.iter().map(|r| r.total_tokens).sum(),
-                idempotency_key: idempotency_key(&payload),
-                payload,
-            }
-        })
+) -> Box<dyn Iterator<Item = NewBatch> + 'a> {
+    match sink.kind() {
+        Kind::Changes => Box::new(
+            day.changes
+                .chunks(batch_size.max(1))
+                .map(move |chunk| new_batch(sink.encode(chunk), chunk)),
+        ),
+        Kind::Days if day.changes.is_empty() => Box::new(std::iter::empty()),
+        Kind::Days => {
+            let whole: Vec<Change> = day.rows.iter().cloned().map(Change::whole).collect();
+            Box::new(std::iter::once(new_batch(sink.encode(&whole), &whole)))
+        }
+    }
+}
+
+fn new_batch(payload: String, changes: &[Change]) -> NewBatch {
+    let day = |change: &Change| change.row.record.key.day;
+    NewBatch {
+        first_day: changes.first().map(day).unwrap_or_default(),
+        last_day: changes.last().map(day).unwrap_or_default(),
+        record_count: changes.len() as u64,
+        total_tokens: changes.iter().map(|c| c.row.record.total_tokens).sum(),
+        idempotency_key: idempotency_key(&payload),
+        payload,
+    }
 }
 
 /// Lowercase hex SHA-256 of a payload: the same records always give the same key, any changed total

@@ -37,6 +37,16 @@ pub(crate) struct Delivery {
     pub(crate) stopped_by: Option<DeliveryStop>,
 }
 
+impl Delivery {
+    /// Adds another pass (another sink's) to this one; the first stop is kept.
+    pub(crate) fn merge(&mut self, other: Delivery) {
+        self.batches_sent += other.batches_sent;
+        self.records_sent += other.records_sent;
+        self.batches_dead_now += other.batches_dead_now;
+        self.stopped_by = self.stopped_by.take().or(other.stopped_by);
+    }
+}
+
 /// Why a delivery pass stopped early.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DeliveryStop {

@@ -1,5 +1,5 @@
 //! The sink contract is real: a second sink, kept in memory, receives through the same outbox and
-//! delivery loop exactly the records the HTTP sink delivers to a real server.
+//! delivery loop exactly the ledger rows the HTTP sink delivers to a real server.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,9 +10,10 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
 use crate::config::HttpSinkConfig;
+use crate::ledger::{DecreasePolicy, Merger, UserMap};
 use crate::secret::{Masker, Secret};
 use crate::state::State;
-use crate::usage::{Aggregator, Usage};
+use crate::usage::{Aggregator, Usage, UsageRecord};
 
 /// Keeps what it is sent; answers "too large" once for a batch of more than one record.
 #[derive(Default)]
@@ -26,9 +27,12 @@ impl Sink for MemorySink {
         "memory"
     }
 
-    fn encode(&self, records: &[UsageRecord]) -> String {
-        serde_json::to_string(&records.iter().map(UsageRecord::to_wire).collect::<Vec<_>>())
-            .unwrap()
+    fn encode(&self, changes: &[Change]) -> String {
+        let wire: Vec<_> = changes
+            .iter()
+            .map(|c| http::wire::WireRecord::new(&c.row.record, &c.row.customer))
+            .collect();
+        serde_json::to_string(&wire).unwrap()
     }
 
     fn split(&self, payload: &str, size: usize) -> anyhow::Result<Vec<Part>> {
@@ -56,6 +60,17 @@ impl Sink for MemorySink {
         self.received.lock().unwrap().extend(records);
         Ok(())
     }
+}
+
+/// The records merged into an empty ledger, one [`DayMerge`] per day.
+fn days() -> Vec<DayMerge> {
+    let users = UserMap::default();
+    let mut merger = Merger::new(DecreasePolicy::Keep, &users, chrono::Utc::now());
+    let mut days = Vec::new();
+    for day in records().chunk_by(|a, b| a.key.day == b.key.day) {
+        days.push(merger.merge_day(Vec::new(), day.to_vec()));
+    }
+    days
 }
 
 fn records() -> Vec<UsageRecord> {
@@ -112,10 +127,14 @@ async fn a_second_sink_receives_exactly_what_the_http_sink_delivers() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut state = State::open(dir.path()).unwrap();
-    let records = records();
-    let work: Vec<_> = batches(&http_sink, &records, 2)
-        .map(|b| ("http", b))
-        .chain(batches(&memory, &records, 2).map(|b| ("memory", b)))
+    let days = days();
+    let work: Vec<_> = days
+        .iter()
+        .flat_map(|day| {
+            batches(&http_sink, day, 2)
+                .map(|b| ("http", b))
+                .chain(batches(&memory, day, 2).map(|b| ("memory", b)))
+        })
         .collect();
     assert_eq!(
         work.len(),

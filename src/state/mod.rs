@@ -1,18 +1,21 @@
 //! The state database: one SQLite file in `STATE_DIR`, opened and migrated once per command and
 //! passed down to whatever needs it.
 //!
-//! It is what makes the exporter impossible to lose data with: a day's batches enter the outbox in
-//! the same transaction that advances the watermark, so after that commit the day cannot be lost,
-//! and a batch leaves the queue only when its sink has acknowledged it. SQLite in WAL mode with
+//! It is what makes the exporter impossible to lose data with: a day's records enter the ledger,
+//! and the batches made from them every sink's outbox, in the same [`Transaction`] that advances
+//! the watermark, so after that commit the day cannot be lost, and a batch leaves the queue only
+//! when its sink has acknowledged it. SQLite in WAL mode with
 //! `synchronous=FULL` survives a SIGKILL at any instant. A database that cannot be read is reported
 //! with its path and never replaced; one written by a newer exporter is refused, not downgraded.
 //! The store knows no wire format: a batch's payload is whatever its sink encoded.
 //!
-//! - [`watermark`]: the last day whose records are durably queued;
+//! - [`watermark`]: the last day whose records are durably in the ledger;
+//! - [`ledger`]: every exported record at its current revision, and the sinks handed the ledger;
 //! - [`outbox`]: the batches per sink (queued, sent, dead) and the discarded ones;
 //! - [`runs`]: the run history and the last success;
 //! - [`login_verdict`]: the login guard's verdict.
 
+mod ledger;
 mod login_verdict;
 mod outbox;
 mod runs;
@@ -24,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use chrono::{NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags};
 
 pub(crate) use login_verdict::LoginVerdictRecord;
@@ -68,6 +71,10 @@ macro_rules! discarded_table {
 /// - `runs`: the last runs with their report; `last_success`: the end of the last run that exited 0;
 /// - `login_verdict`: the last credentials Dify refused, as a salted argon2id hash (never the
 ///   password).
+///
+/// - `ledger`: per `source_event_id` the record's labels, its customer, the totals exported so far
+///   (cost as decimal text), the revision and when it was recorded;
+/// - `sinks`: the sinks that have been handed the whole ledger once (a sink new to the ledger is).
 ///
 /// Migration 3 creates each of its tables only if it is missing: a database at version 2 may hold
 /// `discarded` or the other two.
@@ -135,7 +142,51 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX batches_by_sink_key ON batches (sink, idempotency_key);
     CREATE INDEX discarded_by_sink_key ON discarded (sink, idempotency_key);
 ",
+    r"
+    CREATE TABLE ledger (
+        source_event_id TEXT PRIMARY KEY,
+        day TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        workspace_id TEXT,
+        user TEXT NOT NULL,
+        customer TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        total_tokens INTEGER NOT NULL,
+        request_count INTEGER NOT NULL,
+        cost TEXT NOT NULL,
+        total_only INTEGER NOT NULL,
+        revision INTEGER NOT NULL,
+        exported_at TEXT NOT NULL
+    );
+    CREATE INDEX ledger_by_day ON ledger (day);
+    CREATE TABLE sinks (
+        name TEXT PRIMARY KEY,
+        joined_at TEXT NOT NULL
+    );
+",
 ];
+
+/// One write transaction: what it writes is all there after [`Transaction::commit`], or none of it.
+pub(crate) struct Transaction<'a> {
+    tx: rusqlite::Transaction<'a>,
+    path: &'a Path,
+}
+
+impl Transaction<'_> {
+    /// Moves the watermark forward to `day` (never back).
+    pub(crate) fn advance_watermark(&self, day: NaiveDate) -> Result<()> {
+        watermark::advance(&self.tx, day).with_context(|| unwritable(self.path))
+    }
+
+    pub(crate) fn commit(self) -> Result<()> {
+        self.tx.commit().with_context(|| unwritable(self.path))
+    }
+}
 
 /// An open state database.
 pub(crate) struct State {
@@ -226,6 +277,18 @@ impl State {
         &self.path
     }
 
+    /// Starts a write transaction.
+    pub(crate) fn transaction(&mut self) -> Result<Transaction<'_>> {
+        let tx = self
+            .conn
+            .transaction()
+            .with_context(|| unwritable(&self.path))?;
+        Ok(Transaction {
+            tx,
+            path: &self.path,
+        })
+    }
+
     fn configure(&self) -> rusqlite::Result<()> {
         self.conn.busy_timeout(Duration::from_secs(10))?;
         // Reading the journal mode is also the first read of the file: garbage fails here.
@@ -284,7 +347,12 @@ impl State {
 
 /// The current time as stored: RFC 3339 UTC with milliseconds (sorts as text).
 pub(crate) fn now_text() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+    time_text(Utc::now())
+}
+
+/// A time as stored.
+fn time_text(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn parse_day(text: &str) -> Result<NaiveDate> {

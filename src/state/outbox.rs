@@ -1,11 +1,13 @@
 //! The outbox: batches per sink, queued in the transaction that advances the watermark, and the
 //! dead batches an operator discarded. A batch's payload is opaque here; only its sink reads it.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Row, params};
 
-use super::{State, now_text, parse_day, unreadable, unwritable};
+use super::{State, Transaction, now_text, parse_day, unreadable, unwritable};
 
 /// Where a batch is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
@@ -71,63 +73,76 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+impl Transaction<'_> {
+    /// Queues each (sink, batch). A batch whose idempotency key is already in its sink's outbox
+    /// (or discarded) is left out: it would send nothing new. The batches are taken one at a
+    /// time, so only one payload is in memory at once.
+    pub(crate) fn queue<'s>(
+        &self,
+        run_id: &str,
+        batches: impl IntoIterator<Item = (&'s str, NewBatch)>,
+    ) -> Result<Queued> {
+        let now = now_text();
+        let path = self.path;
+        let mut outcome = Queued::default();
+        let mut exists = self
+            .tx
+            .prepare_cached(
+                "SELECT 1 FROM batches WHERE sink = ?1 AND idempotency_key = ?2 \
+                 UNION ALL SELECT 1 FROM discarded WHERE sink = ?1 AND idempotency_key = ?2 LIMIT 1",
+            )
+            .with_context(|| unwritable(path))?;
+        let mut insert = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO batches (sink, run_id, created_at, first_day, last_day, record_count, total_tokens, \
+                 idempotency_key, payload, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued')",
+            )
+            .with_context(|| unwritable(path))?;
+        for (sink, batch) in batches {
+            if exists
+                .exists(params![sink, batch.idempotency_key])
+                .with_context(|| unwritable(path))?
+            {
+                outcome.unchanged += 1;
+                continue;
+            }
+            insert
+                .execute(params![
+                    sink,
+                    run_id,
+                    now,
+                    batch.first_day.to_string(),
+                    batch.last_day.to_string(),
+                    count(batch.record_count),
+                    count(batch.total_tokens),
+                    batch.idempotency_key,
+                    batch.payload,
+                ])
+                .with_context(|| unwritable(path))?;
+            outcome.batches += 1;
+        }
+        Ok(outcome)
+    }
+}
+
 impl State {
-    /// Queues each (sink, batch) and, when given, moves the watermark to `watermark`, in one
-    /// transaction. A batch whose idempotency key is already in its sink's outbox (or discarded)
-    /// is left out: it would send nothing new. The batches are taken one at a time, so only one
-    /// payload is in memory at once.
+    /// Queues each (sink, batch) in a transaction of its own, moving the watermark to `watermark`
+    /// when given.
+    #[cfg(test)]
     pub(crate) fn queue<'s>(
         &mut self,
         run_id: &str,
         batches: impl IntoIterator<Item = (&'s str, NewBatch)>,
         watermark: Option<NaiveDate>,
     ) -> Result<Queued> {
-        let now = now_text();
-        let path = self.path.clone();
-        let tx = self.conn.transaction().with_context(|| unwritable(&path))?;
-        let mut outcome = Queued::default();
-        {
-            let mut exists = tx
-                .prepare_cached(
-                    "SELECT 1 FROM batches WHERE sink = ?1 AND idempotency_key = ?2 \
-                     UNION ALL SELECT 1 FROM discarded WHERE sink = ?1 AND idempotency_key = ?2 LIMIT 1",
-                )
-                .with_context(|| unwritable(&path))?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO batches (sink, run_id, created_at, first_day, last_day, record_count, total_tokens, \
-                     idempotency_key, payload, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued')",
-                )
-                .with_context(|| unwritable(&path))?;
-            for (sink, batch) in batches {
-                if exists
-                    .exists(params![sink, batch.idempotency_key])
-                    .with_context(|| unwritable(&path))?
-                {
-                    outcome.unchanged += 1;
-                    continue;
-                }
-                insert
-                    .execute(params![
-                        sink,
-                        run_id,
-                        now,
-                        batch.first_day.to_string(),
-                        batch.last_day.to_string(),
-                        count(batch.record_count),
-                        count(batch.total_tokens),
-                        batch.idempotency_key,
-                        batch.payload,
-                    ])
-                    .with_context(|| unwritable(&path))?;
-                outcome.batches += 1;
-            }
-        }
+        let tx = self.transaction()?;
+        let queued = tx.queue(run_id, batches)?;
         if let Some(day) = watermark {
-            super::watermark::advance(&tx, day).with_context(|| unwritable(&path))?;
+            tx.advance_watermark(day)?;
         }
-        tx.commit().with_context(|| unwritable(&path))?;
-        Ok(outcome)
+        tx.commit()?;
+        Ok(queued)
     }
 
     /// `sink`'s batches in `state`, oldest first, without their payload (see [`State::payload`]).
@@ -256,18 +271,18 @@ impl State {
         Ok(())
     }
 
-    /// Moves dead batches back to the queue, one (`Some(id)`) or all, with a fresh count of failed
-    /// runs and a fresh 7-day clock: the operator has looked at them. Returns how many moved.
-    pub(crate) fn revive(&self, id: Option<i64>) -> Result<usize> {
-        let revive = "UPDATE batches SET state = 'queued', attempts = 0, finished_at = NULL, created_at = ?1 \
-                      WHERE state = 'dead'";
-        let moved = match id {
-            Some(id) => self
-                .conn
-                .execute(&format!("{revive} AND id = ?2"), params![now_text(), id]),
-            None => self.conn.execute(revive, params![now_text()]),
-        }
-        .with_context(|| unwritable(&self.path))?;
+    /// Moves dead batches back to the queue, one (`Some(id)`) or all, of one sink or of every
+    /// sink, with a fresh count of failed runs and a fresh 7-day clock: the operator has looked at
+    /// them. Returns how many moved.
+    pub(crate) fn revive(&self, id: Option<i64>, sink: Option<&str>) -> Result<usize> {
+        let moved = self
+            .conn
+            .execute(
+                "UPDATE batches SET state = 'queued', attempts = 0, finished_at = NULL, created_at = ?1 \
+                 WHERE state = 'dead' AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR sink = ?3)",
+                params![now_text(), id, sink],
+            )
+            .with_context(|| unwritable(&self.path))?;
         Ok(moved)
     }
 
@@ -324,13 +339,13 @@ impl State {
         Ok(queued)
     }
 
-    /// Gives up on dead batches, one (`Some(id)`) or all: they leave the outbox for the
+    /// Gives up on dead batches, one (`Some(id)`) or all, of one sink or of every sink: they leave the outbox for the
     /// `discarded` list, so they no longer fail every run. Returns the batches discarded.
-    pub(crate) fn discard(&mut self, id: Option<i64>) -> Result<Vec<Batch>> {
+    pub(crate) fn discard(&mut self, id: Option<i64>, sink: Option<&str>) -> Result<Vec<Batch>> {
         let dead: Vec<Batch> = self
             .all_batches(BatchState::Dead)?
             .into_iter()
-            .filter(|b| id.is_none_or(|id| b.id == id))
+            .filter(|b| id.is_none_or(|id| b.id == id) && sink.is_none_or(|s| b.sink == s))
             .collect();
         let path = self.path.clone();
         let tx = self.conn.transaction().with_context(|| unwritable(&path))?;
@@ -372,19 +387,34 @@ impl State {
 
     /// How many batches are in each state, over every sink.
     pub(crate) fn counts(&self) -> Result<Counts> {
-        let mut counts = Counts::default();
+        let per_sink = self.counts_per_sink()?;
+        Ok(Counts {
+            queued: per_sink.values().map(|c| c.queued).sum(),
+            sent: per_sink.values().map(|c| c.sent).sum(),
+            dead: per_sink.values().map(|c| c.dead).sum(),
+        })
+    }
+
+    /// How many batches are in each state, per sink that has any.
+    pub(crate) fn counts_per_sink(&self) -> Result<BTreeMap<String, Counts>> {
+        let mut per_sink: BTreeMap<String, Counts> = BTreeMap::new();
         let mut statement = self
             .conn
-            .prepare_cached("SELECT state, COUNT(*) FROM batches GROUP BY state")
+            .prepare_cached("SELECT sink, state, COUNT(*) FROM batches GROUP BY sink, state")
             .with_context(|| unreadable(&self.path))?;
         let rows = statement
             .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })
             .with_context(|| unreadable(&self.path))?;
         for row in rows {
-            let (state, n) = row.with_context(|| unreadable(&self.path))?;
+            let (sink, state, n) = row.with_context(|| unreadable(&self.path))?;
             let n = u64::try_from(n).unwrap_or(0);
+            let counts = per_sink.entry(sink).or_default();
             match state.parse() {
                 Ok(BatchState::Queued) => counts.queued = n,
                 Ok(BatchState::Sent) => counts.sent = n,
@@ -392,6 +422,6 @@ impl State {
                 Err(_) => bail!("unknown batch state `{state}` in the state database"),
             }
         }
-        Ok(counts)
+        Ok(per_sink)
     }
 }

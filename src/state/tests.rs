@@ -81,7 +81,7 @@ fn a_batch_moves_through_its_states() {
         (dead.attempts, dead.last_error.as_deref()),
         (2, Some("422 bad"))
     );
-    assert_eq!(state.revive(None).unwrap(), 1);
+    assert_eq!(state.revive(None, None).unwrap(), 1);
     assert_eq!(
         state.batches("http", BatchState::Queued).unwrap()[0].attempts,
         0
@@ -118,11 +118,11 @@ fn a_replaced_batch_keeps_its_sink_and_a_discard_is_remembered_per_sink() {
 
     state.mark_dead(parts[0].id, "422 too large").unwrap();
     assert_eq!(
-        state.discard(Some(parts[1].id)).unwrap().len(),
+        state.discard(Some(parts[1].id), None).unwrap().len(),
         0,
         "only dead batches"
     );
-    let discarded = state.discard(None).unwrap();
+    let discarded = state.discard(None, None).unwrap();
     assert_eq!(discarded[0].id, parts[0].id);
     let (listed, _) = &state.discarded(10).unwrap()[0];
     assert_eq!(listed.last_error.as_deref(), Some("422 too large"));
@@ -163,7 +163,7 @@ fn a_database_at_version_2_of_either_kind_gets_every_table() {
             .unwrap();
         let queued = state.batches("http", BatchState::Queued).unwrap();
         state.mark_dead(queued[0].id, "boom").unwrap();
-        assert_eq!(state.discard(None).unwrap().len(), 1, "{build}");
+        assert_eq!(state.discard(None, None).unwrap().len(), 1, "{build}");
         let at = "2026-11-27T00:00:00Z".parse().unwrap();
         state.set_last_success(at).unwrap();
         assert_eq!(state.last_success().unwrap(), Some(at), "{build}");

@@ -1,5 +1,5 @@
 //! The `http` sink: the metering API of `docs/wire-format.md`, which upserts records on their
-//! `source_event_id`. A batch's payload is the JSON array of its [`wire`] records, exactly as sent;
+//! `source_event_id`: it gets the changed ledger rows at their current totals. A batch's payload is the JSON array of its [`wire`] records, exactly as sent;
 //! each POST wraps it in a body with the export metadata and carries the batch's idempotency key.
 //!
 //! | answer | kind |
@@ -22,9 +22,10 @@ use url::Url;
 use super::{Part, SendError, Sink};
 use crate::config::HttpSinkConfig;
 use crate::http::{HttpClient, RequestError};
+use crate::ledger::Change;
 use crate::secret::Secret;
 use crate::state::Batch;
-use crate::usage::UsageRecord;
+use wire::WireRecord;
 
 /// The endpoint as named in logs and errors.
 const ENDPOINT: &str = "POST EXTERNAL_API_URL";
@@ -53,8 +54,11 @@ impl Sink for HttpSink {
         "http"
     }
 
-    fn encode(&self, records: &[UsageRecord]) -> String {
-        let wire: Vec<_> = records.iter().map(UsageRecord::to_wire).collect();
+    fn encode(&self, changes: &[Change]) -> String {
+        let wire: Vec<_> = changes
+            .iter()
+            .map(|change| WireRecord::new(&change.row.record, &change.row.customer))
+            .collect();
         // Serializing plain structs and strings cannot fail.
         serde_json::to_string(&wire).unwrap_or_default()
     }

@@ -33,6 +33,8 @@ pub(crate) struct WireMetadata<'a> {
     pub(crate) source_app_id: &'a str,
     pub(crate) source_app_name: &'a str,
     pub(crate) user: &'a str,
+    /// The identity map's customer for `user` (the user itself when unmapped).
+    pub(crate) customer: &'a str,
     pub(crate) token_split: &'static str,
     /// Present when the source knows the workspace (the database source).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,32 +42,33 @@ pub(crate) struct WireMetadata<'a> {
     pub(crate) aggregation_method: &'static str,
 }
 
-impl UsageRecord {
-    /// The record in the wire format.
+impl<'a> WireRecord<'a> {
+    /// `record` of `customer` in the wire format.
     #[must_use]
-    pub(crate) fn to_wire(&self) -> WireRecord<'_> {
+    pub(crate) fn new(record: &'a UsageRecord, customer: &'a str) -> Self {
         WireRecord {
-            usage_date: self.key.day,
-            provider: &self.key.provider,
-            model: &self.key.model,
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            total_tokens: self.total_tokens,
-            request_count: self.request_count,
-            cost_actual: json_number(self.cost),
-            currency: &self.key.currency,
+            usage_date: record.key.day,
+            provider: &record.key.provider,
+            model: &record.key.model,
+            input_tokens: record.input_tokens,
+            output_tokens: record.output_tokens,
+            total_tokens: record.total_tokens,
+            request_count: record.request_count,
+            cost_actual: json_number(record.cost),
+            currency: &record.key.currency,
             metadata: WireMetadata {
                 source_system: "dify",
-                source_event_id: self.source_event_id(),
-                source_app_id: &self.key.app_id,
-                source_app_name: &self.app_name,
-                user: &self.key.user,
-                token_split: if self.total_only {
+                source_event_id: record.source_event_id(),
+                source_app_id: &record.key.app_id,
+                source_app_name: &record.app_name,
+                user: &record.key.user,
+                customer,
+                token_split: if record.total_only {
                     "total_only"
                 } else {
                     "exact"
                 },
-                source_workspace_id: self.workspace_id.as_deref(),
+                source_workspace_id: record.workspace_id.as_deref(),
                 aggregation_method: "daily_sum",
             },
         }
@@ -110,12 +113,13 @@ mod tests {
 
     #[test]
     fn the_wire_record_matches_the_format() {
-        let json = serde_json::to_string(&record("0.0006280").to_wire()).unwrap();
+        let json =
+            serde_json::to_string(&WireRecord::new(&record("0.0006280"), "Finance")).unwrap();
         let id = record("0").source_event_id();
         assert_eq!(
             json,
             format!(
-                r#"{{"usage_date":"2026-11-27","provider":"openai","model":"gpt-4o","input_tokens":190,"output_tokens":31,"total_tokens":221,"request_count":3,"cost_actual":0.000628,"currency":"USD","metadata":{{"source_system":"dify","source_event_id":"{id}","source_app_id":"a1","source_app_name":"Support bot","user":"u","token_split":"exact","aggregation_method":"daily_sum"}}}}"#
+                r#"{{"usage_date":"2026-11-27","provider":"openai","model":"gpt-4o","input_tokens":190,"output_tokens":31,"total_tokens":221,"request_count":3,"cost_actual":0.000628,"currency":"USD","metadata":{{"source_system":"dify","source_event_id":"{id}","source_app_id":"a1","source_app_name":"Support bot","user":"u","customer":"Finance","token_split":"exact","aggregation_method":"daily_sum"}}}}"#
             )
         );
     }
