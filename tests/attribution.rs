@@ -364,11 +364,11 @@ async fn chatflow_users_come_from_node_executions_and_chat_days_from_messages() 
             "0.001",
             "exact",
         ),
-        // Bob's, on his conversation's model: one in RMB, one without usage at 0 USD.
+        // Bob's, on his conversation's model: one in RMB (sent as CNY), one without usage at 0 USD.
         row(
             chat,
             "bob",
-            ("deepseek", "deepseek-chat", "RMB"),
+            ("deepseek", "deepseek-chat", "CNY"),
             (200, 100),
             1,
             "0.015",
@@ -493,7 +493,7 @@ async fn a_remainder_takes_the_shared_currency_and_a_negative_one_is_only_logged
         row(
             chat,
             "alice",
-            ("tongyi", "qwen-max", "RMB"),
+            ("tongyi", "qwen-max", "CNY"),
             (100, 20),
             1,
             "0.012",
@@ -502,7 +502,7 @@ async fn a_remainder_takes_the_shared_currency_and_a_negative_one_is_only_logged
         row(
             chat,
             "",
-            ("tongyi", "qwen-max", "RMB"),
+            ("tongyi", "qwen-max", "CNY"),
             (50, 0),
             1,
             "0.001",
@@ -511,7 +511,7 @@ async fn a_remainder_takes_the_shared_currency_and_a_negative_one_is_only_logged
         next_day(row(
             chat,
             "alice",
-            ("tongyi", "qwen-max", "RMB"),
+            ("tongyi", "qwen-max", "CNY"),
             (300, 60),
             1,
             "0.036",

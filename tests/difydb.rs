@@ -134,12 +134,12 @@ const WORKSPACE_1: [&str; 10] = [
     "a0000000-0000-4000-8000-000000000001|T1|sess-1|anthropic|claude-3-5-sonnet|USD|60/0/60|1|0.0003|total_only",
     // 200/40 + 10/5 (inside the iteration) + 1/1 (the run just before midnight)
     "a0000000-0000-4000-8000-000000000001|T1|sess-1|openai|gpt-4o|USD|211/46/257|3|0.00098|exact",
-    "a0000000-0000-4000-8000-000000000002|T1|alice@example.com|anthropic|claude-3-5-sonnet|RMB|30/5/35|1|0|exact",
+    "a0000000-0000-4000-8000-000000000002|T1|alice@example.com|anthropic|claude-3-5-sonnet|CNY|30/5/35|1|0|exact",
     "a0000000-0000-4000-8000-000000000002|T1|sess-1|openai|gpt-4o|USD|150/30/180|2|0.000675|exact",
     "a0000000-0000-4000-8000-000000000002|T1|sess-1|unknown|in-house-llm|USD|10/2/12|1|0.00001|exact",
     "a0000000-0000-4000-8000-000000000003|T1||openai|gpt-4o-mini|USD|40/8/48|1|0.0000108|exact",
     "a0000000-0000-4000-8000-000000000004|T1|bob@example.com|openai|gpt-4o|USD|7/3/10|1|0.000005|exact",
-    "a0000000-0000-4000-8000-000000000005|T1|sess-1|tongyi|qwen-max|RMB|100/100/200|1|0.012|exact",
+    "a0000000-0000-4000-8000-000000000005|T1|sess-1|tongyi|qwen-max|CNY|100/100/200|1|0.012|exact",
     "",
 ];
 const WORKSPACE_2: &str =

@@ -34,7 +34,7 @@ fn record(day: &str, n: u64, input: u64, output: u64, cost: &str) -> Value {
         "metadata": {
             "source_system": "dify", "source_event_id": format!("dify-{day}-{n:016x}"),
             "source_app_id": "app-1", "source_app_name": "Support bot", "user": format!("user-{n}"),
-            "token_split": "exact", "aggregation_method": "daily_sum",
+            "customer": format!("customer-{n}"), "token_split": "exact", "aggregation_method": "daily_sum",
         },
     })
 }
@@ -148,6 +148,7 @@ async fn a_valid_batch_is_held_exactly() {
         app_id: "app-1".to_owned(),
         app_name: "Support bot".to_owned(),
         user: format!("user-{n}"),
+        customer: format!("customer-{n}"),
         provider: "openai".to_owned(),
         model: "gpt-4o".to_owned(),
         currency: "USD".to_owned(),

@@ -139,12 +139,22 @@ fn resend_rebatches_to_the_current_batch_size_and_discard_clears_a_dead_letter()
     })
     .unwrap();
     let (_dir, state) = state_dir();
+    // From the discard on, one user is mapped to a customer: the ledger rows of that user change
+    // (a new revision), so a backfill of the day queues them again.
+    let mapped_user = dify.truth(yesterday(), yesterday())[0].user.clone();
+    let map = state.with_file_name("users.csv");
+    std::fs::write(&map, format!("user,customer\n\"{mapped_user}\",Finance\n")).unwrap();
+    let mapped = std::cell::Cell::new(false);
     let run = |batch_size: &str, args: &[&str]| {
-        exporter(&dify, &meter, &state)
+        let exporter = exporter(&dify, &meter, &state)
             .env("BATCH_SIZE", batch_size)
-            .env("DIFY_FETCH_DAYS", "1")
-            .args(args)
-            .run()
+            .env("DIFY_FETCH_DAYS", "1");
+        let exporter = if mapped.get() {
+            exporter.env("USER_MAP_FILE", map.to_str().unwrap())
+        } else {
+            exporter
+        };
+        exporter.args(args).run()
     };
     let first = run("43", &["run"]);
     first.code(1);
@@ -170,7 +180,8 @@ fn resend_rebatches_to_the_current_batch_size_and_discard_clears_a_dead_letter()
         reject_next: 1,
         ..MeterFaults::default()
     });
-    // Queued again under other keys by a smaller BATCH_SIZE; one of them is refused for good.
+    // The mapped user's rows are queued again (a new customer); that batch is refused for good.
+    mapped.set(true);
     let day = yesterday().to_string();
     let rejected = run("19", &["run", "--from", &day, "--to", &day]);
     rejected.code(1);
@@ -189,7 +200,7 @@ fn resend_rebatches_to_the_current_batch_size_and_discard_clears_a_dead_letter()
     assert!(
         unconfirmed
             .stdout
-            .contains(&format!("would discard batch #{id} (")),
+            .contains(&format!("would discard batch #{id} of sink http (")),
         "{}",
         unconfirmed.stdout
     );

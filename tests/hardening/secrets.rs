@@ -21,10 +21,11 @@ impl Respond for Echo {
             .iter()
             .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("?")))
             .collect();
+        // Headers first: the receiver's answer is kept to its first 4 KiB, and the body is long.
         let echoed = format!(
             "request was: {} | {}",
-            String::from_utf8_lossy(&request.body),
-            headers.join(" | ")
+            headers.join(" | "),
+            String::from_utf8_lossy(&request.body)
         );
         ResponseTemplate::new(self.0).set_body_json(serde_json::json!({ "message": echoed }))
     }

@@ -159,7 +159,7 @@ impl Records {
                     user,
                     provider,
                     model,
-                    currency,
+                    currency: iso_currency(currency),
                     input_tokens: a.input,
                     output_tokens: a.output,
                     total_tokens: a.total,
@@ -356,5 +356,14 @@ mod tests {
         assert_eq!(normalize_provider("langgenius/openai/openai"), "openai");
         assert_eq!(normalize_provider("anthropic"), "anthropic");
         assert_eq!(normalize_provider(""), "unknown");
+    }
+}
+
+/// A currency as the exporter sends it: ISO 4217, so Dify's `RMB` is `CNY` (the amount unchanged).
+fn iso_currency(currency: String) -> String {
+    if currency == "RMB" {
+        "CNY".to_owned()
+    } else {
+        currency
     }
 }

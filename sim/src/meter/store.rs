@@ -22,6 +22,8 @@ pub struct HeldRecord {
     pub app_name: String,
     /// `metadata.user`; may be empty.
     pub user: String,
+    /// `metadata.customer`.
+    pub customer: String,
     pub provider: String,
     pub model: String,
     pub currency: String,

@@ -93,6 +93,8 @@ struct WireRecordMetadata {
     source_app_id: Box<RawValue>,
     source_app_name: Box<RawValue>,
     user: Box<RawValue>,
+    /// The identity map's customer of `user` (the user itself when unmapped).
+    customer: Box<RawValue>,
     token_split: Box<RawValue>,
     /// Optional: sent by sources that know the workspace (the database source).
     #[serde(default)]
@@ -329,6 +331,7 @@ fn check_record(i: usize, raw: &RawValue) -> Result<HeldRecord, String> {
         "a string",
     )?;
     let user: String = typed(&m.user, &at("metadata.user"), "a string")?;
+    let customer: String = typed(&m.customer, &at("metadata.customer"), "a string")?;
     let split: String = typed(&m.token_split, &at("metadata.token_split"), "a string")?;
     let token_split = match split.as_str() {
         "exact" => TokenSplit::Exact,
@@ -356,6 +359,7 @@ fn check_record(i: usize, raw: &RawValue) -> Result<HeldRecord, String> {
         app_id,
         app_name,
         user,
+        customer,
         provider,
         model,
         currency,
