@@ -83,8 +83,8 @@ async fn token_costs_have_one_usd_row_per_local_day_summing_every_currency() {
     let currencies: HashSet<&str> = db.iter().map(|r| r.currency.as_str()).collect();
     assert_eq!(
         currencies,
-        HashSet::from(["RMB", "USD"]),
-        "older conversations were priced in USD"
+        HashSet::from(["CNY", "USD"]),
+        "older conversations were priced in USD (the truth names RMB by its ISO code)"
     );
     // Over the whole window in Tokyo minutes: one row per Tokyo day, always "USD", every currency summed.
     let query = [

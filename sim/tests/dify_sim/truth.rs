@@ -76,7 +76,12 @@ impl Totals {
                     user,
                     provider,
                     model,
-                    currency,
+                    // The exporter sends ISO 4217 codes: Dify's RMB is CNY.
+                    currency: if currency == "RMB" {
+                        "CNY".to_owned()
+                    } else {
+                        currency
+                    },
                     input_tokens: a.input,
                     output_tokens: a.output,
                     total_tokens: a.total,
@@ -313,7 +318,7 @@ async fn an_independent_walk_of_the_api_equals_the_truth() {
             .iter()
             .any(|r| r.token_split == TokenSplit::TotalOnly && !r.user.is_empty())
     );
-    assert!(truth.iter().any(|r| r.currency == "RMB"));
+    assert!(truth.iter().any(|r| r.currency == "CNY"));
     assert!(
         truth.iter().any(|r| r.user.contains('@'))
             && truth.iter().any(|r| r.user == "customer-0042")
