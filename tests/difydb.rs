@@ -17,7 +17,7 @@ use crate::collect;
 use crate::pg::{self, Cluster, SUPERUSER};
 use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, PASSWORD, Row, held_row, truth_row};
 
-const DAY: &str = "2026-11-02";
+pub(crate) const DAY: &str = "2026-11-02";
 const T1: &str = "10000000-0000-4000-8000-000000000001";
 const T2: &str = "20000000-0000-4000-8000-000000000002";
 const PIPELINE: &str = "a0000000-0000-4000-8000-000000000006";
@@ -196,7 +196,7 @@ fn records(finished: &Finished) -> Vec<String> {
 }
 
 /// An exporter reading `database` as `user`.
-fn exporter(cluster: &Cluster, user: &str, database: &str) -> Exporter {
+pub(crate) fn exporter(cluster: &Cluster, user: &str, database: &str) -> Exporter {
     Exporter::new()
         .env("DIFY_DATABASE_URL", &cluster.url(user, database))
         .env("EXTERNAL_API_URL", "http://127.0.0.1:9/usage")
@@ -204,7 +204,7 @@ fn exporter(cluster: &Cluster, user: &str, database: &str) -> Exporter {
         .env("MAX_RETRY", "0")
 }
 
-fn dry_run(exporter: Exporter) -> Finished {
+pub(crate) fn dry_run(exporter: Exporter) -> Finished {
     dry_run_days(exporter, DAY, DAY)
 }
 
@@ -216,7 +216,7 @@ fn dry_run_days(exporter: Exporter, from: &str, to: &str) -> Finished {
 
 /// The log line with `message` (on stderr with `--dry-run`).
 #[track_caller]
-fn log(finished: &Finished, message: &str) -> Value {
+pub(crate) fn log(finished: &Finished, message: &str) -> Value {
     finished
         .stderr_lines()
         .into_iter()
@@ -236,7 +236,7 @@ fn failure(finished: &Finished) -> String {
     error
 }
 
-fn world(cluster: &Cluster) -> String {
+pub(crate) fn world(cluster: &Cluster) -> String {
     let database = cluster.dify_database();
     cluster.psql(&database, WORLD);
     database

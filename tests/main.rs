@@ -31,4 +31,6 @@ mod schedule;
 mod shutdown;
 // The database source against a real PostgreSQL started by the tests (tests/pg).
 mod difydb;
+// The ledger: usage Dify deletes or adds after an export, customers, currencies.
+mod ledger;
 mod pg;
