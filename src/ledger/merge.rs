@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::{Change, DecreasePolicy, LedgerRow, Totals, UserMap};
+use super::{Change, DecreasePolicy, LedgerRow, Previous, Totals, UserMap};
 use crate::usage::{RecordKey, UsageRecord};
 
 /// Usage that Dify showed before and no longer shows, over a run.
@@ -184,7 +184,10 @@ impl<'a> Merger<'a> {
         };
         day.changes.push(Change {
             row: row.clone(),
-            previous: Some(old.totals()),
+            previous: Some(Previous {
+                totals: old.totals(),
+                customer: old.customer.clone(),
+            }),
         });
         day.rows.push(row);
     }

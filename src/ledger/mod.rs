@@ -88,9 +88,18 @@ impl LedgerRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Change {
     pub(crate) row: LedgerRow,
-    /// The totals this sink received for the row before this revision; `None` when it gets the
-    /// row whole (a new row, a sink that is new to the ledger, a day rewritten whole).
-    pub(crate) previous: Option<Totals>,
+    /// What this sink received for the row before this revision; `None` when it gets the row
+    /// whole (a new row, a sink that is new to the ledger, a day rewritten whole). An append-only
+    /// sink sends the difference from it.
+    pub(crate) previous: Option<Previous>,
+}
+
+/// A row as it was at the revision before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Previous {
+    pub(crate) totals: Totals,
+    /// The customer then: a new identity map can move a row to another customer.
+    pub(crate) customer: String,
 }
 
 impl Change {

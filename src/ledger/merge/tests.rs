@@ -75,7 +75,11 @@ fn a_raised_record_gets_the_next_revision_and_its_previous_totals() {
     let change = &day.changes[0];
     assert_eq!(change.row.revision, 2);
     assert_eq!(change.row.record.total_tokens, 180);
-    assert_eq!(change.previous, Some(rows[0].totals()));
+    let previous = change.previous.as_ref().unwrap();
+    assert_eq!(
+        (previous.totals, previous.customer.as_str()),
+        (rows[0].totals(), "alice")
+    );
 }
 
 #[test]
