@@ -43,6 +43,9 @@ pub enum Command {
     /// Give up on dead-lettered batches: they leave the outbox (listed by `status` as discarded)
     /// and no longer make runs fail. Their records are not sent.
     Discard(DiscardArgs),
+    /// Show what the ledger holds (what was exported), summed by the chosen keys, per currency.
+    /// Reads the state database only: no lock, no network.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +67,51 @@ pub struct DiscardArgs {
     /// Confirm (there is no interactive prompt); without it, only show what would be discarded.
     #[arg(long)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// First UTC day (inclusive, YYYY-MM-DD); default: 29 days before --to.
+    #[arg(long, value_name = "DAY")]
+    pub from: Option<NaiveDate>,
+    /// Last UTC day (inclusive); default: the last day the ledger holds.
+    #[arg(long, value_name = "DAY")]
+    pub to: Option<NaiveDate>,
+    /// What to sum by, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "user", value_name = "KEYS")]
+    pub by: Vec<ReportKey>,
+    /// Show only the N largest groups of each currency (the total still covers all of them).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: Option<u32>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub output: ReportFormat,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// A key `exporter report` sums by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportKey {
+    Day,
+    App,
+    User,
+    Customer,
+    Model,
+    Provider,
+    Workspace,
+}
+
+/// How `exporter report` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned columns, fitted to the terminal.
+    Table,
+    /// RFC 4180, one row per group.
+    Csv,
+    /// One JSON document.
+    Json,
 }
 
 #[derive(Debug, Args)]

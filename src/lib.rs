@@ -16,6 +16,7 @@
 //! - `usage`: usage observations summed into records, and the records' keys.
 //! - `ledger`: merging records into the ledger, the decrease policy, the identity map.
 //! - `sink`: the sink contract, the outbox delivery loop, and the sinks.
+//! - `report`: the ledger summed for `exporter report`.
 //! - `state`: the SQLite state database: open and migrate, watermark, ledger, outbox, runs, login
 //!   verdict.
 //! - `http`: HTTP with retries, backoff, `Retry-After` and cancellation.
@@ -39,6 +40,7 @@ mod lock;
 mod logging;
 mod metrics;
 mod progress;
+mod report;
 mod run;
 mod schedule;
 mod secret;

@@ -33,4 +33,6 @@ mod shutdown;
 mod difydb;
 // The ledger: usage Dify deletes or adds after an export, customers, currencies.
 mod ledger;
+// `exporter report` over the ledger.
+mod report;
 mod pg;

@@ -4,6 +4,7 @@
 mod discard;
 mod frame;
 mod next_runs;
+mod report;
 mod resend;
 mod run;
 mod status;
@@ -45,7 +46,8 @@ fn dispatch(cli: Cli) -> Exit {
         | Command::NextRuns(_)
         | Command::Status(_)
         | Command::Watermark(_)
-        | Command::Discard(_) => (LogStream::Stderr, None),
+        | Command::Discard(_)
+        | Command::Report(_) => (LogStream::Stderr, None),
     };
     logging::init(settings, stream, run_id.clone());
 
@@ -72,6 +74,7 @@ fn dispatch(cli: Cli) -> Exit {
         Command::Resend(args) => resend::resend(&environment, &args),
         Command::Watermark(args) => watermark::watermark(&environment, &args),
         Command::Discard(args) => discard::discard(&environment, &args),
+        Command::Report(args) => report::report(&environment, &args),
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
 use rusqlite::{Row, params};
 
 use super::{State, Transaction, parse_day, unreadable, unwritable};
@@ -124,6 +125,77 @@ impl State {
             days: day_range(&self.conn, &self.path)?,
         })
     }
+}
+
+/// A ledger row as `report` reads it: borrowed from the database row, so that a year of ledger is
+/// read without a copy per row.
+#[derive(Debug)]
+pub(crate) struct LedgerView<'r> {
+    pub(crate) day: &'r str,
+    pub(crate) app_id: &'r str,
+    pub(crate) app_name: &'r str,
+    pub(crate) workspace_id: Option<&'r str>,
+    pub(crate) user: &'r str,
+    pub(crate) customer: &'r str,
+    pub(crate) provider: &'r str,
+    pub(crate) model: &'r str,
+    pub(crate) currency: &'r str,
+    pub(crate) input_tokens: u64,
+    pub(crate) output_tokens: u64,
+    pub(crate) total_tokens: u64,
+    pub(crate) request_count: u64,
+    pub(crate) cost: Decimal,
+}
+
+impl State {
+    /// Calls `each` with every ledger row of the days `first..=last`, in no particular order.
+    pub(crate) fn scan_ledger(
+        &self,
+        first: NaiveDate,
+        last: NaiveDate,
+        mut each: impl FnMut(&LedgerView<'_>),
+    ) -> Result<()> {
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS} FROM ledger WHERE day BETWEEN ?1 AND ?2"
+            ))
+            .with_context(|| unreadable(&self.path))?;
+        let mut rows = statement
+            .query(params![first.to_string(), last.to_string()])
+            .with_context(|| unreadable(&self.path))?;
+        while let Some(row) = rows.next().with_context(|| unreadable(&self.path))? {
+            each(&view(row).with_context(|| unreadable(&self.path))?);
+        }
+        Ok(())
+    }
+}
+
+fn view<'r>(row: &'r Row<'_>) -> Result<LedgerView<'r>> {
+    let text = |i: usize| -> Result<&'r str> { Ok(row.get_ref(i)?.as_str()?) };
+    let number = |i: usize| -> Result<u64> {
+        let n = row.get_ref(i)?.as_i64()?;
+        u64::try_from(n).with_context(|| format!("ledger column {i} holds the negative number {n}"))
+    };
+    let cost = text(13)?;
+    Ok(LedgerView {
+        day: text(0)?,
+        app_id: text(1)?,
+        app_name: text(2)?,
+        workspace_id: row.get_ref(3)?.as_str_or_null()?,
+        user: text(4)?,
+        customer: text(5)?,
+        provider: text(6)?,
+        model: text(7)?,
+        currency: text(8)?,
+        input_tokens: number(9)?,
+        output_tokens: number(10)?,
+        total_tokens: number(11)?,
+        request_count: number(12)?,
+        cost: cost
+            .parse()
+            .with_context(|| format!("the ledger holds the cost `{cost}`, not a decimal"))?,
+    })
 }
 
 fn day_range(

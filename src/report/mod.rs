@@ -1,0 +1,251 @@
+//! `exporter report`: who consumed what, from the ledger alone (`docs/report.md`).
+//!
+//! The ledger holds what was exported, so the report shows exactly what the sinks were given, not
+//! what Dify shows today. One pass over the ledger's rows of the window feeds each [`Grouping`]
+//! (the keys asked for; the HTML page adds its charts' groupings); sums are exact (integers and
+//! `Decimal`), kept apart per currency because amounts in different currencies never add up.
+
+mod table;
+mod text;
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::state::{LedgerView, State};
+
+pub(crate) use table::{Width, table};
+pub(crate) use text::{csv, json};
+
+/// A label rows are summed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
+pub(crate) enum Key {
+    Day,
+    /// By app id, shown by its name.
+    App,
+    User,
+    Customer,
+    Model,
+    Provider,
+    Workspace,
+}
+
+impl Key {
+    fn value<'r>(self, row: &LedgerView<'r>) -> &'r str {
+        match self {
+            Key::Day => row.day,
+            Key::App => row.app_id,
+            Key::User => row.user,
+            Key::Customer => row.customer,
+            Key::Model => row.model,
+            Key::Provider => row.provider,
+            Key::Workspace => row.workspace_id.unwrap_or(""),
+        }
+    }
+}
+
+/// Sums over ledger rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Sums {
+    /// Ledger rows summed.
+    pub(crate) records: u64,
+    pub(crate) input_tokens: u64,
+    pub(crate) output_tokens: u64,
+    pub(crate) total_tokens: u64,
+    pub(crate) requests: u64,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub(crate) cost: Decimal,
+}
+
+impl Sums {
+    fn add(&mut self, row: &LedgerView<'_>) {
+        self.records += 1;
+        self.input_tokens += row.input_tokens;
+        self.output_tokens += row.output_tokens;
+        self.total_tokens += row.total_tokens;
+        self.requests += row.request_count;
+        self.cost += row.cost;
+    }
+
+    fn add_sums(&mut self, other: &Sums) {
+        self.records += other.records;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.total_tokens += other.total_tokens;
+        self.requests += other.requests;
+        self.cost += other.cost;
+    }
+}
+
+/// One group: its labels (in key order) and sums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub(crate) labels: Vec<String>,
+    pub(crate) sums: Sums,
+}
+
+/// The groups of one currency, largest cost first (then most tokens, then labels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Currency {
+    pub(crate) code: String,
+    /// The groups shown (all of them, or the top N).
+    pub(crate) groups: Vec<Group>,
+    /// How many groups there are in all.
+    pub(crate) group_count: usize,
+    /// Over every group, shown or not.
+    pub(crate) total: Sums,
+}
+
+/// Joins a group's labels in its lookup key: the ASCII unit separator, which no label holds.
+const SEPARATOR: char = '\u{1f}';
+
+/// The ledger summed by some keys.
+#[derive(Debug, Default)]
+struct Grouping {
+    keys: Vec<Key>,
+    /// The currency and the labels, joined by [`SEPARATOR`] → sums.
+    sums: HashMap<String, Sums>,
+    /// The lookup buffer.
+    key: String,
+}
+
+impl Grouping {
+    fn new(keys: Vec<Key>) -> Self {
+        Grouping {
+            keys,
+            ..Grouping::default()
+        }
+    }
+
+    fn add(&mut self, row: &LedgerView<'_>) {
+        // One buffer for the lookup: only a new group allocates its key.
+        self.key.clear();
+        self.key.push_str(row.currency);
+        for key in &self.keys {
+            self.key.push(SEPARATOR);
+            self.key.push_str(key.value(row));
+        }
+        if let Some(sums) = self.sums.get_mut(&self.key) {
+            sums.add(row);
+        } else {
+            let mut sums = Sums::default();
+            sums.add(row);
+            self.sums.insert(self.key.clone(), sums);
+        }
+    }
+
+    /// Per currency (sorted by code), the groups largest first, at most `top` of them.
+    fn currencies(self, top: Option<usize>) -> Vec<Currency> {
+        let mut by_currency: HashMap<String, Vec<Group>> = HashMap::new();
+        for (joined, sums) in self.sums {
+            let mut parts = joined.split(SEPARATOR).map(str::to_owned);
+            let currency = parts.next().unwrap_or_default();
+            let labels: Vec<String> = parts.collect();
+            by_currency.entry(currency).or_default().push(Group { labels, sums });
+        }
+        let mut currencies: Vec<Currency> = by_currency
+            .into_iter()
+            .map(|(code, mut groups)| {
+                groups.sort_by(|a, b| {
+                    b.sums
+                        .cost
+                        .cmp(&a.sums.cost)
+                        .then(b.sums.total_tokens.cmp(&a.sums.total_tokens))
+                        .then_with(|| a.labels.cmp(&b.labels))
+                });
+                let mut total = Sums::default();
+                for group in &groups {
+                    total.add_sums(&group.sums);
+                }
+                let group_count = groups.len();
+                groups.truncate(top.unwrap_or(usize::MAX));
+                Currency {
+                    code,
+                    groups,
+                    group_count,
+                    total,
+                }
+            })
+            .collect();
+        currencies.sort_by(|a, b| a.code.cmp(&b.code));
+        currencies
+    }
+}
+
+/// What a report shows.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) first: NaiveDate,
+    pub(crate) last: NaiveDate,
+    pub(crate) keys: Vec<Key>,
+    pub(crate) currencies: Vec<Currency>,
+    /// The name of each app id, as the ledger last recorded it.
+    pub(crate) app_names: HashMap<String, String>,
+}
+
+impl Report {
+    /// The label of `group` under `keys[index]` as a person reads it: an app by its name.
+    pub(crate) fn shown<'g>(&'g self, index: usize, group: &'g Group) -> &'g str {
+        let label = group.labels[index].as_str();
+        match self.keys[index] {
+            Key::App => self.app_names.get(label).map_or(label, String::as_str),
+            _ => label,
+        }
+    }
+}
+
+/// Sums the ledger's rows of `first..=last` by `keys`, keeping the `top` largest groups of each
+/// currency when asked.
+pub(crate) fn summarize(
+    state: &State,
+    first: NaiveDate,
+    last: NaiveDate,
+    keys: Vec<Key>,
+    top: Option<usize>,
+) -> Result<Report> {
+    let mut grouping = Grouping::new(keys.clone());
+    let mut app_names: HashMap<String, String> = HashMap::new();
+    state.scan_ledger(first, last, |row| {
+        if keys.contains(&Key::App) && !app_names.contains_key(row.app_id) {
+            app_names.insert(row.app_id.to_owned(), row.app_name.to_owned());
+        }
+        grouping.add(row);
+    })?;
+    Ok(Report {
+        first,
+        last,
+        keys,
+        currencies: grouping.currencies(top),
+        app_names,
+    })
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}
