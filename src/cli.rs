@@ -78,7 +78,13 @@ pub struct ReportArgs {
     #[arg(long, value_name = "DAY")]
     pub to: Option<NaiveDate>,
     /// What to sum by, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "user", value_name = "KEYS")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "user",
+        value_name = "KEYS"
+    )]
     pub by: Vec<ReportKey>,
     /// Show only the N largest groups of each currency (the total still covers all of them).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -112,6 +118,8 @@ pub enum ReportFormat {
     Csv,
     /// One JSON document.
     Json,
+    /// One self-contained HTML page with charts (no script, nothing loaded from elsewhere).
+    Html,
 }
 
 #[derive(Debug, Args)]

@@ -34,5 +34,5 @@ mod difydb;
 // The ledger: usage Dify deletes or adds after an export, customers, currencies.
 mod ledger;
 // `exporter report` over the ledger.
-mod report;
 mod pg;
+mod report;

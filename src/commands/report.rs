@@ -2,8 +2,7 @@
 //! read-only beside a running export (SQLite lets readers in beside a writer), needs no
 //! configuration but `STATE_DIR`, and touches no network.
 
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal as _, Write as _};
+use std::io::{IsTerminal as _, Write as _};
 
 use anyhow::{Context as _, Result, bail};
 use chrono::{Days, NaiveDate};
@@ -45,36 +44,76 @@ fn write_report(environment: &Environment, args: &ReportArgs) -> Result<()> {
         );
     };
     let keys = keys(&args.by);
-    let report = report::summarize(
-        &state,
-        first,
-        last,
-        keys,
-        args.top.map(|n| n as usize),
-    )?;
-    let stdout_is_terminal = args.out.is_none() && std::io::stdout().is_terminal();
-    let mut out: Box<dyn std::io::Write> = match &args.out {
-        Some(path) => Box::new(BufWriter::new(
-            File::create(path).with_context(|| format!("cannot create --out {}", path.display()))?,
-        )),
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
+    let top = args.top.map(|n| n as usize);
+    let mut text = Vec::new();
     match args.output {
         ReportFormat::Table => {
-            let width = if stdout_is_terminal {
-                Width::Terminal(
-                    terminal_size::terminal_size().map_or(100, |(w, _)| usize::from(w.0)),
-                )
-            } else {
-                Width::Unlimited
+            let report = report::summarize(&state, first, last, keys, top)?;
+            let at_terminal = args.out.is_none() && std::io::stdout().is_terminal();
+            let width = match terminal_size::terminal_size() {
+                Some((columns, _)) if at_terminal => Width::Terminal(usize::from(columns.0)),
+                _ => Width::Unlimited,
             };
-            out.write_all(report::table(&report, width).as_bytes())
-                .context("cannot write the report")?;
+            text = report::table(&report, width).into_bytes();
         }
-        ReportFormat::Csv => report::csv(&report, &mut out)?,
-        ReportFormat::Json => report::json(&report, &mut out)?,
+        ReportFormat::Csv => report::csv(
+            &report::summarize(&state, first, last, keys, top)?,
+            &mut text,
+        )?,
+        ReportFormat::Json => {
+            report::json(
+                &report::summarize(&state, first, last, keys, top)?,
+                &mut text,
+            )?;
+        }
+        ReportFormat::Html => text = html_page(&state, first, last, keys, top)?.into_bytes(),
     }
-    out.flush().context("cannot write the report")
+    emit(args, &text)
+}
+
+/// The page: the table asked for, and the three groupings its charts need, from one pass over the
+/// ledger.
+fn html_page(
+    state: &State,
+    first: NaiveDate,
+    last: NaiveDate,
+    keys: Vec<Key>,
+    top: Option<usize>,
+) -> Result<String> {
+    let mut reports = report::summarize_many(
+        state,
+        first,
+        last,
+        vec![
+            (keys, top),
+            (vec![Key::Day, Key::App], None),
+            (vec![Key::User], Some(report::TOP_ROWS)),
+            (vec![Key::Model], Some(report::TOP_ROWS)),
+        ],
+    )?
+    .into_iter();
+    let mut next = || reports.next().context("a grouping of the page is missing");
+    let (table, days, users, models) = (next()?, next()?, next()?, next()?);
+    Ok(report::html(&report::Page {
+        table: &table,
+        days: &days,
+        users: &users,
+        models: &models,
+    }))
+}
+
+/// Writes the report to `--out` (replacing the file) or stdout.
+fn emit(args: &ReportArgs, text: &[u8]) -> Result<()> {
+    match &args.out {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("cannot write --out {}", path.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text)
+                .and_then(|()| out.flush())
+                .context("cannot write the report to stdout")
+        }
+    }
 }
 
 /// `--from/--to`, defaulting to the last [`DEFAULT_DAYS`] days the ledger holds; `None` for an empty

@@ -5,6 +5,8 @@
 //! (the keys asked for; the HTML page adds its charts' groupings); sums are exact (integers and
 //! `Decimal`), kept apart per currency because amounts in different currencies never add up.
 
+mod chart;
+mod html;
 mod table;
 mod text;
 
@@ -17,6 +19,7 @@ use serde::Serialize;
 
 use crate::state::{LedgerView, State};
 
+pub(crate) use html::{Page, TOP_ROWS, html};
 pub(crate) use table::{Width, table};
 pub(crate) use text::{csv, json};
 
@@ -145,7 +148,10 @@ impl Grouping {
             let mut parts = joined.split(SEPARATOR).map(str::to_owned);
             let currency = parts.next().unwrap_or_default();
             let labels: Vec<String> = parts.collect();
-            by_currency.entry(currency).or_default().push(Group { labels, sums });
+            by_currency
+                .entry(currency)
+                .or_default()
+                .push(Group { labels, sums });
         }
         let mut currencies: Vec<Currency> = by_currency
             .into_iter()
@@ -207,21 +213,41 @@ pub(crate) fn summarize(
     keys: Vec<Key>,
     top: Option<usize>,
 ) -> Result<Report> {
-    let mut grouping = Grouping::new(keys.clone());
+    let mut reports = summarize_many(state, first, last, vec![(keys, top)])?;
+    Ok(reports.remove(0))
+}
+
+/// Several reports of the same days from one pass over the ledger, one per (keys, top).
+pub(crate) fn summarize_many(
+    state: &State,
+    first: NaiveDate,
+    last: NaiveDate,
+    asked: Vec<(Vec<Key>, Option<usize>)>,
+) -> Result<Vec<Report>> {
+    let mut groupings: Vec<Grouping> = asked
+        .iter()
+        .map(|(keys, _)| Grouping::new(keys.clone()))
+        .collect();
     let mut app_names: HashMap<String, String> = HashMap::new();
     state.scan_ledger(first, last, |row| {
-        if keys.contains(&Key::App) && !app_names.contains_key(row.app_id) {
+        if !app_names.contains_key(row.app_id) {
             app_names.insert(row.app_id.to_owned(), row.app_name.to_owned());
         }
-        grouping.add(row);
+        for grouping in &mut groupings {
+            grouping.add(row);
+        }
     })?;
-    Ok(Report {
-        first,
-        last,
-        keys,
-        currencies: grouping.currencies(top),
-        app_names,
-    })
+    Ok(groupings
+        .into_iter()
+        .zip(asked)
+        .map(|(grouping, (keys, top))| Report {
+            first,
+            last,
+            keys,
+            currencies: grouping.currencies(top),
+            app_names: app_names.clone(),
+        })
+        .collect())
 }
 
 /// `1234567` as `1,234,567`.

@@ -99,7 +99,14 @@ pub(crate) fn table(report: &Report, width: Width) -> String {
         let _ = writeln!(out, "\n{}", currency.code);
         let header: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         let headers = NUMBER_HEADERS.map(str::to_owned);
-        line(&mut out, &header, &headers, &label_widths, &number_widths, ellipsis);
+        line(
+            &mut out,
+            &header,
+            &headers,
+            &label_widths,
+            &number_widths,
+            ellipsis,
+        );
         let rule: usize = label_widths.iter().map(|w| w + 2).sum::<usize>()
             + number_widths.iter().map(|w| w + 2).sum::<usize>();
         let total_row = rows.len() - 1;
@@ -107,7 +114,14 @@ pub(crate) fn table(report: &Report, width: Width) -> String {
             if i == total_row {
                 let _ = writeln!(out, "  {}", "-".repeat(rule.saturating_sub(2)));
             }
-            line(&mut out, labels, numbers, &label_widths, &number_widths, ellipsis);
+            line(
+                &mut out,
+                labels,
+                numbers,
+                &label_widths,
+                &number_widths,
+                ellipsis,
+            );
         }
     }
     out
@@ -125,7 +139,7 @@ fn numbers(sums: &Sums, decimals: u32) -> [String; 5] {
 
 /// An exact amount with `decimals` decimals (at least its own) and thousands separators in its
 /// whole part: `12345.6789` as `12,345.6789`.
-fn money(cost: Decimal, decimals: u32) -> String {
+pub(super) fn money(cost: Decimal, decimals: u32) -> String {
     let cost = cost.normalize();
     let mut text = cost.to_string();
     let missing = decimals.saturating_sub(cost.scale()) as usize;
@@ -139,7 +153,9 @@ fn money(cost: Decimal, decimals: u32) -> String {
         .strip_prefix('-')
         .map_or(("", text.as_str()), |rest| ("-", rest));
     let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-    let whole = whole.parse::<u64>().map_or_else(|_| whole.to_owned(), thousands);
+    let whole = whole
+        .parse::<u64>()
+        .map_or_else(|_| whole.to_owned(), thousands);
     if fraction.is_empty() {
         format!("{sign}{whole}")
     } else {
@@ -202,7 +218,9 @@ fn shorten(text: &str, width: usize, ellipsis: &str) -> String {
     }
     let mut tail: Vec<char> = Vec::new();
     for c in text.chars().rev() {
-        let candidate: String = std::iter::once(c).chain(tail.iter().rev().copied()).collect();
+        let candidate: String = std::iter::once(c)
+            .chain(tail.iter().rev().copied())
+            .collect();
         if candidate.width() > tail_room {
             break;
         }

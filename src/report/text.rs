@@ -57,13 +57,17 @@ pub(crate) fn csv(report: &Report, out: impl Write) -> Result<()> {
     let mut writer = ::csv::Writer::from_writer(out);
     let mut header = label_columns(report);
     header.extend(SUM_COLUMNS);
-    writer.write_record(&header).context("cannot write the report")?;
+    writer
+        .write_record(&header)
+        .context("cannot write the report")?;
     for currency in &report.currencies {
         for group in &currency.groups {
             let mut row = vec![currency.code.clone()];
             row.extend(labels(report, group));
             row.extend(sum_values(&group.sums));
-            writer.write_record(&row).context("cannot write the report")?;
+            writer
+                .write_record(&row)
+                .context("cannot write the report")?;
         }
     }
     writer.flush().context("cannot write the report")

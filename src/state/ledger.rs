@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
 use rusqlite::{Row, params};
+use rust_decimal::Decimal;
 
 use super::{State, Transaction, parse_day, unreadable, unwritable};
 use crate::ledger::LedgerRow;
