@@ -192,11 +192,19 @@ fn a_pushgateway_holds_the_runs_metrics_and_a_failed_run_keeps_the_last_success(
         value(
             text,
             "dify_usage_exporter_outbox_batches",
-            &[group[0], group[1], ("state", state)],
+            &[group[0], group[1], ("sink", "http"), ("state", state)],
         )
     };
     assert_eq!(outbox(&text, "queued"), "0");
     assert_eq!(outbox(&text, "dead"), "0");
+    let sent = value(
+        &text,
+        "dify_usage_exporter_last_run_records_sent",
+        &[group[0], group[1], ("sink", "http")],
+    );
+    assert_eq!(sent, s["records_sent"].to_string());
+    assert_ne!(sent, "0");
+    assert_eq!(metric(&text, "ledger_kept_decreases"), "0");
     let build = value(
         &text,
         "dify_usage_exporter_build_info",
