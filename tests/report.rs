@@ -219,17 +219,7 @@ fn the_ledger_summed_by_any_keys_equals_the_truth() {
         .filter(|r| r.currency == "USD")
         .map(|r| r.total_tokens)
         .sum();
-    let separated = {
-        let digits = usd_tokens.to_string();
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    };
+    let separated = thousands(usd_tokens);
     assert!(table.contains(&separated), "{separated} in\n{table}");
 }
 
