@@ -33,4 +33,6 @@ mod shutdown;
 mod difydb;
 // The ledger: usage Dify deletes or adds after an export, customers, currencies.
 mod ledger;
+// The postgres sink against a real PostgreSQL started by the tests (tests/pg).
 mod pg;
+mod sinkpg;
