@@ -83,7 +83,8 @@ pub(crate) enum SendError {
 /// The sinks the configuration enables.
 pub(crate) enum Configured {
     Http(http::HttpSink),
-    Postgres(postgres::PostgresSink),
+    // Boxed: its settings and session dwarf the other variants, and there is one per run.
+    Postgres(Box<postgres::PostgresSink>),
 }
 
 impl Configured {
@@ -95,11 +96,11 @@ impl Configured {
             all.push(Configured::Http(http::HttpSink::new(settings, http)));
         }
         if let Some(settings) = &sinks.postgres {
-            all.push(Configured::Postgres(postgres::PostgresSink::new(
+            all.push(Configured::Postgres(Box::new(postgres::PostgresSink::new(
                 settings,
                 &config.masker,
                 http.cancel(),
-            )));
+            ))));
         }
         all
     }
