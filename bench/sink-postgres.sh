@@ -17,7 +17,7 @@ trap 'as_pg "$pgbin/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null; kil
 start_dify --apps-per-mode "${APPS:-30}" --days "$days" --first-day "$first" --runs-per-app-per-day "${RUNS:-150}" --seed 4
 read -r rss secs < <(measure "$WORK/run.log" env -i DIFY_API_URL="$DIFY_BASE" DIFY_EMAIL="$DIFY_EMAIL" DIFY_PASSWORD="$DIFY_PASSWORD" \
     SINK_POSTGRES_URL="postgres://postgres:bench-password@127.0.0.1:$port/postgres?sslmode=disable" \
-    STATE_DIR="$WORK/state" DIFY_FETCH_DAYS="$days" "$BIN/exporter" run)
+    BATCH_SIZE="${BATCH_SIZE:-500}" STATE_DIR="$WORK/state" DIFY_FETCH_DAYS="$days" "$BIN/exporter" run)
 rows=$(as_pg "$pgbin/psql" -X -A -t -h "$WORK/pg" -p "$port" -U postgres -c "SELECT count(*) FROM dify_usage")
 python3 - "$WORK/run.log" "$rss" "$secs" "$rows" <<'PY'
 import json, sys
