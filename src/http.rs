@@ -151,6 +151,12 @@ impl HttpClient {
         })
     }
 
+    /// The run's stop token, for sinks that talk to their receiver without HTTP.
+    #[must_use]
+    pub(crate) fn cancel(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
     /// The same client (connection pool, stop token) with its own counters and at most `limit`
     /// attempts in flight.
     #[must_use]

@@ -19,6 +19,8 @@
 //! - `report`: the ledger summed for `exporter report`.
 //! - `state`: the SQLite state database: open and migrate, watermark, ledger, outbox, runs, login
 //!   verdict.
+//! - `postgres`: PostgreSQL sessions (TLS, connect timeout, error sorting) for the database source
+//!   and the `postgres` sink.
 //! - `http`: HTTP with retries, backoff, `Retry-After` and cancellation.
 //! - `environment`: process environment merged with the env file.
 //! - `exit`: every exit code, in one enum.
@@ -39,6 +41,7 @@ mod ledger;
 mod lock;
 mod logging;
 mod metrics;
+mod postgres;
 mod progress;
 mod report;
 mod run;

@@ -34,5 +34,7 @@ mod difydb;
 // The ledger: usage Dify deletes or adds after an export, customers, currencies.
 mod ledger;
 // `exporter report` over the ledger.
-mod pg;
 mod report;
+// The postgres sink against a real PostgreSQL started by the tests (tests/pg).
+mod pg;
+mod sinkpg;

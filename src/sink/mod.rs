@@ -12,6 +12,7 @@
 
 pub(crate) mod http;
 mod outbox;
+mod postgres;
 pub(crate) mod rows;
 
 use std::future::Future;
@@ -82,6 +83,8 @@ pub(crate) enum SendError {
 /// The sinks the configuration enables.
 pub(crate) enum Configured {
     Http(http::HttpSink),
+    // Boxed: its settings and session dwarf the other variants, and there is one per run.
+    Postgres(Box<postgres::PostgresSink>),
 }
 
 impl Configured {
@@ -92,6 +95,13 @@ impl Configured {
         if let Some(settings) = &sinks.http {
             all.push(Configured::Http(http::HttpSink::new(settings, http)));
         }
+        if let Some(settings) = &sinks.postgres {
+            all.push(Configured::Postgres(Box::new(postgres::PostgresSink::new(
+                settings,
+                &config.masker,
+                http.cancel(),
+            ))));
+        }
         all
     }
 }
@@ -100,30 +110,35 @@ impl Sink for Configured {
     fn name(&self) -> &'static str {
         match self {
             Configured::Http(sink) => sink.name(),
+            Configured::Postgres(sink) => sink.name(),
         }
     }
 
     fn kind(&self) -> Kind {
         match self {
             Configured::Http(sink) => sink.kind(),
+            Configured::Postgres(sink) => sink.kind(),
         }
     }
 
     fn encode(&self, changes: &[Change]) -> String {
         match self {
             Configured::Http(sink) => sink.encode(changes),
+            Configured::Postgres(sink) => sink.encode(changes),
         }
     }
 
     fn split(&self, payload: &str, size: usize) -> anyhow::Result<Vec<Part>> {
         match self {
             Configured::Http(sink) => sink.split(payload, size),
+            Configured::Postgres(sink) => sink.split(payload, size),
         }
     }
 
     async fn send(&self, batch: &Batch, payload: &str) -> Result<(), SendError> {
         match self {
             Configured::Http(sink) => sink.send(batch, payload).await,
+            Configured::Postgres(sink) => sink.send(batch, payload).await,
         }
     }
 }

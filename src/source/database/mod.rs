@@ -32,7 +32,7 @@ use futures::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub(crate) use settings::DatabaseSource;
+pub(crate) use settings::{DatabaseSource, SslMode};
 
 use super::{Collected, Requests};
 use crate::run::JobError;

@@ -1,4 +1,4 @@
-//! The PostgreSQL dialect: connecting (rustls, timeouts, read-only session), the snapshot, and the
+//! The PostgreSQL dialect: the read-only session, the snapshot, and the
 //! queries, which push every filter into the server (workspace, window, modes as app-id lists,
 //! `invoke_from`, `triggered_from`, container node types) and stream their rows.
 //!
@@ -7,24 +7,21 @@
 //! promised to keep valid for PostgreSQL's `::json` (one bad row would abort the whole query), so
 //! each row is parsed here with the same serde types the API source uses, and dropped at once.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use chrono::{NaiveDate, NaiveDateTime};
 use futures::{StreamExt as _, TryStreamExt as _};
 use rust_decimal::Decimal;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
 use tracing::info;
 use uuid::Uuid;
 
 use super::schema::{self, ColumnCheck};
-use super::settings::{DatabaseSource, SslMode};
+use super::settings::DatabaseSource;
 use super::{AttemptError, rules};
+use crate::postgres::{ConnectError, Connection, describe, is_transient};
 use crate::usage::Aggregator;
 
 /// No single query may run longer (`statement_timeout`): a run-once job that hangs helps no one.
@@ -65,39 +62,16 @@ const SCHEMA: &str = "SELECT t.tbl, t.col, to_regclass(t.tbl) IS NOT NULL, \
                AND a.attname = t.col AND NOT a.attisdropped) \
      FROM unnest($1::text[], $2::text[]) AS t(tbl, col)";
 
-/// The half of a session that talks to the socket; it must be polled for the [`Client`] to get answers.
-pub(super) type Connection =
-    Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
-
-/// Opens a session: TLS per `sslmode` and the connect timeout. No startup `options` (a PgBouncer in
-/// front of PostgreSQL refuses them): the snapshot sets what it needs with `SET LOCAL`. The caller polls the [`Connection`] in the
+/// Opens a session (`crate::postgres::connect`). The caller polls the [`Connection`] in the
 /// same task as its queries (rather than spawning it), which saves a cross-thread wake-up per batch
 /// of rows: a third of the wall time on a million node executions.
 pub(super) async fn connect(source: &DatabaseSource) -> Result<(Client, Connection), AttemptError> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&source.host)
-        .port(source.port)
-        .user(&source.user)
-        .dbname(&source.database)
-        .application_name("dify-usage-exporter")
-        .connect_timeout(source.connect_timeout)
-        .ssl_mode(match source.ssl_mode {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                tokio_postgres::config::SslMode::Require
-            }
-        });
-    if let Some(password) = &source.password {
-        config.password(password.expose());
-    }
-    let tls = tls_connector().map_err(AttemptError::Fatal)?;
-    let (client, connection) = config
-        .connect(tls)
+    crate::postgres::connect(source)
         .await
-        .map_err(|e| AttemptError::from_postgres(&e, "cannot connect"))?;
-    Ok((client, Box::pin(connection)))
+        .map_err(|error| match error {
+            ConnectError::Tls(error) => AttemptError::Fatal(error),
+            ConnectError::Postgres(error) => AttemptError::from_postgres(&error, "cannot connect"),
+        })
 }
 
 /// Why the connection ended before the reading did.
@@ -106,19 +80,6 @@ pub(super) fn connection_ended(outcome: Result<(), tokio_postgres::Error>) -> At
         Err(e) => AttemptError::from_postgres(&e, "the connection failed"),
         Ok(()) => AttemptError::Transient(anyhow!("the server closed the connection")),
     }
-}
-
-/// rustls with the platform's trust store (and `SSL_CERT_FILE`), on the aws-lc-rs provider that
-/// reqwest uses too, so the binary carries one TLS stack.
-fn tls_connector() -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(BuilderVerifierExt::with_platform_verifier)
-        .context("cannot set up TLS for the database connection")?
-        .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// The snapshot every query of a collection reads: `REPEATABLE READ, READ ONLY`, in UTC, with the
@@ -313,53 +274,11 @@ pub(super) async fn nodes(
 impl AttemptError {
     /// Sorts a driver error into worth-retrying or not, with one line that says what failed.
     fn from_postgres(error: &tokio_postgres::Error, what: &str) -> AttemptError {
-        let transient = is_transient(error);
-        let detail = if let Some(db) = error.as_db_error() {
-            format!("{} (SQLSTATE {})", db.message(), db.code().code())
+        let line = anyhow!("{what}: {}", describe(error));
+        if is_transient(error) {
+            AttemptError::Transient(line)
         } else {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        };
-        let error = anyhow!("{what}: {detail}");
-        if transient {
-            AttemptError::Transient(error)
-        } else {
-            AttemptError::Fatal(error)
+            AttemptError::Fatal(line)
         }
     }
-}
-
-/// Connection trouble (refused, reset, timed out, server shutting down or starting, too many
-/// connections, a snapshot conflict) is worth another attempt; a wrong password, a missing table or
-/// a TLS failure is not.
-fn is_transient(error: &tokio_postgres::Error) -> bool {
-    if let Some(code) = error.code() {
-        return code.code().starts_with("08")
-            || [
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-                SqlState::CANNOT_CONNECT_NOW,
-                SqlState::TOO_MANY_CONNECTIONS,
-                SqlState::T_R_SERIALIZATION_FAILURE,
-            ]
-            .contains(code);
-    }
-    if error.is_closed() {
-        return true;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            // InvalidData is how a TLS failure surfaces: not a network hiccup.
-            return io.kind() != std::io::ErrorKind::InvalidData;
-        }
-        source = cause.source();
-    }
-    error.to_string().contains("timeout")
 }
