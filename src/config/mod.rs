@@ -28,7 +28,9 @@ use crate::logging::{LogFormat, LogLevel, LogSettings};
 use crate::schedule::Schedule;
 use crate::secret::{MASK, Masker, mask_userinfo, masked_url};
 use crate::source::console::PasswordEncoding;
-pub(crate) use sinks::{FileFormat, FileSchema, HttpSinkConfig, LedgerConfig, SinksConfig};
+pub(crate) use sinks::{
+    CloudEventsSinkConfig, FileFormat, FileSchema, HttpSinkConfig, LedgerConfig, SinksConfig,
+};
 pub(crate) use source::SourceConfig;
 
 /// The variables as envy deserializes them (blank values already dropped). One field per row of
@@ -53,6 +55,9 @@ struct RawEnv {
     sink_file_dir: Option<PathBuf>,
     sink_file_format: Option<Parsed<FileFormat>>,
     sink_file_schema: Option<Parsed<FileSchema>>,
+    sink_cloudevents_url: Option<String>,
+    sink_cloudevents_token: Option<String>,
+    sink_cloudevents_source: Option<String>,
     usage_decreases: Option<Parsed<DecreasePolicy>>,
     user_map_file: Option<PathBuf>,
     ledger_retention_days: Option<Parsed<u32>>,

@@ -10,6 +10,7 @@
 //! looks into a payload, so a new sink is one module implementing [`Sink`] plus one arm in
 //! [`Configured`]. How delivery behaves: `docs/run.md#delivery`; the sinks: `docs/sinks.md`.
 
+pub(crate) mod cloudevents;
 pub(crate) mod http;
 mod outbox;
 pub(crate) mod rows;
@@ -82,6 +83,7 @@ pub(crate) enum SendError {
 /// The sinks the configuration enables.
 pub(crate) enum Configured {
     Http(http::HttpSink),
+    CloudEvents(cloudevents::CloudEventsSink),
 }
 
 impl Configured {
@@ -92,6 +94,11 @@ impl Configured {
         if let Some(settings) = &sinks.http {
             all.push(Configured::Http(http::HttpSink::new(settings, http)));
         }
+        if let Some(settings) = &sinks.cloudevents {
+            all.push(Configured::CloudEvents(cloudevents::CloudEventsSink::new(
+                settings, http,
+            )));
+        }
         all
     }
 }
@@ -100,30 +107,35 @@ impl Sink for Configured {
     fn name(&self) -> &'static str {
         match self {
             Configured::Http(sink) => sink.name(),
+            Configured::CloudEvents(sink) => sink.name(),
         }
     }
 
     fn kind(&self) -> Kind {
         match self {
             Configured::Http(sink) => sink.kind(),
+            Configured::CloudEvents(sink) => sink.kind(),
         }
     }
 
     fn encode(&self, changes: &[Change]) -> String {
         match self {
             Configured::Http(sink) => sink.encode(changes),
+            Configured::CloudEvents(sink) => sink.encode(changes),
         }
     }
 
     fn split(&self, payload: &str, size: usize) -> anyhow::Result<Vec<Part>> {
         match self {
             Configured::Http(sink) => sink.split(payload, size),
+            Configured::CloudEvents(sink) => sink.split(payload, size),
         }
     }
 
     async fn send(&self, batch: &Batch, payload: &str) -> Result<(), SendError> {
         match self {
             Configured::Http(sink) => sink.send(batch, payload).await,
+            Configured::CloudEvents(sink) => sink.send(batch, payload).await,
         }
     }
 }
