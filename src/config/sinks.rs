@@ -320,6 +320,13 @@ fn cloudevents(
         None => None,
     };
     let source = match raw.sink_cloudevents_source.as_deref().map(str::trim) {
+        Some("") => {
+            check.problem(
+                &v::SINK_CLOUDEVENTS_SOURCE,
+                "is blank; set the events' source (any text, e.g. dify-usage-exporter/prod) or unset it",
+            );
+            return None;
+        }
         Some(source) => source.to_owned(),
         None => default_source(raw),
     };

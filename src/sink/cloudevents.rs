@@ -32,6 +32,8 @@ use crate::state::Batch;
 
 /// Every event's `type`: what a meter filters on; stable across versions.
 pub(crate) const EVENT_TYPE: &str = "io.dify-usage-exporter.llm.usage";
+/// The `subject` of usage without a user or customer: meters require a subject.
+pub(crate) const ANONYMOUS: &str = "anonymous";
 /// The endpoint as named in logs and errors.
 const ENDPOINT: &str = "POST SINK_CLOUDEVENTS_URL";
 const HINTS: Hints = Hints {
@@ -152,12 +154,16 @@ impl CloudEventsSink {
         let now = Totals::of(record);
         let source_event_id = record.source_event_id();
         let id = format!("{source_event_id}-r{}", row.revision);
-        let event = |id: String, subject: &'a str, delta: Delta| Event {
+        let event = |id: String, customer: &'a str, delta: Delta| Event {
             specversion: "1.0",
             id,
             source: &self.source,
             kind: EVENT_TYPE,
-            subject,
+            subject: if customer.is_empty() {
+                ANONYMOUS
+            } else {
+                customer
+            },
             time: format!("{}T00:00:00Z", record.key.day),
             datacontenttype: "application/json",
             data: Data {
