@@ -11,6 +11,8 @@
 //! for, so any coarser meter is a sum of these. `cost` is summed as an exact decimal from a JSON
 //! number or a numeric string, the two forms OpenMeter's value properties accept.
 //!
+//! `GET /_collector/stats` reports the counts, for scripts.
+//!
 //! Faults, for the replay tests: `down_next` answers 503 without keeping anything; `lose_next`
 //! keeps the batch and answers 500 (the answer the exporter never gets); `refuse_next` answers 400; `delay` waits after
 //! keeping a batch and before answering, so a kill lands between the two.
@@ -26,7 +28,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -132,6 +134,7 @@ impl CollectorSim {
         });
         let app = Router::new()
             .route("/api/v1/events", post(ingest))
+            .route("/_collector/stats", get(stats))
             .layer(DefaultBodyLimit::max(256 << 20))
             .with_state(Arc::clone(&shared));
         let (shutdown, stop) = oneshot::channel();
@@ -206,6 +209,16 @@ impl Drop for CollectorSim {
             let _ = thread.join();
         }
     }
+}
+
+/// `GET /_collector/stats`, for scripts.
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    let stats = shared.store().stats.clone();
+    axum::Json(
+        json!({"requests": stats.requests, "events_kept": stats.events_kept,
+        "duplicates": stats.duplicates, "batches_refused": stats.batches_refused}),
+    )
+    .into_response()
 }
 
 fn problem(status: StatusCode, detail: &str) -> Response {

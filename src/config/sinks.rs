@@ -347,14 +347,17 @@ fn default_source(raw: &RawEnv) -> String {
         .or(raw.dify_database_url.as_deref())
         .and_then(|text| Url::parse(text.trim()).ok());
     let place = dify.map_or_else(String::new, |url| {
-        let mut place = url.host_str().unwrap_or_default().to_owned();
-        if let Some(port) = url.port() {
-            place.push_str(&format!(":{port}"));
-        }
-        if url.scheme().starts_with("postgres") {
-            place.push_str(url.path());
-        }
-        place
+        let host = url.host_str().unwrap_or_default();
+        let port = url
+            .port()
+            .map(|port| format!(":{port}"))
+            .unwrap_or_default();
+        let database = if url.scheme().starts_with("postgres") {
+            url.path()
+        } else {
+            ""
+        };
+        format!("{host}{port}{database}")
     });
     format!("dify-usage-exporter/{place}")
 }

@@ -109,18 +109,28 @@ struct Delta {
 }
 
 impl Delta {
-    fn of(totals: &Totals, sign: i128) -> Delta {
+    fn of(totals: &Totals) -> Delta {
         Delta {
-            input_tokens: sign * i128::from(totals.input_tokens),
-            output_tokens: sign * i128::from(totals.output_tokens),
-            total_tokens: sign * i128::from(totals.total_tokens),
-            request_count: sign * i128::from(totals.request_count),
-            cost: Decimal::from(sign as i64) * totals.cost,
+            input_tokens: i128::from(totals.input_tokens),
+            output_tokens: i128::from(totals.output_tokens),
+            total_tokens: i128::from(totals.total_tokens),
+            request_count: i128::from(totals.request_count),
+            cost: totals.cost,
+        }
+    }
+
+    fn negated(self) -> Delta {
+        Delta {
+            input_tokens: -self.input_tokens,
+            output_tokens: -self.output_tokens,
+            total_tokens: -self.total_tokens,
+            request_count: -self.request_count,
+            cost: -self.cost,
         }
     }
 
     fn since(now: &Totals, before: &Totals) -> Delta {
-        let (now, before) = (Delta::of(now, 1), Delta::of(before, 1));
+        let (now, before) = (Delta::of(now), Delta::of(before));
         Delta {
             input_tokens: now.input_tokens - before.input_tokens,
             output_tokens: now.output_tokens - before.output_tokens,
@@ -190,14 +200,14 @@ impl CloudEventsSink {
             },
         };
         match &change.previous {
-            None => out.push(event(id, &row.customer, Delta::of(&now, 1))),
+            None => out.push(event(id, &row.customer, Delta::of(&now))),
             Some(before) if before.customer != row.customer => {
                 out.push(event(
                     format!("{id}-moved"),
                     &before.customer,
-                    Delta::of(&before.totals, -1),
+                    Delta::of(&before.totals).negated(),
                 ));
-                out.push(event(id, &row.customer, Delta::of(&now, 1)));
+                out.push(event(id, &row.customer, Delta::of(&now)));
             }
             Some(before) => {
                 let delta = Delta::since(&now, &before.totals);

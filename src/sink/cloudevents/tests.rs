@@ -53,11 +53,11 @@ fn row(total: u64, cost: &str, customer: &str, revision: u64) -> LedgerRow {
     }
 }
 
-fn previous(of: &LedgerRow) -> Option<Previous> {
-    Some(Previous {
+fn previous(of: &LedgerRow) -> Previous {
+    Previous {
         totals: Totals::of(&of.record),
         customer: of.customer.clone(),
-    })
+    }
 }
 
 fn events(changes: &[Change]) -> Vec<Value> {
@@ -96,7 +96,7 @@ fn a_later_revision_sends_the_difference_and_a_decrease_a_negative_one() {
         row(521, "0.3000001", "Finance", 2),
     );
     let raised = events(&[Change {
-        previous: previous(&one),
+        previous: Some(previous(&one)),
         row: two.clone(),
     }]);
     assert_eq!(raised.len(), 1);
@@ -105,7 +105,7 @@ fn a_later_revision_sends_the_difference_and_a_decrease_a_negative_one() {
     assert_eq!(raised[0]["data"]["request_count"], 3);
     assert_eq!(raised[0]["data"]["cost"], "0.2000001");
     let lowered = events(&[Change {
-        previous: previous(&two),
+        previous: Some(previous(&two)),
         row: row(121, "0.05", "Finance", 3),
     }]);
     assert_eq!(lowered[0]["data"]["total_tokens"], -400);
@@ -117,7 +117,7 @@ fn a_later_revision_sends_the_difference_and_a_decrease_a_negative_one() {
 fn a_row_moved_to_another_customer_leaves_the_old_one_and_arrives_whole() {
     let before = row(221, "0.10", "Finance", 1);
     let moved = events(&[Change {
-        previous: previous(&before),
+        previous: Some(previous(&before)),
         row: row(321, "0.15", "Sales", 2),
     }]);
     assert_eq!(moved.len(), 2);
@@ -147,7 +147,7 @@ fn a_revision_that_changes_no_total_sends_nothing() {
     let mut renamed = row(221, "0.1000", "Finance", 2);
     renamed.record.app_name = Arc::from("Renamed bot");
     let payload = sink().encode(&[Change {
-        previous: previous(&one),
+        previous: Some(previous(&one)),
         row: renamed,
     }]);
     assert_eq!(payload, "[]");
