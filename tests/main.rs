@@ -7,6 +7,8 @@ mod support;
 mod attribution;
 // `run --dry-run` against the Dify simulator: exact records for every auth variant and mode.
 mod collect;
+// The cloudevents sink against a simulated OpenMeter collector: deltas, replays, kills, the Python SDK.
+mod cloudevents;
 // The whole product against both simulators: delivery, outages, kills, concurrency, bad state.
 mod deliver;
 // Configuration: required variables, malformed values, masking, env files.

@@ -29,8 +29,8 @@ use crate::schedule::Schedule;
 use crate::secret::{MASK, Masker, mask_userinfo, masked_url};
 use crate::source::console::PasswordEncoding;
 pub(crate) use sinks::{
-    FileFormat, FileSchema, HttpSinkConfig, LedgerConfig, PostgresSinkConfig, SinksConfig,
-    TableName,
+    CloudEventsSinkConfig, FileFormat, FileSchema, HttpSinkConfig, LedgerConfig, PostgresSinkConfig,
+    SinksConfig, TableName,
 };
 pub(crate) use source::SourceConfig;
 
@@ -56,6 +56,9 @@ struct RawEnv {
     sink_file_dir: Option<PathBuf>,
     sink_file_format: Option<Parsed<FileFormat>>,
     sink_file_schema: Option<Parsed<FileSchema>>,
+    sink_cloudevents_url: Option<String>,
+    sink_cloudevents_token: Option<String>,
+    sink_cloudevents_source: Option<String>,
     usage_decreases: Option<Parsed<DecreasePolicy>>,
     user_map_file: Option<PathBuf>,
     ledger_retention_days: Option<Parsed<u32>>,

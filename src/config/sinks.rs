@@ -24,6 +24,17 @@ pub(crate) struct HttpSinkConfig {
     pub(crate) tenant_id: Option<String>,
 }
 
+/// An append-only meter that takes CloudEvents batches (the `cloudevents` sink).
+#[derive(Debug, Clone)]
+pub(crate) struct CloudEventsSinkConfig {
+    /// The full ingest endpoint (nothing is appended).
+    pub(crate) url: Url,
+    /// Sent as `Authorization: Bearer` when set.
+    pub(crate) token: Option<Secret>,
+    /// Every event's `source`: with `id`, what the meter de-duplicates on.
+    pub(crate) source: String,
+}
+
 /// A PostgreSQL table the rows are upserted into (the `postgres` sink).
 #[derive(Debug, Clone)]
 pub(crate) struct PostgresSinkConfig {
@@ -112,6 +123,7 @@ pub(crate) struct SinksConfig {
     pub(crate) http: Option<HttpSinkConfig>,
     pub(crate) postgres: Option<PostgresSinkConfig>,
     pub(crate) file: Option<FileSinkConfig>,
+    pub(crate) cloudevents: Option<CloudEventsSinkConfig>,
 }
 
 impl SinksConfig {
@@ -121,6 +133,7 @@ impl SinksConfig {
             self.http.as_ref().map(|_| "http"),
             self.postgres.as_ref().map(|_| "postgres"),
             self.file.as_ref().map(|_| "file"),
+            self.cloudevents.as_ref().map(|_| "cloudevents"),
         ]
         .into_iter()
         .flatten()
@@ -148,13 +161,17 @@ pub(super) fn select(
         http: http(check, raw, allow_insecure),
         postgres: postgres(check, raw, connect_timeout),
         file: file(check, raw),
+        cloudevents: cloudevents(check, raw, allow_insecure),
     };
-    let none = sinks.http.is_none() && sinks.postgres.is_none() && sinks.file.is_none();
+    let none = sinks.http.is_none()
+        && sinks.postgres.is_none()
+        && sinks.file.is_none()
+        && sinks.cloudevents.is_none();
     if none && check.problems.len() == problems {
         check.problem(
             &v::EXTERNAL_API_URL,
             "no sink is configured; set at least one of EXTERNAL_API_URL (with EXTERNAL_API_TOKEN), \
-             SINK_POSTGRES_URL or SINK_FILE_DIR",
+             SINK_POSTGRES_URL, SINK_FILE_DIR or SINK_CLOUDEVENTS_URL",
         );
     }
     (check.problems.len() == problems).then_some(sinks)
@@ -267,6 +284,82 @@ fn file(check: &mut Checker, raw: &RawEnv) -> Option<FileSinkConfig> {
         format,
         schema,
     })
+}
+
+fn cloudevents(
+    check: &mut Checker,
+    raw: &RawEnv,
+    allow_insecure: bool,
+) -> Option<CloudEventsSinkConfig> {
+    let Some(url) = raw.sink_cloudevents_url.as_deref() else {
+        for (variable, set) in [
+            (
+                &v::SINK_CLOUDEVENTS_TOKEN,
+                raw.sink_cloudevents_token.is_some(),
+            ),
+            (
+                &v::SINK_CLOUDEVENTS_SOURCE,
+                raw.sink_cloudevents_source.is_some(),
+            ),
+        ] {
+            if set {
+                check.problem(
+                    variable,
+                    format!(
+                        "is set but SINK_CLOUDEVENTS_URL is not; set both, or unset {}",
+                        variable.name
+                    ),
+                );
+            }
+        }
+        return None;
+    };
+    let url = check.url(&v::SINK_CLOUDEVENTS_URL, url, allow_insecure);
+    let token = match raw.sink_cloudevents_token.as_deref() {
+        Some(token) => Some(check.secret(&v::SINK_CLOUDEVENTS_TOKEN, token.trim())?),
+        None => None,
+    };
+    let source = match raw.sink_cloudevents_source.as_deref().map(str::trim) {
+        Some("") => {
+            check.problem(
+                &v::SINK_CLOUDEVENTS_SOURCE,
+                "is blank; set the events' source (any text, e.g. dify-usage-exporter/prod) or unset it",
+            );
+            return None;
+        }
+        Some(source) => source.to_owned(),
+        None => default_source(raw),
+    };
+    Some(CloudEventsSinkConfig {
+        url: url?,
+        token,
+        source,
+    })
+}
+
+/// `dify-usage-exporter/` and the Dify host (with its port, and the database name for the database
+/// source), so that two installations sending to one meter never share event ids; credentials
+/// are never part of it.
+fn default_source(raw: &RawEnv) -> String {
+    let dify = raw
+        .dify_api_url
+        .as_deref()
+        .or(raw.dify_database_url.as_deref())
+        .and_then(|text| Url::parse(text.trim()).ok());
+    let place = dify.map_or_else(String::new, |url| {
+        let host = url.host_str().unwrap_or_default();
+        let port = url
+            .port()
+            .map(|port| format!(":{port}"))
+            .unwrap_or_default();
+        let database = if url.scheme().starts_with("postgres") {
+            url.path()
+        } else {
+            ""
+        };
+        format!("{host}{port}{database}")
+    });
+    format!("dify-usage-exporter/{place}")
 }
 
 pub(super) fn ledger(check: &mut Checker, raw: &RawEnv) -> LedgerConfig {

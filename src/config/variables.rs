@@ -135,6 +135,12 @@ pub(crate) const SINK_FILE_FORMAT: Variable = Variable::new(
 .or("csv");
 pub(crate) const SINK_FILE_SCHEMA: Variable =
     Variable::new("SINK_FILE_SCHEMA", Public, OneOf(&["native", "focus"])).or("native");
+pub(crate) const SINK_CLOUDEVENTS_URL: Variable =
+    Variable::new("SINK_CLOUDEVENTS_URL", UrlPassword, Rule::Url);
+pub(crate) const SINK_CLOUDEVENTS_TOKEN: Variable =
+    Variable::new("SINK_CLOUDEVENTS_TOKEN", Secret, Rule::HeaderValue);
+pub(crate) const SINK_CLOUDEVENTS_SOURCE: Variable =
+    Variable::new("SINK_CLOUDEVENTS_SOURCE", Public, Rule::Text);
 pub(crate) const USAGE_DECREASES: Variable =
     Variable::new("USAGE_DECREASES", Public, OneOf(&["keep", "follow"])).or("keep");
 pub(crate) const USER_MAP_FILE: Variable = Variable::new("USER_MAP_FILE", Public, Rule::File);
@@ -180,7 +186,7 @@ pub(crate) const PUSHGATEWAY_INSTANCE: Variable =
     Variable::new("PUSHGATEWAY_INSTANCE", Public, Rule::Text);
 
 /// Every variable, in the order the configuration is shown and documented.
-pub(crate) const VARIABLES: [Variable; 35] = [
+pub(crate) const VARIABLES: [Variable; 38] = [
     DIFY_API_URL,
     DIFY_DATABASE_URL,
     DIFY_API_TOKEN,
@@ -199,6 +205,9 @@ pub(crate) const VARIABLES: [Variable; 35] = [
     SINK_FILE_DIR,
     SINK_FILE_FORMAT,
     SINK_FILE_SCHEMA,
+    SINK_CLOUDEVENTS_URL,
+    SINK_CLOUDEVENTS_TOKEN,
+    SINK_CLOUDEVENTS_SOURCE,
     USAGE_DECREASES,
     USER_MAP_FILE,
     LEDGER_RETENTION_DAYS,

@@ -10,6 +10,7 @@
 //! looks into a payload, so a new sink is one module implementing [`Sink`] plus one arm in
 //! [`Configured`]. How delivery behaves: `docs/run.md#delivery`; the sinks: `docs/sinks.md`.
 
+pub(crate) mod cloudevents;
 pub(crate) mod http;
 mod outbox;
 mod postgres;
@@ -85,6 +86,7 @@ pub(crate) enum Configured {
     Http(http::HttpSink),
     // Boxed: its settings and session dwarf the other variants, and there is one per run.
     Postgres(Box<postgres::PostgresSink>),
+    CloudEvents(cloudevents::CloudEventsSink),
 }
 
 impl Configured {
@@ -102,6 +104,11 @@ impl Configured {
                 http.cancel(),
             ))));
         }
+        if let Some(settings) = &sinks.cloudevents {
+            all.push(Configured::CloudEvents(cloudevents::CloudEventsSink::new(
+                settings, http,
+            )));
+        }
         all
     }
 }
@@ -111,6 +118,7 @@ impl Sink for Configured {
         match self {
             Configured::Http(sink) => sink.name(),
             Configured::Postgres(sink) => sink.name(),
+            Configured::CloudEvents(sink) => sink.name(),
         }
     }
 
@@ -118,6 +126,7 @@ impl Sink for Configured {
         match self {
             Configured::Http(sink) => sink.kind(),
             Configured::Postgres(sink) => sink.kind(),
+            Configured::CloudEvents(sink) => sink.kind(),
         }
     }
 
@@ -125,6 +134,7 @@ impl Sink for Configured {
         match self {
             Configured::Http(sink) => sink.encode(changes),
             Configured::Postgres(sink) => sink.encode(changes),
+            Configured::CloudEvents(sink) => sink.encode(changes),
         }
     }
 
@@ -132,6 +142,7 @@ impl Sink for Configured {
         match self {
             Configured::Http(sink) => sink.split(payload, size),
             Configured::Postgres(sink) => sink.split(payload, size),
+            Configured::CloudEvents(sink) => sink.split(payload, size),
         }
     }
 
@@ -139,6 +150,7 @@ impl Sink for Configured {
         match self {
             Configured::Http(sink) => sink.send(batch, payload).await,
             Configured::Postgres(sink) => sink.send(batch, payload).await,
+            Configured::CloudEvents(sink) => sink.send(batch, payload).await,
         }
     }
 }

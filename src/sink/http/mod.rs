@@ -112,23 +112,36 @@ impl Sink for HttpSink {
         match outcome {
             Ok(_) => Ok(()),
             Err(RequestError::Status { status, .. }) if status == StatusCode::CONFLICT => Ok(()),
-            Err(error) => Err(classify(&error)),
+            Err(error) => Err(classify(&error, &HINTS)),
         }
     }
 }
 
-fn classify(error: &RequestError) -> SendError {
-    let hint = |hint: &str| SendError::Configuration(format!("{hint}: {error}"));
+/// The variables an answer's hint names.
+pub(crate) struct Hints {
+    pub(crate) url: &'static str,
+    pub(crate) token: &'static str,
+}
+
+const HINTS: Hints = Hints {
+    url: "EXTERNAL_API_URL",
+    token: "EXTERNAL_API_TOKEN (and EXTERNAL_API_TENANT_ID)",
+};
+
+/// The kind of a failed POST, by the rules of the table above; the `cloudevents` sink shares them.
+pub(crate) fn classify(error: &RequestError, hints: &Hints) -> SendError {
+    let hint = |hint: String| SendError::Configuration(format!("{hint}: {error}"));
+    let url = hints.url;
     match error {
         RequestError::Cancelled { .. } => SendError::Stopped,
         RequestError::Transport { .. } => SendError::Transient(error.to_string()),
         RequestError::Status { status, body, .. } => match status.as_u16() {
             413 => SendError::TooLarge(format!("{error}; body: {body}")),
-            300..=399 => hint("check EXTERNAL_API_URL: the metering API redirects it elsewhere"),
-            401 | 403 => hint("check EXTERNAL_API_TOKEN (and EXTERNAL_API_TENANT_ID)"),
-            404 | 405 => {
-                hint("check EXTERNAL_API_URL: it must be the full endpoint that receives the POSTs")
-            }
+            300..=399 => hint(format!("check {url}: the receiver redirects it elsewhere")),
+            401 | 403 => hint(format!("check {}", hints.token)),
+            404 | 405 => hint(format!(
+                "check {url}: it must be the full endpoint that receives the POSTs"
+            )),
             429 => SendError::Transient(error.to_string()),
             400..=499 => SendError::Rejected(format!("{error}; body: {body}")),
             _ => SendError::Transient(error.to_string()),
