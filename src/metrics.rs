@@ -128,16 +128,6 @@ fn encode(
                 .collect(),
         )
     };
-    let per_sink = |figure: fn(&SinkReport) -> u64| {
-        labelled(
-            "sink",
-            report
-                .sinks
-                .iter()
-                .map(|(sink, r)| (sink.clone(), count(figure(r))))
-                .collect(),
-        )
-    };
     registry.register(
         "build_info",
         "Always 1; the version label is the exporter's version",
@@ -197,6 +187,30 @@ fn encode(
         "Retried requests in the last run",
         whole(report.retries),
     );
+    register_sinks(&mut registry, report, kept);
+    if let Some(day) = kept.watermark.and_then(|d| d.succ_opt()) {
+        registry.register(
+            "watermark_timestamp_seconds",
+            "00:00 UTC of the day after the watermark (the last day whose records are queued)",
+            seconds(day.and_time(chrono::NaiveTime::MIN).and_utc()),
+        );
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode_registry(&mut text, &registry)?;
+    Ok(text)
+}
+
+/// What each sink was delivered, the outbox per sink, and the ledger's kept decreases.
+fn register_sinks(registry: &mut Registry, report: &RunReport, kept: &Kept) {
+    let per_sink = |figure: fn(&SinkReport) -> u64| {
+        with_labels(
+            report
+                .sinks
+                .iter()
+                .map(|(sink, r)| (vec![("sink".to_owned(), sink.clone())], count(figure(r))))
+                .collect(),
+        )
+    };
     registry.register(
         "last_run_batches_sent",
         "Batches the last run delivered, per sink",
@@ -231,16 +245,6 @@ fn encode(
             with_labels(values),
         );
     }
-    if let Some(day) = kept.watermark.and_then(|d| d.succ_opt()) {
-        registry.register(
-            "watermark_timestamp_seconds",
-            "00:00 UTC of the day after the watermark (the last day whose records are queued)",
-            seconds(day.and_time(chrono::NaiveTime::MIN).and_utc()),
-        );
-    }
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode_registry(&mut text, &registry)?;
-    Ok(text)
 }
 
 /// A gauge family with one series per label set.

@@ -104,16 +104,14 @@ fn html_page(
 
 /// Writes the report to `--out` (replacing the file) or stdout.
 fn emit(args: &ReportArgs, text: &[u8]) -> Result<()> {
-    match &args.out {
-        Some(path) => std::fs::write(path, text)
-            .with_context(|| format!("cannot write --out {}", path.display())),
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text)
-                .and_then(|()| out.flush())
-                .context("cannot write the report to stdout")
-        }
+    if let Some(path) = &args.out {
+        return std::fs::write(path, text)
+            .with_context(|| format!("cannot write --out {}", path.display()));
     }
+    let mut out = std::io::stdout().lock();
+    out.write_all(text)
+        .and_then(|()| out.flush())
+        .context("cannot write the report to stdout")
 }
 
 /// `--from/--to`, defaulting to the last [`DEFAULT_DAYS`] days the ledger holds; `None` for an empty

@@ -142,29 +142,7 @@ fn text(report: &Value) -> String {
             str_or(&guard["detail"], "")
         );
     }
-    let ledger = &report["ledger"];
-    let _ = writeln!(
-        out,
-        "ledger          {} rows, {} to {}",
-        ledger["rows"],
-        str_or(&ledger["first_day"], "-"),
-        str_or(&ledger["last_day"], "-")
-    );
-    let b = &report["batches"];
-    let _ = writeln!(
-        out,
-        "batches         {} queued, {} dead, {} sent (kept 35 days)",
-        b["queued"], b["dead"], b["sent"]
-    );
-    if let Some(sinks) = report["sinks"].as_object() {
-        for (sink, b) in sinks {
-            let _ = writeln!(
-                out,
-                "  sink {sink:<10} {} queued, {} dead, {} sent",
-                b["queued"], b["dead"], b["sent"]
-            );
-        }
-    }
+    ledger_and_sinks(&mut out, report);
     for (title, key) in [
         ("queued", "queued"),
         (
@@ -215,4 +193,32 @@ fn text(report: &Value) -> String {
         }
     }
     out
+}
+
+/// The ledger's extent and the batches per sink.
+fn ledger_and_sinks(out: &mut String, report: &Value) {
+    let str_or = |v: &Value, default: &str| v.as_str().unwrap_or(default).to_owned();
+    let ledger = &report["ledger"];
+    let _ = writeln!(
+        out,
+        "ledger          {} rows, {} to {}",
+        ledger["rows"],
+        str_or(&ledger["first_day"], "-"),
+        str_or(&ledger["last_day"], "-")
+    );
+    let b = &report["batches"];
+    let _ = writeln!(
+        out,
+        "batches         {} queued, {} dead, {} sent (kept 35 days)",
+        b["queued"], b["dead"], b["sent"]
+    );
+    if let Some(sinks) = report["sinks"].as_object() {
+        for (sink, b) in sinks {
+            let _ = writeln!(
+                out,
+                "  sink {sink:<10} {} queued, {} dead, {} sent",
+                b["queued"], b["dead"], b["sent"]
+            );
+        }
+    }
 }

@@ -29,8 +29,8 @@ use crate::schedule::Schedule;
 use crate::secret::{MASK, Masker, mask_userinfo, masked_url};
 use crate::source::console::PasswordEncoding;
 pub(crate) use sinks::{
-    CloudEventsSinkConfig, FileFormat, FileSchema, HttpSinkConfig, LedgerConfig, PostgresSinkConfig,
-    SinksConfig, TableName,
+    CloudEventsSinkConfig, FileFormat, FileSchema, HttpSinkConfig, LedgerConfig,
+    PostgresSinkConfig, SinksConfig, TableName,
 };
 pub(crate) use source::SourceConfig;
 

@@ -119,15 +119,13 @@ impl<'a> Merger<'a> {
     }
 
     fn customer(&mut self, user: &str) -> String {
-        match self.users.customer(user) {
-            Some(customer) => customer.to_owned(),
-            None => {
-                if self.users.is_configured() && !self.unmapped.contains(user) {
-                    self.unmapped.insert(user.to_owned());
-                }
-                user.to_owned()
-            }
+        if let Some(customer) = self.users.customer(user) {
+            return customer.to_owned();
         }
+        if self.users.is_configured() && !self.unmapped.contains(user) {
+            self.unmapped.insert(user.to_owned());
+        }
+        user.to_owned()
     }
 
     /// What a re-collected record leaves in the ledger.

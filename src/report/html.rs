@@ -195,7 +195,7 @@ fn day_stacks(report: &Report, currency: &Currency) -> (Vec<String>, Vec<Stack>,
                 .iter()
                 .map(|(series, sums)| Segment {
                     series: *series,
-                    value: sums.total_tokens as f64,
+                    value: chart::pixels(sums.total_tokens),
                     text: format!("{} tokens", thousands(sums.total_tokens)),
                 })
                 .collect(),

@@ -60,19 +60,19 @@ impl Commit<'_> {
         let mut stored = by_day(tx.ledger_rows(chunk.first, chunk.last)?);
         let mut committed = Committed::default();
         for day in chunk.days() {
-            let merged = merger.merge_day(
+            let day_merge = merger.merge_day(
                 stored.remove(&day).unwrap_or_default(),
                 collected.remove(&day).unwrap_or_default(),
             );
-            tx.write_rows(merged.changes.iter().map(|change| &change.row))?;
-            for change in &merged.changes {
+            tx.write_rows(day_merge.changes.iter().map(|change| &change.row))?;
+            for change in &day_merge.changes {
                 if change.previous.is_some() {
                     committed.rows_revised += 1;
                 } else {
                     committed.rows_new += 1;
                 }
             }
-            self.queue(&tx, &merged, &mut committed, queued_per_sink)?;
+            self.queue(&tx, &day_merge, &mut committed, queued_per_sink)?;
         }
         if let Some(day) = watermark {
             tx.advance_watermark(day)?;

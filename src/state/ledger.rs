@@ -228,11 +228,11 @@ fn rows_between(
     let mut rows = statement
         .query(params![first.to_string(), last.to_string()])
         .with_context(|| unreadable(path))?;
-    let mut list = Vec::new();
+    let mut ledger = Vec::new();
     while let Some(row) = rows.next().with_context(|| unreadable(path))? {
-        list.push(ledger_row(row).with_context(|| unreadable(path))?);
+        ledger.push(ledger_row(row).with_context(|| unreadable(path))?);
     }
-    Ok(list)
+    Ok(ledger)
 }
 
 fn ledger_row(row: &Row<'_>) -> Result<LedgerRow> {
