@@ -28,7 +28,9 @@ use crate::logging::{LogFormat, LogLevel, LogSettings};
 use crate::schedule::Schedule;
 use crate::secret::{MASK, Masker, mask_userinfo, masked_url};
 use crate::source::console::PasswordEncoding;
-pub(crate) use sinks::{FileFormat, FileSchema, HttpSinkConfig, LedgerConfig, SinksConfig};
+pub(crate) use sinks::{
+    FileFormat, FileSchema, FileSinkConfig, HttpSinkConfig, LedgerConfig, SinksConfig,
+};
 pub(crate) use source::SourceConfig;
 
 /// The variables as envy deserializes them (blank values already dropped). One field per row of

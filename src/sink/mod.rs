@@ -10,6 +10,7 @@
 //! looks into a payload, so a new sink is one module implementing [`Sink`] plus one arm in
 //! [`Configured`]. How delivery behaves: `docs/run.md#delivery`; the sinks: `docs/sinks.md`.
 
+pub(crate) mod file;
 pub(crate) mod http;
 mod outbox;
 pub(crate) mod rows;
@@ -82,6 +83,7 @@ pub(crate) enum SendError {
 /// The sinks the configuration enables.
 pub(crate) enum Configured {
     Http(http::HttpSink),
+    File(file::FileSink),
 }
 
 impl Configured {
@@ -92,6 +94,9 @@ impl Configured {
         if let Some(settings) = &sinks.http {
             all.push(Configured::Http(http::HttpSink::new(settings, http)));
         }
+        if let Some(settings) = &sinks.file {
+            all.push(Configured::File(file::FileSink::new(settings)));
+        }
         all
     }
 }
@@ -100,30 +105,35 @@ impl Sink for Configured {
     fn name(&self) -> &'static str {
         match self {
             Configured::Http(sink) => sink.name(),
+            Configured::File(sink) => sink.name(),
         }
     }
 
     fn kind(&self) -> Kind {
         match self {
             Configured::Http(sink) => sink.kind(),
+            Configured::File(sink) => sink.kind(),
         }
     }
 
     fn encode(&self, changes: &[Change]) -> String {
         match self {
             Configured::Http(sink) => sink.encode(changes),
+            Configured::File(sink) => sink.encode(changes),
         }
     }
 
     fn split(&self, payload: &str, size: usize) -> anyhow::Result<Vec<Part>> {
         match self {
             Configured::Http(sink) => sink.split(payload, size),
+            Configured::File(sink) => sink.split(payload, size),
         }
     }
 
     async fn send(&self, batch: &Batch, payload: &str) -> Result<(), SendError> {
         match self {
             Configured::Http(sink) => sink.send(batch, payload).await,
+            Configured::File(sink) => sink.send(batch, payload).await,
         }
     }
 }
