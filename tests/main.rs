@@ -34,3 +34,5 @@ mod difydb;
 // The ledger: usage Dify deletes or adds after an export, customers, currencies.
 mod ledger;
 mod pg;
+// The file sink, read back by DuckDB and checked by the FOCUS validator.
+mod file_sink;
