@@ -86,7 +86,7 @@ fn read_back(dir: &Path, format: &str) -> Vec<Row> {
         "import duckdb, json\n\
          for r in duckdb.sql(\"\"\"SELECT usage_date::VARCHAR, app_id, app_name, coalesce(\"user\", ''), provider, model, currency, \
          input_tokens, output_tokens, total_tokens, request_count, CAST(cost AS DECIMAL(18,7))::VARCHAR, token_split \
-         FROM {source}\"\"\").fetchall(): print(json.dumps(r))"
+         FROM {source}\"\"\").fetchall(): print(json.dumps(r, default=str))"
     );
     let output = run_python(&script, None);
     assert!(
