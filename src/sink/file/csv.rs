@@ -11,5 +11,7 @@ pub(super) fn write(table: &Table) -> Result<Vec<u8>> {
     for row in &table.rows {
         writer.write_record(row.iter().map(|v| v.text().unwrap_or_default()))?;
     }
-    Ok(writer.into_inner().map_err(|e| e.into_error())?)
+    Ok(writer
+        .into_inner()
+        .map_err(csv::IntoInnerError::into_error)?)
 }

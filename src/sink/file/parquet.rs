@@ -4,6 +4,7 @@
 //! instants `TIMESTAMP(MICROS, UTC)`, text `STRING`; nullable columns are `OPTIONAL`. One row
 //! group per file (a file is one day), Snappy-compressed.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
@@ -58,7 +59,7 @@ pub(super) fn write(table: &Table) -> Result<Vec<u8>> {
                 write_column::<Int64Type, _>(&mut out, column, cells, |v| match v {
                     Value::Timestamp(at) => Some(at.timestamp_micros()),
                     _ => None,
-                })?
+                })?;
             }
             Type::Text => write_column::<ByteArrayType, _>(&mut out, column, cells, |v| match v {
                 Value::Text(text) => Some(ByteArray::from(text.as_str())),
@@ -107,10 +108,11 @@ fn message(columns: &[Column]) -> String {
             Type::Decimal => format!(" (DECIMAL(18,{SCALE}))"),
             Type::Timestamp => " (TIMESTAMP(MICROS,true))".to_owned(),
         };
-        message.push_str(&format!(
-            "  {repetition} {physical} {}{logical};\n",
+        let _ = writeln!(
+            message,
+            "  {repetition} {physical} {}{logical};",
             column.name
-        ));
+        );
     }
     message.push('}');
     message
