@@ -40,3 +40,5 @@ mod report;
 // The postgres sink against a real PostgreSQL started by the tests (tests/pg).
 mod pg;
 mod sinkpg;
+// The file sink, read back by DuckDB and checked by the FOCUS validator.
+mod file_sink;

@@ -29,7 +29,7 @@ use crate::schedule::Schedule;
 use crate::secret::{MASK, Masker, mask_userinfo, masked_url};
 use crate::source::console::PasswordEncoding;
 pub(crate) use sinks::{
-    CloudEventsSinkConfig, FileFormat, FileSchema, HttpSinkConfig, LedgerConfig,
+    CloudEventsSinkConfig, FileFormat, FileSchema, FileSinkConfig, HttpSinkConfig, LedgerConfig,
     PostgresSinkConfig, SinksConfig, TableName,
 };
 pub(crate) use source::SourceConfig;

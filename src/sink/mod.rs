@@ -11,6 +11,7 @@
 //! [`Configured`]. How delivery behaves: `docs/run.md#delivery`; the sinks: `docs/sinks.md`.
 
 pub(crate) mod cloudevents;
+pub(crate) mod file;
 pub(crate) mod http;
 mod outbox;
 mod postgres;
@@ -87,6 +88,7 @@ pub(crate) enum Configured {
     // Boxed: its settings and session dwarf the other variants, and there is one per run.
     Postgres(Box<postgres::PostgresSink>),
     CloudEvents(cloudevents::CloudEventsSink),
+    File(file::FileSink),
 }
 
 impl Configured {
@@ -109,6 +111,9 @@ impl Configured {
                 settings, http,
             )));
         }
+        if let Some(settings) = &sinks.file {
+            all.push(Configured::File(file::FileSink::new(settings)));
+        }
         all
     }
 }
@@ -119,6 +124,7 @@ impl Sink for Configured {
             Configured::Http(sink) => sink.name(),
             Configured::Postgres(sink) => sink.name(),
             Configured::CloudEvents(sink) => sink.name(),
+            Configured::File(sink) => sink.name(),
         }
     }
 
@@ -127,6 +133,7 @@ impl Sink for Configured {
             Configured::Http(sink) => sink.kind(),
             Configured::Postgres(sink) => sink.kind(),
             Configured::CloudEvents(sink) => sink.kind(),
+            Configured::File(sink) => sink.kind(),
         }
     }
 
@@ -135,6 +142,7 @@ impl Sink for Configured {
             Configured::Http(sink) => sink.encode(changes),
             Configured::Postgres(sink) => sink.encode(changes),
             Configured::CloudEvents(sink) => sink.encode(changes),
+            Configured::File(sink) => sink.encode(changes),
         }
     }
 
@@ -143,6 +151,7 @@ impl Sink for Configured {
             Configured::Http(sink) => sink.split(payload, size),
             Configured::Postgres(sink) => sink.split(payload, size),
             Configured::CloudEvents(sink) => sink.split(payload, size),
+            Configured::File(sink) => sink.split(payload, size),
         }
     }
 
@@ -151,6 +160,7 @@ impl Sink for Configured {
             Configured::Http(sink) => sink.send(batch, payload).await,
             Configured::Postgres(sink) => sink.send(batch, payload).await,
             Configured::CloudEvents(sink) => sink.send(batch, payload).await,
+            Configured::File(sink) => sink.send(batch, payload).await,
         }
     }
 }
