@@ -40,6 +40,7 @@ mod lock;
 mod logging;
 mod metrics;
 mod progress;
+mod reconcile;
 mod report;
 mod run;
 mod schedule;
