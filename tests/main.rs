@@ -36,3 +36,5 @@ mod ledger;
 // `exporter report` over the ledger.
 mod pg;
 mod report;
+// `exporter reconcile`: the ledger beside Dify's own statistics.
+mod reconcile;

@@ -107,5 +107,11 @@ fn ledger(
             state.path().display()
         );
     };
+    // Days before the ledger's first were never collected: by default they are not compared.
+    let first_held = state.ledger_summary()?.days.map(|(first, _)| first);
+    let from = match (args.from, first_held) {
+        (None, Some(first)) if first > from && first <= to => first,
+        _ => from,
+    };
     Ok((state, from, to))
 }
