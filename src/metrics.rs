@@ -132,7 +132,13 @@ pub(crate) fn publish_reconcile(config: &Config, disagreeing: usize) {
     }
     if let Some(url) = &targets.pushgateway_url {
         let instance = targets.pushgateway_instance.as_deref();
-        if let Err(err) = push(url, instance, Some(RECONCILE_GROUP), text, config.http_timeout) {
+        if let Err(err) = push(
+            url,
+            instance,
+            Some(RECONCILE_GROUP),
+            text,
+            config.http_timeout,
+        ) {
             warn!(
                 pushgateway = masked_url(url),
                 error = config.masker.mask(&format!("{err:#}")),
@@ -147,7 +153,10 @@ const RECONCILE_GROUP: (&str, &str) = ("command", "reconcile");
 
 /// `METRICS_TEXTFILE` with `-reconcile` before its `.prom` (node_exporter reads every `*.prom`).
 fn reconcile_textfile(path: &Path) -> std::path::PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = name.strip_suffix(".prom").unwrap_or(&name);
     path.with_file_name(format!("{stem}-reconcile.prom"))
 }
@@ -434,7 +443,9 @@ mod tests {
         );
         let root = Url::parse("http://127.0.0.1:9091").unwrap();
         assert_eq!(
-            group_url(&root, None, Some(RECONCILE_GROUP)).unwrap().as_str(),
+            group_url(&root, None, Some(RECONCILE_GROUP))
+                .unwrap()
+                .as_str(),
             "http://127.0.0.1:9091/metrics/job/dify_usage_exporter/command/reconcile"
         );
         assert_eq!(

@@ -17,7 +17,9 @@ use crate::support::Finished;
 fn truth_by_app_day(dify: &DifySim) -> BTreeMap<(String, String), (u64, Decimal)> {
     let mut sums: BTreeMap<(String, String), (u64, Decimal)> = BTreeMap::new();
     for r in dify.truth(yesterday() - Days::new(2), yesterday()) {
-        let entry = sums.entry((r.app_id.clone(), r.usage_date.to_string())).or_default();
+        let entry = sums
+            .entry((r.app_id.clone(), r.usage_date.to_string()))
+            .or_default();
         entry.0 += r.total_tokens;
         entry.1 += r.cost;
     }
@@ -109,7 +111,10 @@ fn after_an_exact_run_every_app_day_agrees_with_dify_to_the_token_and_the_cent()
     let document = json(&finished);
     let truth = truth_by_app_day(&dify);
     let days = app_days(&document);
-    assert_eq!(days.keys().collect::<Vec<_>>(), truth.keys().collect::<Vec<_>>());
+    assert_eq!(
+        days.keys().collect::<Vec<_>>(),
+        truth.keys().collect::<Vec<_>>()
+    );
     let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
     for (key, day) in &days {
         let (tokens, truth_cost) = truth[key];
@@ -213,9 +218,18 @@ fn an_app_day_the_ledger_misses_fails_by_name_and_in_the_metric() {
         .filter(|l| l.ends_with(": ledger-below-dify"))
         .collect();
     assert_eq!(named.len(), 1, "{}", finished.stdout);
-    assert!(named[0].starts_with(&format!("{day} {app_name} ({app_id}): ledger ")), "{}", named[0]);
     assert!(
-        finished.stdout.lines().last().unwrap().ends_with(", 1 disagree"),
+        named[0].starts_with(&format!("{day} {app_name} ({app_id}): ledger ")),
+        "{}",
+        named[0]
+    );
+    assert!(
+        finished
+            .stdout
+            .lines()
+            .last()
+            .unwrap()
+            .ends_with(", 1 disagree"),
         "{}",
         finished.stdout
     );
@@ -224,7 +238,10 @@ fn an_app_day_the_ledger_misses_fails_by_name_and_in_the_metric() {
         metrics.contains("\ndify_usage_exporter_reconcile_disagreeing_app_days 1\n"),
         "{metrics}"
     );
-    assert!(metrics.contains("dify_usage_exporter_reconcile_timestamp_seconds "), "{metrics}");
+    assert!(
+        metrics.contains("dify_usage_exporter_reconcile_timestamp_seconds "),
+        "{metrics}"
+    );
     // The run's own textfile is not the reconcile's.
     assert!(!textfile.exists());
 }
@@ -241,7 +258,10 @@ fn without_a_ledger_it_says_so() {
         .find(|l| l["message"] == "cannot reconcile")
         .unwrap_or_else(|| panic!("{}", finished.stderr));
     assert!(
-        line["context"]["error"].as_str().unwrap().starts_with("no ledger yet: "),
+        line["context"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no ledger yet: "),
         "{line}"
     );
     assert_eq!(finished.stdout, "");

@@ -41,13 +41,11 @@ pub(crate) async fn dify_figures(
             days: BTreeMap::new(),
         });
     }
-    let days: Vec<NaiveDate> = from
-        .iter_days()
-        .take_while(|day| *day <= to)
-        .collect();
-    let asks = apps.iter().enumerate().flat_map(|(index, app)| {
-        days.iter().map(move |&day| (index, app, day))
-    });
+    let days: Vec<NaiveDate> = from.iter_days().take_while(|day| *day <= to).collect();
+    let asks = apps
+        .iter()
+        .enumerate()
+        .flat_map(|(index, app)| days.iter().map(move |&day| (index, app, day)));
     let answers: Vec<(usize, NaiveDate, Figures)> = futures::stream::iter(asks)
         .map(|(index, app, day)| async move {
             let figures = match app.statistic {

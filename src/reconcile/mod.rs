@@ -106,7 +106,10 @@ pub(crate) struct Reconciliation {
 
 impl Reconciliation {
     pub(crate) fn disagreeing(&self) -> usize {
-        self.app_days.iter().filter(|d| d.verdict.disagrees()).count()
+        self.app_days
+            .iter()
+            .filter(|d| d.verdict.disagrees())
+            .count()
     }
 
     pub(crate) fn agreeing(&self) -> usize {
@@ -179,7 +182,12 @@ pub(crate) fn reconcile(
                 app_id: app.id.clone(),
                 app_name: app.name.clone(),
                 statistic: Some(app.statistic),
-                verdict: verdict(ledger_figures, theirs, app.mode == AppMode::Workflow, policy),
+                verdict: verdict(
+                    ledger_figures,
+                    theirs,
+                    app.mode == AppMode::Workflow,
+                    policy,
+                ),
                 ledger: ledger_figures,
                 dify: theirs,
             });
@@ -213,7 +221,12 @@ pub(crate) fn reconcile(
 
 /// The rule of `docs/reconcile.md#when-an-app-day-agrees`. `triggered_runs`: the app is a
 /// workflow app, whose triggered runs the ledger holds and Dify's workflow statistic leaves out.
-fn verdict(ledger: Figures, dify: Figures, triggered_runs: bool, policy: DecreasePolicy) -> Verdict {
+fn verdict(
+    ledger: Figures,
+    dify: Figures,
+    triggered_runs: bool,
+    policy: DecreasePolicy,
+) -> Verdict {
     use std::cmp::Ordering::{Equal, Greater, Less};
     let tokens = ledger.tokens.cmp(&dify.tokens);
     // Where Dify gives no price, the cost is not compared.
@@ -254,15 +267,42 @@ mod tests {
         let follow = DecreasePolicy::Follow;
         let v = |l, d, s, p| verdict(l, d, s, p);
         let ledger = figures(100, Some("0.0100"));
-        assert_eq!(v(ledger, figures(100, Some("0.01")), messages, follow), Verdict::Agrees);
+        assert_eq!(
+            v(ledger, figures(100, Some("0.01")), messages, follow),
+            Verdict::Agrees
+        );
         assert_eq!(v(ledger, figures(100, None), runs, follow), Verdict::Agrees);
-        assert_eq!(v(ledger, figures(101, Some("0.01")), messages, keep), Verdict::LedgerBelowDify);
-        assert_eq!(v(ledger, figures(100, Some("0.0101")), messages, keep), Verdict::LedgerBelowDify);
-        assert_eq!(v(ledger, figures(99, Some("0.01")), messages, keep), Verdict::KeptDecrease);
-        assert_eq!(v(ledger, figures(99, Some("0.01")), messages, follow), Verdict::LedgerAboveDify);
-        assert_eq!(v(ledger, figures(99, None), runs, follow), Verdict::TriggeredRuns);
-        assert_eq!(v(ledger, figures(0, None), messages, keep), Verdict::KeptDecrease);
-        assert_eq!(v(ledger, figures(101, None), runs, keep), Verdict::LedgerBelowDify);
-        assert_eq!(v(ledger, figures(99, Some("0.02")), messages, keep), Verdict::LedgerAboveDify);
+        assert_eq!(
+            v(ledger, figures(101, Some("0.01")), messages, keep),
+            Verdict::LedgerBelowDify
+        );
+        assert_eq!(
+            v(ledger, figures(100, Some("0.0101")), messages, keep),
+            Verdict::LedgerBelowDify
+        );
+        assert_eq!(
+            v(ledger, figures(99, Some("0.01")), messages, keep),
+            Verdict::KeptDecrease
+        );
+        assert_eq!(
+            v(ledger, figures(99, Some("0.01")), messages, follow),
+            Verdict::LedgerAboveDify
+        );
+        assert_eq!(
+            v(ledger, figures(99, None), runs, follow),
+            Verdict::TriggeredRuns
+        );
+        assert_eq!(
+            v(ledger, figures(0, None), messages, keep),
+            Verdict::KeptDecrease
+        );
+        assert_eq!(
+            v(ledger, figures(101, None), runs, keep),
+            Verdict::LedgerBelowDify
+        );
+        assert_eq!(
+            v(ledger, figures(99, Some("0.02")), messages, keep),
+            Verdict::LedgerAboveDify
+        );
     }
 }

@@ -59,7 +59,10 @@ pub(crate) fn json(reconciliation: &Reconciliation) -> Result<String> {
 }
 
 fn cost(cost: Option<Decimal>) -> String {
-    cost.map_or_else(|| "(no cost)".to_owned(), |c| format!("cost {}", c.normalize()))
+    cost.map_or_else(
+        || "(no cost)".to_owned(),
+        |c| format!("cost {}", c.normalize()),
+    )
 }
 
 fn difference_cost(day: &AppDay) -> String {
@@ -78,5 +81,9 @@ fn difference_cost(day: &AppDay) -> String {
 }
 
 fn signed(n: i128) -> String {
-    if n > 0 { format!("+{n}") } else { n.to_string() }
+    if n > 0 {
+        format!("+{n}")
+    } else {
+        n.to_string()
+    }
 }
