@@ -266,3 +266,28 @@ fn without_a_ledger_it_says_so() {
     );
     assert_eq!(finished.stdout, "");
 }
+
+#[test]
+fn a_cost_one_ten_millionth_below_dify_disagrees() {
+    let dify = dify();
+    let (_dir, state) = state_dir();
+    exported(&dify, &state);
+    let (app_id, _, day, tokens) = chat_app_day(&json(&reconcile(&dify, &state, "json")));
+    // Dify's prices have seven decimals: the smallest difference it can show is not rounded away.
+    change_ledger(
+        &state,
+        "UPDATE ledger SET cost = CAST(CAST(cost AS NUMERIC) - 0.0000001 AS TEXT) ",
+        &app_id,
+        &day,
+    );
+    let finished = reconcile(&dify, &state, "json");
+    finished.code(1);
+    let days = app_days(&json(&finished));
+    let changed = &days[&(app_id, day)];
+    assert_eq!(changed["verdict"], "ledger-below-dify");
+    assert_eq!(changed["ledger"]["tokens"], tokens);
+    assert_eq!(
+        cost(&changed["dify"]["cost"]).unwrap() - cost(&changed["ledger"]["cost"]).unwrap(),
+        "0.0000001".parse::<Decimal>().unwrap()
+    );
+}
