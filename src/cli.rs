@@ -46,6 +46,22 @@ pub enum Command {
     /// Show what the ledger holds (what was exported), summed by the chosen keys, per currency.
     /// Reads the state database only: no lock, no network.
     Report(ReportArgs),
+    /// Compare the ledger with Dify's own statistics per app and UTC day; exit 1 when an app-day
+    /// disagrees beyond the documented rule (docs/reconcile.md).
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// First UTC day (inclusive, YYYY-MM-DD); default: 29 days before --to.
+    #[arg(long, value_name = "DAY")]
+    pub from: Option<NaiveDate>,
+    /// Last UTC day (inclusive); default: the last day the ledger holds.
+    #[arg(long, value_name = "DAY")]
+    pub to: Option<NaiveDate>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

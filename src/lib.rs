@@ -43,6 +43,7 @@ mod logging;
 mod metrics;
 mod postgres;
 mod progress;
+mod reconcile;
 mod report;
 mod run;
 mod schedule;

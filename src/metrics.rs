@@ -90,7 +90,7 @@ pub(crate) fn publish(config: &Config, report: &RunReport, state: Option<&State>
     }
     if let Some(url) = &targets.pushgateway_url {
         let instance = targets.pushgateway_instance.as_deref();
-        if let Err(err) = push(url, instance, text, config.http_timeout) {
+        if let Err(err) = push(url, instance, None, text, config.http_timeout) {
             warn!(
                 pushgateway = masked_url(url),
                 // The Pushgateway's answer is quoted: it may echo a secret.
@@ -99,6 +99,66 @@ pub(crate) fn publish(config: &Config, report: &RunReport, state: Option<&State>
             );
         }
     }
+}
+
+/// `exporter reconcile`'s figures, written to the same targets as the run's but beside them (their
+/// own textfile, their own Pushgateway group), so that neither replaces the other. Never fails.
+pub(crate) fn publish_reconcile(config: &Config, disagreeing: usize) {
+    let targets = &config.metrics;
+    let mut registry = Registry::with_prefix(PREFIX);
+    registry.register(
+        "reconcile_disagreeing_app_days",
+        "App-days the last `exporter reconcile` found disagreeing with Dify's statistics beyond the documented rule",
+        whole(disagreeing as u64),
+    );
+    registry.register(
+        "reconcile_timestamp_seconds",
+        "End of the last `exporter reconcile` that compared, seconds since the Unix epoch",
+        seconds(Utc::now()),
+    );
+    let mut text = String::new();
+    if let Err(err) = prometheus_client::encoding::text::encode_registry(&mut text, &registry) {
+        warn!(error = %err, "cannot encode the metrics");
+        return;
+    }
+    if let Some(path) = &targets.textfile {
+        let path = reconcile_textfile(path);
+        if let Err(err) = write_textfile(&path, &text) {
+            warn!(
+                error = format!("{err:#}"),
+                "cannot write the reconcile metrics beside METRICS_TEXTFILE"
+            );
+        }
+    }
+    if let Some(url) = &targets.pushgateway_url {
+        let instance = targets.pushgateway_instance.as_deref();
+        if let Err(err) = push(
+            url,
+            instance,
+            Some(RECONCILE_GROUP),
+            text,
+            config.http_timeout,
+        ) {
+            warn!(
+                pushgateway = masked_url(url),
+                error = config.masker.mask(&format!("{err:#}")),
+                "cannot push the reconcile metrics to PUSHGATEWAY_URL"
+            );
+        }
+    }
+}
+
+/// The Pushgateway grouping label that keeps reconcile's metrics apart from the run's.
+const RECONCILE_GROUP: (&str, &str) = ("command", "reconcile");
+
+/// `METRICS_TEXTFILE` with `-reconcile` before its `.prom` (node_exporter reads every `*.prom`).
+fn reconcile_textfile(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".prom").unwrap_or(&name);
+    path.with_file_name(format!("{stem}-reconcile.prom"))
 }
 
 fn kept(state: &State, config: &Config) -> Result<Kept> {
@@ -318,8 +378,14 @@ fn write_textfile(path: &Path, text: &str) -> Result<()> {
 
 /// PUTs the metrics to the Pushgateway group `job="dify_usage_exporter"` (plus `instance`), which
 /// replaces the group's previous metrics: exactly what a batch job's last run should leave.
-fn push(base: &Url, instance: Option<&str>, text: String, timeout: Duration) -> Result<()> {
-    let url = group_url(base, instance)?;
+fn push(
+    base: &Url,
+    instance: Option<&str>,
+    group: Option<(&str, &str)>,
+    text: String,
+    timeout: Duration,
+) -> Result<()> {
+    let url = group_url(base, instance, group)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -350,7 +416,7 @@ fn push(base: &Url, instance: Option<&str>, text: String, timeout: Duration) -> 
 
 /// `BASE/metrics/job/dify_usage_exporter[/instance@base64/…]`; base64url lets any instance value
 /// (even one with `/`) through.
-fn group_url(base: &Url, instance: Option<&str>) -> Result<Url> {
+fn group_url(base: &Url, instance: Option<&str>, group: Option<(&str, &str)>) -> Result<Url> {
     let mut url = base.clone();
     {
         let mut segments = url
@@ -360,6 +426,9 @@ fn group_url(base: &Url, instance: Option<&str>) -> Result<Url> {
         if let Some(instance) = instance {
             let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(instance);
             segments.extend(["instance@base64", encoded.as_str()]);
+        }
+        if let Some((label, value)) = group {
+            segments.extend([label, value]);
         }
     }
     Ok(url)
@@ -373,13 +442,19 @@ mod tests {
     fn the_group_url_keeps_a_path_prefix_and_encodes_the_instance() {
         let base = Url::parse("https://gw.example.com/prefix/").unwrap();
         assert_eq!(
-            group_url(&base, Some("host/1")).unwrap().as_str(),
+            group_url(&base, Some("host/1"), None).unwrap().as_str(),
             "https://gw.example.com/prefix/metrics/job/dify_usage_exporter/instance@base64/aG9zdC8x"
         );
         let root = Url::parse("http://127.0.0.1:9091").unwrap();
         assert_eq!(
-            group_url(&root, None).unwrap().as_str(),
-            "http://127.0.0.1:9091/metrics/job/dify_usage_exporter"
+            group_url(&root, None, Some(RECONCILE_GROUP))
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:9091/metrics/job/dify_usage_exporter/command/reconcile"
+        );
+        assert_eq!(
+            reconcile_textfile(Path::new("/var/lib/node/dify.prom")),
+            Path::new("/var/lib/node/dify-reconcile.prom")
         );
     }
 }

@@ -42,3 +42,5 @@ mod pg;
 mod sinkpg;
 // The file sink, read back by DuckDB and checked by the FOCUS validator.
 mod file_sink;
+// `exporter reconcile`: the ledger beside Dify's own statistics.
+mod reconcile;

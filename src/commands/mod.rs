@@ -4,6 +4,7 @@
 mod discard;
 mod frame;
 mod next_runs;
+mod reconcile;
 mod report;
 mod resend;
 mod run;
@@ -47,7 +48,8 @@ fn dispatch(cli: Cli) -> Exit {
         | Command::Status(_)
         | Command::Watermark(_)
         | Command::Discard(_)
-        | Command::Report(_) => (LogStream::Stderr, None),
+        | Command::Report(_)
+        | Command::Reconcile(_) => (LogStream::Stderr, None),
     };
     logging::init(settings, stream, run_id.clone());
 
@@ -75,6 +77,7 @@ fn dispatch(cli: Cli) -> Exit {
         Command::Watermark(args) => watermark::watermark(&environment, &args),
         Command::Discard(args) => discard::discard(&environment, &args),
         Command::Report(args) => report::report(&environment, &args),
+        Command::Reconcile(args) => reconcile::reconcile(&environment, &args),
     }
 }
 

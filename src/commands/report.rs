@@ -37,7 +37,7 @@ fn write_report(environment: &Environment, args: &ReportArgs) -> Result<()> {
             state_dir.display()
         );
     };
-    let Some((first, last)) = window(&state, args)? else {
+    let Some((first, last)) = window(&state, args.from, args.to)? else {
         bail!(
             "the ledger in {} is empty: no run has exported usage yet",
             state.path().display()
@@ -115,17 +115,19 @@ fn emit(args: &ReportArgs, text: &[u8]) -> Result<()> {
 }
 
 /// `--from/--to`, defaulting to the last [`DEFAULT_DAYS`] days the ledger holds; `None` for an empty
-/// ledger.
-fn window(state: &State, args: &ReportArgs) -> Result<Option<(NaiveDate, NaiveDate)>> {
+/// ledger. `reconcile` takes its window the same way.
+pub(super) fn window(
+    state: &State,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Option<(NaiveDate, NaiveDate)>> {
     let held = state.ledger_summary()?.days;
-    let last = match (args.to, held) {
+    let last = match (to, held) {
         (Some(to), _) => to,
         (None, Some((_, last))) => last,
         (None, None) => return Ok(None),
     };
-    let first = args
-        .from
-        .unwrap_or_else(|| last - Days::new(DEFAULT_DAYS - 1));
+    let first = from.unwrap_or_else(|| last - Days::new(DEFAULT_DAYS - 1));
     if first > last {
         bail!("--from {first} is after --to {last}");
     }

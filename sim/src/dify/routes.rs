@@ -96,6 +96,10 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route(&app_route("chat-messages"), get(chat::chat_messages))
         .route(&app_route("statistics/token-costs"), get(token_costs))
         .route(&app_route("statistics/daily-messages"), get(daily_messages))
+        .route(
+            &app_route("workflow/statistics/token-costs"),
+            get(workflow_token_costs),
+        )
         .route("/_sim/truth", get(sim_truth))
         .route("/_sim/stats", get(sim_stats))
         .fallback(not_found)
@@ -763,6 +767,32 @@ async fn daily_messages(
         query,
         |day, (_, _, count)| json!({"date": day, "message_count": count}),
     )
+}
+
+/// `GET /apps/{id}/workflow/statistics/token-costs` as `WorkflowDailyTokenCostStatistic`: the sum of
+/// `workflow_runs.total_tokens` of the app's `app-run` runs per account-timezone day, and no price.
+async fn workflow_token_costs(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(app_id): Path<String>,
+    query: Params,
+) -> ApiResult {
+    authenticate(&state, &headers)?;
+    let ws = &state.workspace;
+    let app = find_app(ws, &app_id)?;
+    let (from, to) = stats_window(ws, &params(query)?)?;
+    let items = app
+        .runs
+        .iter()
+        .filter(|r| r.triggered_from == TriggeredFrom::AppRun)
+        .filter(|r| r.created_at >= from && r.created_at < to)
+        .map(|r| (r.created_at, run_facts(ws, app, r).total_tokens, None))
+        .collect();
+    let data: Vec<Value> = by_local_day(ws, items)
+        .into_iter()
+        .map(|(day, (tokens, _, _))| json!({"date": day.format("%Y-%m-%d").to_string(), "token_count": tokens}))
+        .collect();
+    Ok(Json(json!({"data": data})))
 }
 
 /// The statistics endpoints share everything but the row they write for each account-timezone day.

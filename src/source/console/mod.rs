@@ -22,6 +22,9 @@ mod session;
 
 use std::sync::Arc;
 
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
 use tracing::info;
 use url::Url;
 
@@ -105,6 +108,39 @@ impl ConsoleSource {
             "usage collected"
         );
         Ok(collected)
+    }
+}
+
+/// Dify's own statistics of one app-day (`exporter reconcile`), asked the way the collector asks.
+impl ConsoleSource {
+    /// Every app of the workspace.
+    pub(crate) async fn apps(&self) -> anyhow::Result<Vec<model::App>> {
+        self.dify.list_apps().await
+    }
+
+    /// The account's time zone, in which the statistics take their window.
+    pub(crate) async fn timezone(&self) -> anyhow::Result<Tz> {
+        collect::account_timezone(&self.dify).await
+    }
+
+    /// `statistics/token-costs` of the UTC day: (tokens, price).
+    pub(crate) async fn token_costs(
+        &self,
+        app_id: &str,
+        day: NaiveDate,
+        tz: Tz,
+    ) -> anyhow::Result<(u64, Decimal)> {
+        collect::token_costs(&self.dify, app_id, day, tz).await
+    }
+
+    /// `workflow/statistics/token-costs` of the UTC day: tokens (Dify gives no price).
+    pub(crate) async fn workflow_token_costs(
+        &self,
+        app_id: &str,
+        day: NaiveDate,
+        tz: Tz,
+    ) -> anyhow::Result<u64> {
+        collect::workflow_token_costs(&self.dify, app_id, day, tz).await
     }
 }
 

@@ -187,7 +187,8 @@ pub(crate) struct ExecutionMetadata {
 }
 
 /// `statistics/token-costs`. Its `currency` is always the literal `"USD"` whatever the prices' own
-/// currencies (`docs/console-api.md#values-in-answers`), so it is not read.
+/// currencies (`docs/console-api.md#values-in-answers`), so it is not read. Also
+/// `workflow/statistics/token-costs`, whose rows carry no price.
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenCosts {
     pub(crate) data: Vec<TokenCostRow>,

@@ -19,6 +19,8 @@ mod chat;
 mod statistics;
 mod workflow;
 
+pub(crate) use statistics::{token_costs, workflow_token_costs};
+
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow};
@@ -234,7 +236,7 @@ async fn chat_model(dify: &DifyClient, app: &App) -> Result<(String, String)> {
     Ok(from(&detail).unwrap_or_default())
 }
 
-async fn account_timezone(dify: &DifyClient) -> Result<Tz> {
+pub(crate) async fn account_timezone(dify: &DifyClient) -> Result<Tz> {
     let profile: Profile = dify.get("/account/profile", &[]).await?;
     let name = profile.timezone.unwrap_or_else(|| "UTC".to_owned());
     let tz: Tz = name.parse().map_err(|_| {

@@ -72,24 +72,58 @@ pub(super) async fn queue_app_days(
 
 pub(super) async fn read_app_day(dify: &DifyClient, work: AppDayWork) -> Result<AppDayStatistics> {
     let AppDayWork { app, day, tz } = work;
-    let next = day.succ_opt().unwrap_or(day);
-    let query = [
-        ("start", local_minute(day, tz)),
-        ("end", local_minute(next, tz)),
-    ];
-    let costs_path = format!("/apps/{}/statistics/token-costs", app.id);
     let messages_path = format!("/apps/{}/statistics/daily-messages", app.id);
-    let (costs, messages) = tokio::try_join!(
-        dify.get::<TokenCosts>(&costs_path, &query),
+    let query = utc_day_query(day, tz);
+    let ((tokens, price), messages) = tokio::try_join!(
+        token_costs(dify, &app.id, day, tz),
         dify.get::<DailyMessages>(&messages_path, &query),
     )?;
     Ok(AppDayStatistics {
         app,
         day,
-        tokens: costs.data.iter().map(|row| row.token_count).sum(),
-        price: costs.data.iter().map(|row| row.total_price).sum(),
+        tokens,
+        price,
         messages: messages.data.iter().map(|row| row.message_count).sum(),
     })
+}
+
+/// Dify's `statistics/token-costs` of one app over the UTC day `day`: (tokens, price). Its rows are
+/// account-timezone days; the query covers exactly the UTC day, so their sum is the UTC day's.
+pub(crate) async fn token_costs(
+    dify: &DifyClient,
+    app_id: &str,
+    day: NaiveDate,
+    tz: Tz,
+) -> Result<(u64, Decimal)> {
+    let path = format!("/apps/{app_id}/statistics/token-costs");
+    let costs: TokenCosts = dify.get(&path, &utc_day_query(day, tz)).await?;
+    Ok((
+        costs.data.iter().map(|row| row.token_count).sum(),
+        costs.data.iter().map(|row| row.total_price).sum(),
+    ))
+}
+
+/// Dify's `workflow/statistics/token-costs` of one app over the UTC day `day`: the tokens of its
+/// `app-run` runs (`workflow_runs.total_tokens`); Dify gives no price there.
+pub(crate) async fn workflow_token_costs(
+    dify: &DifyClient,
+    app_id: &str,
+    day: NaiveDate,
+    tz: Tz,
+) -> Result<u64> {
+    let path = format!("/apps/{app_id}/workflow/statistics/token-costs");
+    // Its rows have no `total_price`, which `TokenCosts` defaults to zero.
+    let costs: TokenCosts = dify.get(&path, &utc_day_query(day, tz)).await?;
+    Ok(costs.data.iter().map(|row| row.token_count).sum())
+}
+
+/// `start`/`end` covering [D 00:00, D+1 00:00) UTC, as the account-timezone minutes Dify takes.
+fn utc_day_query(day: NaiveDate, tz: Tz) -> [(&'static str, String); 2] {
+    let next = day.succ_opt().unwrap_or(day);
+    [
+        ("start", local_minute(day, tz)),
+        ("end", local_minute(next, tz)),
+    ]
 }
 
 /// The end users' messages of one app-day, as counted from its conversations.
