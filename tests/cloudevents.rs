@@ -97,12 +97,12 @@ fn the_collector_sums_the_truth_and_a_replayed_batch_counts_once() {
     let truth = truth(&dify);
     assert_collector_holds(&ce, &truth);
     assert_eq!(held(&meter), truth);
-    let stats = ce.stats();
+    let seen = ce.stats();
     assert_eq!(
-        stats.duplicates, 7,
+        seen.duplicates, 7,
         "the replayed batch of BATCH_SIZE events"
     );
-    assert_eq!(stats.events_kept, truth.len() as u64);
+    assert_eq!(seen.events_kept, truth.len() as u64);
     let bodies = ce.bodies();
     assert_eq!(bodies[0], bodies[1], "a replay sends byte-identical events");
 
@@ -261,8 +261,8 @@ fn a_late_run_raises_yesterday_by_its_difference_only() {
     let sums: Vec<Sums> = collected(&collector).into_values().collect();
     assert_eq!(sums, [expect((150, 25, 175), 2, "0.0015001")]);
     assert_eq!(collected(&collector), normalized(grouped(&held(&meter))));
-    let stats = collector.stats();
-    assert_eq!((stats.events_kept, stats.duplicates), (2, 0));
+    let seen = collector.stats();
+    assert_eq!((seen.events_kept, seen.duplicates), (2, 0));
     let second: serde_json::Value =
         serde_json::from_str(collector.bodies().last().unwrap()).unwrap();
     assert_eq!(second[0]["data"]["total_tokens"], 55);

@@ -89,10 +89,9 @@ fn the_ledger_summed_by_any_keys_equals_the_truth() {
     users.sort_unstable();
     users.dedup();
     let mapped: Vec<&str> = users.iter().step_by(2).copied().collect();
-    let mut csv_map = "user,customer\n".to_owned();
-    for user in &mapped {
-        csv_map.push_str(&format!("\"{user}\",Acme\n"));
-    }
+    let csv_map: String = std::iter::once("user,customer\n".to_owned())
+        .chain(mapped.iter().map(|user| format!("\"{user}\",Acme\n")))
+        .collect();
     std::fs::write(&map, csv_map).unwrap();
     exporter(&dify, &meter, &state)
         .env("USER_MAP_FILE", map.to_str().unwrap())
@@ -156,6 +155,15 @@ fn the_ledger_summed_by_any_keys_equals_the_truth() {
     assert_eq!(from_json, by_customer);
     assert_eq!(json["from"], (yesterday() - Days::new(29)).to_string());
     assert_eq!(json["to"], yesterday().to_string());
+}
+
+#[test]
+fn top_window_and_table_show_the_largest_groups_of_the_days_asked() {
+    let (dify, meter) = (dify(), meter());
+    let (_dir, state) = state_dir();
+    let truth = dify.truth(yesterday() - Days::new(2), yesterday());
+    exporter(&dify, &meter, &state).args(["run"]).run().code(0);
+    let by_user = truth_sums(&truth, |r| vec![r.user.clone()]);
 
     // --top keeps the largest groups; the total still covers all of them.
     let top: Value =
@@ -391,7 +399,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

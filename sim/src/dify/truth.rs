@@ -347,6 +347,15 @@ pub(crate) fn compute_database(ws: &Workspace) -> Vec<TruthRecord> {
     records.into_truth()
 }
 
+/// A currency as the exporter sends it: ISO 4217, so Dify's `RMB` is `CNY` (the amount unchanged).
+fn iso_currency(currency: String) -> String {
+    if currency == "RMB" {
+        "CNY".to_owned()
+    } else {
+        currency
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::normalize_provider;
@@ -356,14 +365,5 @@ mod tests {
         assert_eq!(normalize_provider("langgenius/openai/openai"), "openai");
         assert_eq!(normalize_provider("anthropic"), "anthropic");
         assert_eq!(normalize_provider(""), "unknown");
-    }
-}
-
-/// A currency as the exporter sends it: ISO 4217, so Dify's `RMB` is `CNY` (the amount unchanged).
-fn iso_currency(currency: String) -> String {
-    if currency == "RMB" {
-        "CNY".to_owned()
-    } else {
-        currency
     }
 }
