@@ -137,6 +137,19 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> String {
     found[0].to_owned()
 }
 
+/// The http sink's delivery figure equals the run's, and the ledger kept no decrease.
+fn assert_sink_figures(text: &str, group: &[(&str, &str)], summary: &serde_json::Value) {
+    let sent = value(
+        text,
+        "dify_usage_exporter_last_run_records_sent",
+        &[group[0], group[1], ("sink", "http")],
+    );
+    assert_ne!(sent, "0");
+    assert_eq!(summary["records_sent"], sent.parse::<u64>().unwrap());
+    let kept = value(text, "dify_usage_exporter_ledger_kept_decreases", group);
+    assert_eq!(kept, "0");
+}
+
 fn number(text: &str) -> f64 {
     text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
 }
@@ -197,16 +210,7 @@ fn a_pushgateway_holds_the_runs_metrics_and_a_failed_run_keeps_the_last_success(
     };
     assert_eq!(outbox(&text, "queued"), "0");
     assert_eq!(outbox(&text, "dead"), "0");
-    let sent = value(
-        &text,
-        "dify_usage_exporter_last_run_records_sent",
-        &[group[0], group[1], ("sink", "http")],
-    );
-    assert!(
-        sent != "0" && s["records_sent"] == sent.parse::<u64>().unwrap(),
-        "{sent}"
-    );
-    assert_eq!(metric(&text, "ledger_kept_decreases"), "0");
+    assert_sink_figures(&text, &group, &s);
     let build = value(
         &text,
         "dify_usage_exporter_build_info",
