@@ -69,7 +69,7 @@ fn file_run(
 }
 
 /// Every row of the day files in `dir`, as DuckDB reads them.
-fn read_back(dir: &Path, format: &str) -> Vec<Row> {
+pub(crate) fn read_back(dir: &Path, format: &str) -> Vec<Row> {
     let glob = dir.join(format!("dify-usage-*.{format}"));
     let source = match format {
         "csv" => format!(

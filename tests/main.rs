@@ -42,5 +42,7 @@ mod pg;
 mod sinkpg;
 // The file sink, read back by DuckDB and checked by the FOCUS validator.
 mod file_sink;
+// Several sinks at once, one of them down.
+mod sinks;
 // `exporter reconcile`: the ledger beside Dify's own statistics.
 mod reconcile;

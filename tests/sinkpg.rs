@@ -15,7 +15,7 @@ use crate::support::{Exporter, PASSWORD, Row};
 static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh empty database on the shared cluster.
-fn database() -> String {
+pub(crate) fn database() -> String {
     let name = format!("sink_{}", DATABASES.fetch_add(1, Ordering::Relaxed));
     pg::shared().psql("postgres", &format!("CREATE DATABASE {name};"));
     name
@@ -36,7 +36,7 @@ fn exporter(dify: &DifySim, url: &str, state_dir: &Path) -> Exporter {
 }
 
 /// The table read back in the compared shape.
-fn table(database: &str) -> Vec<Row> {
+pub(crate) fn table(database: &str) -> Vec<Row> {
     let text = pg::shared().psql(
         database,
         "SELECT usage_date, app_id, app_name, dify_user, provider, model, currency, input_tokens, \
