@@ -339,3 +339,55 @@ fn a_malformed_user_map_stops_the_run_and_keeps_what_is_queued() {
         validate.stderr
     );
 }
+
+#[test]
+fn every_sink_keeps_billed_usage_under_keep_and_follows_it_under_follow() {
+    use crate::support::Row;
+    let cluster = pg::shared();
+    let database = difydb::world(cluster);
+    let meter = meter();
+    let (dir, state) = state_dir();
+    let table_db = crate::sinkpg::database();
+    let files = dir.path().join("files");
+    let every_sink = |policy: &str| {
+        exporter(cluster, &database, &meter, &state)
+            .env("SINK_POSTGRES_URL", &cluster.url(SUPERUSER, &table_db))
+            .env("SINK_FILE_DIR", files.to_str().unwrap())
+            .env("USAGE_DECREASES", policy)
+    };
+    let normalized = |mut rows: Vec<Row>| {
+        for row in &mut rows {
+            row.cost = row.cost.normalize();
+        }
+        rows.sort();
+        rows
+    };
+    let receivers = || {
+        (
+            normalized(crate::deliver::held(&meter)),
+            normalized(crate::sinkpg::table(&table_db)),
+            normalized(crate::file_sink::read_back(&files, "csv")),
+        )
+    };
+    run_day(every_sink("keep")).code(0);
+    let billed = receivers().0;
+    assert_eq!(
+        receivers(),
+        (billed.clone(), billed.clone(), billed.clone())
+    );
+
+    cluster.psql(&database, DELETE_CONVERSATION);
+    run_day(every_sink("keep")).code(0);
+    assert_eq!(
+        receivers(),
+        (billed.clone(), billed.clone(), billed.clone()),
+        "keep: every sink still holds what was billed"
+    );
+
+    run_day(every_sink("follow")).code(0);
+    let (http, table, file) = receivers();
+    assert_ne!(http, billed, "follow lowers the records");
+    assert_eq!((&table, &file), (&http, &http), "every sink follows alike");
+    let revisions = cluster.psql(&table_db, "SELECT max(revision) FROM dify_usage");
+    assert_eq!(revisions.trim(), "2");
+}

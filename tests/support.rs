@@ -397,7 +397,7 @@ pub(crate) fn slow_apps_page(delay: Duration) -> ResponseTemplate {
 }
 
 /// The fields a record is compared on, cost as an exact decimal.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Row {
     pub(crate) day: String,
     pub(crate) app_id: String,
