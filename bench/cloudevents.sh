@@ -2,7 +2,8 @@
 # Issue 15 benchmark: over 100,000 ledger rows through the cloudevents sink to `collector-sim` (OpenMeter's
 # ingestion rules). The world of bench/e2e.sh's large case (100 days x 50 apps, 150 runs per
 # workflow/advanced-chat app and day); the delivery phase is timed from the `records queued` to the `run
-# finished` log line, events per second from the collector's own count. Needs: apt-get install time curl.
+# finished` log line (the window is one chunk, so that interval is delivery alone), events per second from
+# the collector's own count. Needs: apt-get install time curl.
 source "$(dirname "${BASH_SOURCE[0]}")/sims.sh"
 days=${DAYS:-100}
 first=$(date -u -d "$days days ago" +%F)
@@ -11,7 +12,7 @@ start_dify --apps-per-mode 10 --days "$days" --first-day "$first" --runs-per-app
 wait_for_sim "$WORK/collector.log" $!
 state="$WORK/state"
 read -r rss secs < <(measure "$WORK/run.log" env -i DIFY_API_URL="$DIFY_BASE" DIFY_EMAIL="$DIFY_EMAIL" DIFY_PASSWORD="$DIFY_PASSWORD" \
-    SINK_CLOUDEVENTS_URL="$SINK_CLOUDEVENTS_URL" SINK_CLOUDEVENTS_TOKEN=bench-token-ce STATE_DIR="$state" DIFY_FETCH_DAYS="$days" \
+    SINK_CLOUDEVENTS_URL="$SINK_CLOUDEVENTS_URL" SINK_CLOUDEVENTS_TOKEN=bench-token-ce STATE_DIR="$state" DIFY_FETCH_DAYS="$days" COLLECT_CHUNK_DAYS="$days" \
     "$BIN/exporter" run)
 python3 - "$WORK/run.log" "$rss" "$secs" "${SINK_CLOUDEVENTS_URL%/api/v1/events}/_collector/stats" <<'PY'
 import json, sys, urllib.request
