@@ -14,7 +14,7 @@ use dify_sim::{
 use nix::sys::signal::Signal;
 use rust_decimal::Decimal;
 
-use crate::deliver::{dify, exporter, held, meter, state_dir, summary, truth, yesterday};
+use crate::deliver::{dify, exporter, held, meter, state_dir, summary, truth};
 use crate::support::{EVENT_TIMEOUT, EXTERNAL_TOKEN, Exporter, Row};
 
 fn collector() -> CollectorSim {
@@ -178,60 +178,7 @@ fn a_kill_mid_delivery_and_a_rerun_count_nothing_twice() {
 
 #[test]
 fn a_late_run_raises_yesterday_by_its_difference_only() {
-    use serde_json::json;
-    use wiremock::matchers::{method, path, path_regex};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dify = runtime.block_on(MockServer::start());
-    let app =
-        json!({"id": "0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47", "name": "Flow", "mode": "workflow"});
-    let late = yesterday()
-        .and_hms_opt(23, 59, 0)
-        .unwrap()
-        .and_utc()
-        .timestamp();
-    let run = |id: &str, at: i64| json!({"workflow_run": {"id": id, "created_at": at}, "created_by_end_user": {"session_id": "s-1"}});
-    let logs = |runs: Vec<serde_json::Value>| {
-        ResponseTemplate::new(200).set_body_json(
-            json!({"page": 1, "limit": 100, "total": runs.len(), "has_more": false, "data": runs}),
-        )
-    };
-    let nodes = |prompt: u64, completion: u64, price: &str| {
-        ResponseTemplate::new(200).set_body_json(json!({"data": [{"node_type": "llm", "process_data": {
-            "model_provider": "langgenius/openai/openai", "model_name": "gpt-4o",
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_price": price, "currency": "USD"}}}]}))
-    };
-    runtime.block_on(async {
-        Mock::given(method("GET"))
-            .and(path("/console/api/apps"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(
-                json!({"page":1,"limit":100,"total":1,"has_more":false,"data":[app]}),
-            ))
-            .mount(&dify)
-            .await;
-        Mock::given(method("GET"))
-            .and(path_regex("/workflow-app-logs$"))
-            .respond_with(logs(vec![run("r-1", late)]))
-            .up_to_n_times(1)
-            .mount(&dify)
-            .await;
-        Mock::given(method("GET"))
-            .and(path_regex("/workflow-app-logs$"))
-            .respond_with(logs(vec![run("r-2", late + 50), run("r-1", late)]))
-            .mount(&dify)
-            .await;
-        Mock::given(method("GET"))
-            .and(path_regex("/r-1/node-executions$"))
-            .respond_with(nodes(100, 20, "0.0010000"))
-            .mount(&dify)
-            .await;
-        Mock::given(method("GET"))
-            .and(path_regex("/r-2/node-executions$"))
-            .respond_with(nodes(50, 5, "0.0005001"))
-            .mount(&dify)
-            .await;
-    });
+    let (_runtime, dify) = crate::deliver::dify_with_a_late_run();
     let (meter, collector) = (meter(), collector());
     let (_dir, state) = state_dir();
     let run_once = || {

@@ -247,8 +247,10 @@ fn a_wrong_meter_token_keeps_batches_queued_and_names_the_variable() {
     assert_meter_holds_the_truth(&dify, &meter);
 }
 
-#[test]
-fn late_usage_of_an_exported_day_is_picked_up_by_the_lookback() {
+/// A Dify (wiremock, console API) with one workflow app: the first run list shows run r-1 of
+/// yesterday 23:59 (100 + 20 tokens, 0.001 USD); every later list also shows r-2, logged after it
+/// (50 + 5 tokens, 0.0005001 USD). The runtime serves the mocks and must outlive them.
+pub(crate) fn dify_with_a_late_run() -> (tokio::runtime::Runtime, wiremock::MockServer) {
     use serde_json::json;
     use wiremock::matchers::{method, path, path_regex};
     use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -307,6 +309,12 @@ fn late_usage_of_an_exported_day_is_picked_up_by_the_lookback() {
             .mount(&dify)
             .await;
     });
+    (runtime, dify)
+}
+
+#[test]
+fn late_usage_of_an_exported_day_is_picked_up_by_the_lookback() {
+    let (_runtime, dify) = dify_with_a_late_run();
     let meter = meter();
     let (_dir, state) = state_dir();
     let run_once = || {
