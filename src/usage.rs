@@ -59,6 +59,17 @@ pub(crate) struct UsageRecord {
 }
 
 impl UsageRecord {
+    /// How the tokens are known, as every sink writes it: `exact` (an input/output split) or
+    /// `total_only`.
+    #[must_use]
+    pub(crate) fn token_split(&self) -> &'static str {
+        if self.total_only {
+            "total_only"
+        } else {
+            "exact"
+        }
+    }
+
     /// `dify-<day>-<first 16 hex of SHA-256 of day|app_id|user|provider|model|currency>`: the same key
     /// always gets the same id, so a receiver that upserts on it stays right when a day is resent.
     pub(crate) fn source_event_id(&self) -> String {

@@ -189,11 +189,7 @@ impl CloudEventsSink {
                 model: &record.key.model,
                 user: &record.key.user,
                 workspace_id: record.workspace_id.as_deref(),
-                token_split: if record.total_only {
-                    "total_only"
-                } else {
-                    "exact"
-                },
+                token_split: record.token_split(),
                 day: record.key.day.to_string(),
                 revision: row.revision,
                 source_event_id: source_event_id.clone(),

@@ -8,7 +8,6 @@ use chrono::{Datelike as _, Days, Months, NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use super::native::token_split;
 use super::table::{Column, Table, Type, Value, int};
 use crate::ledger::LedgerRow;
 
@@ -88,7 +87,7 @@ pub(super) fn table(rows: &[LedgerRow]) -> Table {
                     "app_id": &*key.app_id,
                     "app_name": &*record.app_name,
                     "model": key.model,
-                    "token_split": token_split(row),
+                    "token_split": row.record.token_split(),
                     "source_event_id": source_event_id,
                     "revision": row.revision.to_string(),
                 });

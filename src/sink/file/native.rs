@@ -25,16 +25,6 @@ const COLUMNS: &[Column] = &[
     Column::required("exported_at", Type::Timestamp),
 ];
 
-/// `exact` when input and output tokens are known, `total_only` when only their sum is (the
-/// wording of the http sink's `metadata.token_split`).
-pub(super) fn token_split(row: &LedgerRow) -> &'static str {
-    if row.record.total_only {
-        "total_only"
-    } else {
-        "exact"
-    }
-}
-
 pub(super) fn table(rows: &[LedgerRow]) -> Table {
     let text = |s: &str| Value::Text(s.to_owned());
     Table {
@@ -59,7 +49,7 @@ pub(super) fn table(rows: &[LedgerRow]) -> Table {
                     int(record.request_count),
                     Value::Decimal(record.cost),
                     text(&key.currency),
-                    text(token_split(row)),
+                    text(row.record.token_split()),
                     int(row.revision),
                     Value::Timestamp(row.exported_at),
                 ]

@@ -63,11 +63,7 @@ impl<'a> WireRecord<'a> {
                 source_app_name: &record.app_name,
                 user: &record.key.user,
                 customer,
-                token_split: if record.total_only {
-                    "total_only"
-                } else {
-                    "exact"
-                },
+                token_split: record.token_split(),
                 source_workspace_id: record.workspace_id.as_deref(),
                 aggregation_method: "daily_sum",
             },

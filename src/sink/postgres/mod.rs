@@ -263,11 +263,7 @@ impl Columns {
                 .push(count(record.request_count, "request_count", row)?);
             columns.cost.push(record.cost.to_string());
             columns.currency.push(record.key.currency.clone());
-            columns.token_split.push(if record.total_only {
-                "total_only"
-            } else {
-                "exact"
-            });
+            columns.token_split.push(record.token_split());
             columns.revision.push(count(row.revision, "revision", row)?);
             columns.exported_at.push(row.exported_at);
         }
