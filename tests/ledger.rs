@@ -391,3 +391,95 @@ fn every_sink_keeps_billed_usage_under_keep_and_follows_it_under_follow() {
     let revisions = cluster.psql(&table_db, "SELECT max(revision) FROM dify_usage");
     assert_eq!(revisions.trim(), "2");
 }
+
+/// Dify's engine writes each run's `total_tokens`, the sum of its nodes' usage; the world's runs
+/// get theirs (the containers and the node without usage add nothing).
+const RUN_TOTALS: &str = "UPDATE workflow_runs SET total_tokens = CASE id::text \
+     WHEN 'b0000000-0000-4000-8000-000000000001' THEN 315 WHEN 'b0000000-0000-4000-8000-000000000002' THEN 1000 \
+     WHEN 'b0000000-0000-4000-8000-000000000003' THEN 40 WHEN 'b0000000-0000-4000-8000-000000000004' THEN 1000 \
+     WHEN 'b0000000-0000-4000-8000-000000000005' THEN 2 WHEN 'b0000000-0000-4000-8000-000000000006' THEN 1000 \
+     WHEN 'b0000000-0000-4000-8000-000000000007' THEN 200 END";
+
+/// `reconcile --output json` of the day: app id → `verdict ledger-tokens/dify-tokens ledger-cost/dify-cost`.
+fn reconciled(exporter: Exporter, code: i32) -> BTreeMap<String, String> {
+    let finished = exporter
+        .args(["reconcile", "--from", DAY, "--to", DAY, "--output", "json"])
+        .run();
+    finished.code(code);
+    let document: Value = serde_json::from_str(&finished.stdout).unwrap();
+    document["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let cost = |v: &Value| {
+                v.as_str().map_or("-".to_owned(), |c| {
+                    c.parse::<Decimal>().unwrap().normalize().to_string()
+                })
+            };
+            (
+                d["app_id"].as_str().unwrap().to_owned(),
+                format!(
+                    "{} {}/{} {}/{}",
+                    d["verdict"].as_str().unwrap(),
+                    d["ledger"]["tokens"],
+                    d["dify"]["tokens"],
+                    cost(&d["ledger"]["cost"]),
+                    cost(&d["dify"]["cost"])
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn reconcile_sums_dify_statistics_in_its_database_and_names_what_the_ledger_kept() {
+    let cluster = pg::shared();
+    let database = difydb::world(cluster);
+    cluster.psql(&database, RUN_TOTALS);
+    let meter = meter();
+    let (_dir, state) = state_dir();
+    run_day(exporter(cluster, &database, &meter, &state)).code(0);
+    let app = |n: u8| format!("a0000000-0000-4000-8000-00000000000{n}");
+    let mut expected: BTreeMap<String, String> = [
+        // Dify's workflow statistic counts app-run runs only: the webhook run's 40 tokens are the gap.
+        (app(1), "triggered-runs 357/317 0.00143/-"),
+        (app(2), "agrees 227/227 0.000685/0.000685"),
+        (app(3), "agrees 48/48 0.0000108/0.0000108"),
+        (app(4), "agrees 10/10 0.000005/0.000005"),
+        (app(5), "agrees 200/200 0.012/-"),
+        (app(7), "agrees 12/12 0.0000012/0.0000012"),
+    ]
+    .into_iter()
+    .map(|(id, verdict)| (id, verdict.to_owned()))
+    .collect();
+    assert_eq!(
+        reconciled(exporter(cluster, &database, &meter, &state), 0),
+        expected
+    );
+
+    // Dify deletes a conversation's messages: the ledger kept them, and says so.
+    cluster.psql(&database, DELETE_CONVERSATION);
+    expected.insert(app(2), "kept-decrease 227/47 0.000685/0.00001".to_owned());
+    assert_eq!(
+        reconciled(exporter(cluster, &database, &meter, &state), 0),
+        expected
+    );
+
+    // An app-day the ledger misses fails by name.
+    let db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    db.execute("DELETE FROM ledger WHERE app_id = ?1", [app(3)])
+        .unwrap();
+    let finished = exporter(cluster, &database, &meter, &state)
+        .args(["reconcile", "--from", DAY, "--to", DAY])
+        .run();
+    finished.code(1);
+    assert!(
+        finished.stdout.contains(&format!(
+            "{DAY} Writer ({}): ledger 0 tokens cost 0, Dify 48 tokens cost 0.0000108",
+            app(3)
+        )) && finished.stdout.contains(": ledger-below-dify\n"),
+        "{}",
+        finished.stdout
+    );
+}

@@ -1,7 +1,8 @@
 //! `exporter reconcile`: the ledger beside Dify's own statistics (`docs/reconcile.md`). It needs the
 //! whole configuration (`run`'s validation, sinks included, so that one `.env` serves both), reads
-//! `state.db` read-only beside a running export, asks Dify through the console API, prints the
-//! app-days that do not agree, and writes the metric of those that disagree.
+//! `state.db` read-only beside a running export, asks Dify (its console API, or its database with
+//! the database source), prints the app-days that do not agree, and writes the metric of those
+//! that disagree.
 
 use std::io::Write as _;
 
@@ -60,23 +61,23 @@ fn compare(config: &Config, args: &ReconcileArgs) -> Result<Reconciliation, Exit
         Exit::Failure
     };
     let (state, from, to) = ledger(config, args).map_err(fail)?;
-    let SourceConfig::Console { url, auth } = &config.source else {
-        return Err(fail(anyhow::anyhow!(
-            "reconcile reads Dify's statistics through the console API (DIFY_URL); the database \
-             source (DIFY_DB_URL) is not supported by this version"
-        )));
-    };
-    // Never try a login Dify already refused; the state is read-only, so no verdict is cleared.
-    match login_guard::login_guard(&state, url, auth, false, false) {
-        Ok(Some(refusal)) => return Err(fail(anyhow::anyhow!(refusal))),
-        Ok(None) => {}
-        Err(err) => return Err(fail(err)),
+    if let SourceConfig::Console { url, auth } = &config.source {
+        // Never try a login Dify already refused; the state is read-only, so no verdict is cleared.
+        match login_guard::login_guard(&state, url, auth, false, false) {
+            Ok(Some(refusal)) => return Err(fail(anyhow::anyhow!(refusal))),
+            Ok(None) => {}
+            Err(err) => return Err(fail(err)),
+        }
     }
     let guarded = frame::guarded(config, |http, _cancel| async move {
-        let source = ConsoleSource::new(url, auth.clone(), &http, config.dify_concurrency);
-        reconcile::dify_figures(&source, from, to, config.dify_concurrency)
-            .await
-            .map_err(JobError::Failed)
+        match &config.source {
+            SourceConfig::Console { url, auth } => {
+                let source = ConsoleSource::new(url, auth.clone(), &http, config.dify_concurrency);
+                reconcile::console_figures(&source, from, to, config.dify_concurrency).await
+            }
+            SourceConfig::Database(source) => reconcile::database_figures(source, from, to).await,
+        }
+        .map_err(JobError::Failed)
     })?;
     let dify = match (guarded.result, guarded.signal) {
         (Some(Ok(dify)), None) => dify,

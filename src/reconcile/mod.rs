@@ -9,6 +9,7 @@
 //! metric. Sums are exact: tokens are integers, costs `Decimal`.
 
 mod console;
+mod database;
 mod output;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +23,8 @@ use crate::ledger::DecreasePolicy;
 use crate::source::AppMode;
 use crate::state::State;
 
-pub(crate) use console::dify_figures;
+pub(crate) use console::dify_figures as console_figures;
+pub(crate) use database::dify_figures as database_figures;
 pub(crate) use output::{json, text};
 
 /// Which of Dify's statistics an app-day is compared with.

@@ -8,7 +8,7 @@
 //!
 //! Layout: [`settings`] (the variables), [`schema`] (tables, columns and the Dify migrations that
 //! made them), [`rules`] (which rows count and whose they are, dialect-free), [`postgres`] (the first
-//! dialect: connection, snapshot, SQL). A MySQL dialect is one more module next to `postgres`
+//! dialect: connection, snapshot, SQL), [`statistics`] (Dify's own sums, for `reconcile`). A MySQL dialect is one more module next to `postgres`
 //! producing the same rows.
 //!
 //! A stop signal ends the read at once: the snapshot is abandoned (the connection closes, and the
@@ -23,6 +23,7 @@ mod postgres;
 mod rules;
 mod schema;
 pub(crate) mod settings;
+pub(crate) mod statistics;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -176,15 +177,7 @@ async fn read_snapshot(
         "apps read from the database"
     );
 
-    let span = postgres::Span {
-        start: window.start(),
-        // Exclusive, since Dify's timestamps may carry microseconds.
-        end: window
-            .last
-            .succ_opt()
-            .unwrap_or(window.last)
-            .and_time(chrono::NaiveTime::MIN),
-    };
+    let span = postgres::Span::of(window);
     let messages =
         postgres::messages(&transaction, &message_apps, &span, &apps, &mut aggregator).await?;
     let (nodes_read, nodes_counted) =

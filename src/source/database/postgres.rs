@@ -22,6 +22,7 @@ use super::schema::{self, ColumnCheck};
 use super::settings::DatabaseSource;
 use super::{AttemptError, rules};
 use crate::postgres::{ConnectError, Connection, describe, is_transient};
+use crate::run::window::Window;
 use crate::usage::Aggregator;
 
 /// No single query may run longer (`statement_timeout`): a run-once job that hangs helps no one.
@@ -178,6 +179,20 @@ pub(super) struct Span {
     pub(crate) end: NaiveDateTime,
 }
 
+impl Span {
+    pub(super) fn of(window: Window) -> Span {
+        Span {
+            start: window.start(),
+            // Exclusive, since Dify's timestamps may carry microseconds.
+            end: window
+                .last
+                .succ_opt()
+                .unwrap_or(window.last)
+                .and_time(chrono::NaiveTime::MIN),
+        }
+    }
+}
+
 /// Streams the message groups of `app_ids` into the aggregator; returns the messages counted.
 pub(super) async fn messages(
     transaction: &Transaction<'_>,
@@ -273,7 +288,7 @@ pub(super) async fn nodes(
 
 impl AttemptError {
     /// Sorts a driver error into worth-retrying or not, with one line that says what failed.
-    fn from_postgres(error: &tokio_postgres::Error, what: &str) -> AttemptError {
+    pub(super) fn from_postgres(error: &tokio_postgres::Error, what: &str) -> AttemptError {
         let line = anyhow!("{what}: {}", describe(error));
         if is_transient(error) {
             AttemptError::Transient(line)
