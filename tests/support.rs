@@ -67,6 +67,25 @@ impl Exporter {
         self
     }
 
+    /// Runs the exporter under `wrapper` (`wrapper ARGS… exporter …`, same environment and
+    /// directory): a tracer that injects a fault at an exact system call, say.
+    pub(crate) fn under(mut self, wrapper: &Path, wrapper_args: &[&str]) -> Self {
+        let mut command = Command::new(wrapper);
+        command
+            .args(wrapper_args)
+            .arg(self.command.get_program())
+            .args(self.command.get_args())
+            .env_clear()
+            .current_dir(self.dir.path());
+        for (key, value) in self.command.get_envs() {
+            if let Some(value) = value {
+                command.env(key, value);
+            }
+        }
+        self.command = command;
+        self
+    }
+
     /// Sends stderr to `stdio` (e.g. a pseudo-terminal) instead of capturing it.
     pub(crate) fn stderr_to(mut self, stdio: Stdio) -> Self {
         self.command.stderr(stdio);
