@@ -319,11 +319,11 @@ fn a_kill_at_a_file_rename_leaves_no_partial_file_and_the_next_run_completes_exa
             ],
         )
         .run();
+    // strace ends itself with the signal that ended the exporter.
     assert_eq!(
-        killed.code,
-        Some(137),
-        "killed by SIGKILL under strace: {}",
-        killed.failure()
+        killed.code, None,
+        "killed by SIGKILL under strace: {}{}",
+        killed.stdout, killed.stderr
     );
     let visible = files(&out);
     assert_eq!(
