@@ -109,7 +109,7 @@ fn ledger(
         );
     };
     // Days before the ledger's first were never collected: by default they are not compared.
-    let first_held = state.ledger_summary()?.days.map(|(first, _)| first);
+    let first_held = state.ledger_days()?.map(|(first, _)| first);
     let from = match (args.from, first_held) {
         (None, Some(first)) if first > from && first <= to => first,
         _ => from,

@@ -121,7 +121,7 @@ pub(super) fn window(
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
 ) -> Result<Option<(NaiveDate, NaiveDate)>> {
-    let held = state.ledger_summary()?.days;
+    let held = state.ledger_days()?;
     let last = match (to, held) {
         (Some(to), _) => to,
         (None, Some((_, last))) => last,

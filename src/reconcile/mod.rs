@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::ledger::DecreasePolicy;
 use crate::source::AppMode;
-use crate::state::State;
+use crate::state::{LedgerLabel, State};
 
 pub(crate) use console::dify_figures as console_figures;
 pub(crate) use database::dify_figures as database_figures;
@@ -129,14 +129,16 @@ type LedgerSums = BTreeMap<(String, NaiveDate), (String, u64, Decimal)>;
 fn ledger_sums(state: &State, from: NaiveDate, to: NaiveDate) -> Result<LedgerSums> {
     let mut sums = LedgerSums::new();
     let mut bad_day = None;
-    state.scan_ledger(from, to, |row| {
-        let Ok(day) = row.day.parse::<NaiveDate>() else {
-            bad_day = Some(row.day.to_owned());
+    let labels = [LedgerLabel::AppId, LedgerLabel::Day, LedgerLabel::AppName];
+    state.scan_ledger(from, to, &labels, |row| {
+        let (app_id, day, app_name) = (row.label(0), row.label(1), row.label(2));
+        let Ok(day) = day.parse::<NaiveDate>() else {
+            bad_day = Some(day.to_owned());
             return;
         };
         let entry = sums
-            .entry((row.app_id.to_owned(), day))
-            .or_insert_with(|| (row.app_name.to_owned(), 0, Decimal::ZERO));
+            .entry((app_id.to_owned(), day))
+            .or_insert_with(|| (app_name.to_owned(), 0, Decimal::ZERO));
         entry.1 += row.total_tokens;
         entry.2 += row.cost;
     })?;

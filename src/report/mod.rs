@@ -17,7 +17,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::state::{LedgerView, State};
+use crate::state::{LedgerLabel, LedgerView, State};
 
 pub(crate) use html::{Page, TOP_ROWS, html};
 pub(crate) use table::{Width, table};
@@ -38,15 +38,16 @@ pub(crate) enum Key {
 }
 
 impl Key {
-    fn value<'r>(self, row: &LedgerView<'r>) -> &'r str {
+    /// The ledger column it reads.
+    fn label(self) -> LedgerLabel {
         match self {
-            Key::Day => row.day,
-            Key::App => row.app_id,
-            Key::User => row.user,
-            Key::Customer => row.customer,
-            Key::Model => row.model,
-            Key::Provider => row.provider,
-            Key::Workspace => row.workspace_id.unwrap_or(""),
+            Key::Day => LedgerLabel::Day,
+            Key::App => LedgerLabel::AppId,
+            Key::User => LedgerLabel::User,
+            Key::Customer => LedgerLabel::Customer,
+            Key::Model => LedgerLabel::Model,
+            Key::Provider => LedgerLabel::Provider,
+            Key::Workspace => LedgerLabel::WorkspaceId,
         }
     }
 }
@@ -109,7 +110,8 @@ const SEPARATOR: char = '\u{1f}';
 /// The ledger summed by some keys.
 #[derive(Debug, Default)]
 struct Grouping {
-    keys: Vec<Key>,
+    /// Where each key's label is in the scanned [`LedgerView`].
+    positions: Vec<usize>,
     /// The currency and the labels, joined by [`SEPARATOR`] → sums.
     sums: HashMap<String, Sums>,
     /// The lookup buffer.
@@ -117,9 +119,9 @@ struct Grouping {
 }
 
 impl Grouping {
-    fn new(keys: Vec<Key>) -> Self {
+    fn new(positions: Vec<usize>) -> Self {
         Grouping {
-            keys,
+            positions,
             ..Grouping::default()
         }
     }
@@ -128,9 +130,9 @@ impl Grouping {
         // One buffer for the lookup: only a new group allocates its key.
         self.key.clear();
         self.key.push_str(row.currency);
-        for key in &self.keys {
+        for &position in &self.positions {
             self.key.push(SEPARATOR);
-            self.key.push_str(key.value(row));
+            self.key.push_str(row.label(position));
         }
         if let Some(sums) = self.sums.get_mut(&self.key) {
             sums.add(row);
@@ -224,14 +226,28 @@ pub(crate) fn summarize_many(
     last: NaiveDate,
     asked: Vec<(Vec<Key>, Option<usize>)>,
 ) -> Result<Vec<Report>> {
+    // Each label column is read once, whichever groupings use it; app names only for app keys.
+    let mut labels: Vec<LedgerLabel> = Vec::new();
+    let mut position = |label: LedgerLabel| {
+        labels.iter().position(|l| *l == label).unwrap_or_else(|| {
+            labels.push(label);
+            labels.len() - 1
+        })
+    };
     let mut groupings: Vec<Grouping> = asked
         .iter()
-        .map(|(keys, _)| Grouping::new(keys.clone()))
+        .map(|(keys, _)| Grouping::new(keys.iter().map(|key| position(key.label())).collect()))
         .collect();
+    let names = asked
+        .iter()
+        .any(|(keys, _)| keys.contains(&Key::App))
+        .then(|| (position(LedgerLabel::AppId), position(LedgerLabel::AppName)));
     let mut app_names: HashMap<String, String> = HashMap::new();
-    state.scan_ledger(first, last, |row| {
-        if !app_names.contains_key(row.app_id) {
-            app_names.insert(row.app_id.to_owned(), row.app_name.to_owned());
+    state.scan_ledger(first, last, &labels, |row| {
+        if let Some((id, name)) = names
+            && !app_names.contains_key(row.label(id))
+        {
+            app_names.insert(row.label(id).to_owned(), row.label(name).to_owned());
         }
         for grouping in &mut groupings {
             grouping.add(row);

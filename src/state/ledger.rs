@@ -122,23 +122,39 @@ impl State {
             .with_context(|| unreadable(&self.path))?;
         Ok(LedgerSummary {
             rows: u64::try_from(rows).unwrap_or(0),
-            days: day_range(&self.conn, &self.path)?,
+            days: self.ledger_days()?,
         })
+    }
+
+    /// The ledger's first and last day, when it holds any (two index lookups, whatever its size).
+    pub(crate) fn ledger_days(&self) -> Result<Option<(NaiveDate, NaiveDate)>> {
+        day_range(&self.conn, &self.path)
     }
 }
 
-/// A ledger row as `report` reads it: borrowed from the database row, so that a year of ledger is
-/// read without a copy per row.
+/// A label column of the ledger, as `report` and `reconcile` group by them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub(crate) enum LedgerLabel {
+    Day,
+    AppId,
+    AppName,
+    WorkspaceId,
+    User,
+    Customer,
+    Provider,
+    Model,
+}
+
+/// At most this many labels per scan: one of each [`LedgerLabel`].
+const LABELS: usize = 8;
+
+/// A ledger row as a scan reads it: the labels asked for (in the order asked, a missing workspace
+/// as `""`), the currency and the figures, borrowed from the database row, so that a year of ledger
+/// is read without a copy per row.
 #[derive(Debug)]
 pub(crate) struct LedgerView<'r> {
-    pub(crate) day: &'r str,
-    pub(crate) app_id: &'r str,
-    pub(crate) app_name: &'r str,
-    pub(crate) workspace_id: Option<&'r str>,
-    pub(crate) user: &'r str,
-    pub(crate) customer: &'r str,
-    pub(crate) provider: &'r str,
-    pub(crate) model: &'r str,
+    labels: [&'r str; LABELS],
     pub(crate) currency: &'r str,
     pub(crate) input_tokens: u64,
     pub(crate) output_tokens: u64,
@@ -147,55 +163,87 @@ pub(crate) struct LedgerView<'r> {
     pub(crate) cost: Decimal,
 }
 
+impl<'r> LedgerView<'r> {
+    /// The label at `index` of the scan's `labels`.
+    pub(crate) fn label(&self, index: usize) -> &'r str {
+        self.labels[index]
+    }
+}
+
 impl State {
-    /// Calls `each` with every ledger row of the days `first..=last`, in no particular order.
+    /// Calls `each` with every ledger row of the days `first..=last`, in no particular order, reading
+    /// only the `labels` asked for (each at most once) beside the currency and the figures.
     pub(crate) fn scan_ledger(
         &self,
         first: NaiveDate,
         last: NaiveDate,
+        labels: &[LedgerLabel],
         mut each: impl FnMut(&LedgerView<'_>),
     ) -> Result<()> {
+        anyhow::ensure!(
+            labels.len() <= LABELS,
+            "at most {LABELS} ledger labels per scan"
+        );
+        let mut columns: Vec<&str> = labels.iter().map(|&label| <&str>::from(label)).collect();
+        columns.extend([
+            "currency",
+            "input_tokens",
+            "output_tokens",
+            "total_tokens",
+            "request_count",
+            "cost",
+        ]);
+        // A window over every day reads the table in its order; a part of it, through the day index.
+        let whole = self
+            .ledger_days()?
+            .is_none_or(|(held_first, held_last)| first <= held_first && last >= held_last);
+        let filter = if whole {
+            ""
+        } else {
+            " WHERE day BETWEEN ?1 AND ?2"
+        };
+        let sql = format!("SELECT {} FROM ledger{filter}", columns.join(", "));
         let mut statement = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {ROW_COLUMNS} FROM ledger WHERE day BETWEEN ?1 AND ?2"
-            ))
+            .prepare_cached(&sql)
             .with_context(|| unreadable(&self.path))?;
-        let mut rows = statement
-            .query(params![first.to_string(), last.to_string()])
-            .with_context(|| unreadable(&self.path))?;
+        let mut rows = if whole {
+            statement.query([])
+        } else {
+            statement.query(params![first.to_string(), last.to_string()])
+        }
+        .with_context(|| unreadable(&self.path))?;
         while let Some(row) = rows.next().with_context(|| unreadable(&self.path))? {
-            each(&view(row).with_context(|| unreadable(&self.path))?);
+            each(&view(row, labels.len()).with_context(|| unreadable(&self.path))?);
         }
         Ok(())
     }
 }
 
-fn view<'r>(row: &'r Row<'_>) -> Result<LedgerView<'r>> {
-    let text = |i: usize| -> Result<&'r str> { Ok(row.get_ref(i)?.as_str()?) };
+fn view<'r>(row: &'r Row<'_>, labels: usize) -> Result<LedgerView<'r>> {
+    let text =
+        |i: usize| -> Result<&'r str> { Ok(row.get_ref(i)?.as_str_or_null()?.unwrap_or("")) };
     let number = |i: usize| -> Result<u64> {
-        let n = row.get_ref(i)?.as_i64()?;
-        u64::try_from(n).with_context(|| format!("ledger column {i} holds the negative number {n}"))
+        let n = row.get_ref(labels + i)?.as_i64()?;
+        u64::try_from(n).with_context(|| format!("a ledger figure holds the negative number {n}"))
     };
-    let cost = text(13)?;
-    Ok(LedgerView {
-        day: text(0)?,
-        app_id: text(1)?,
-        app_name: text(2)?,
-        workspace_id: row.get_ref(3)?.as_str_or_null()?,
-        user: text(4)?,
-        customer: text(5)?,
-        provider: text(6)?,
-        model: text(7)?,
-        currency: text(8)?,
-        input_tokens: number(9)?,
-        output_tokens: number(10)?,
-        total_tokens: number(11)?,
-        request_count: number(12)?,
-        cost: cost
-            .parse()
-            .with_context(|| format!("the ledger holds the cost `{cost}`, not a decimal"))?,
-    })
+    let mut view = LedgerView {
+        labels: [""; LABELS],
+        currency: text(labels)?,
+        input_tokens: number(1)?,
+        output_tokens: number(2)?,
+        total_tokens: number(3)?,
+        request_count: number(4)?,
+        cost: Decimal::ZERO,
+    };
+    for (index, label) in view.labels.iter_mut().take(labels).enumerate() {
+        *label = text(index)?;
+    }
+    let cost = text(labels + 5)?;
+    view.cost = cost
+        .parse()
+        .with_context(|| format!("the ledger holds the cost `{cost}`, not a decimal"))?;
+    Ok(view)
 }
 
 fn day_range(
@@ -203,9 +251,11 @@ fn day_range(
     path: &std::path::Path,
 ) -> Result<Option<(NaiveDate, NaiveDate)>> {
     let (first, last): (Option<String>, Option<String>) = conn
-        .query_row("SELECT MIN(day), MAX(day) FROM ledger", [], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+        .query_row(
+            "SELECT (SELECT MIN(day) FROM ledger), (SELECT MAX(day) FROM ledger)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
         .with_context(|| unreadable(path))?;
     Ok(match (first, last) {
         (Some(first), Some(last)) => Some((parse_day(&first)?, parse_day(&last)?)),

@@ -30,7 +30,7 @@ use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags};
 
-pub(crate) use ledger::LedgerView;
+pub(crate) use ledger::{LedgerLabel, LedgerView};
 pub(crate) use login_verdict::LoginVerdictRecord;
 pub(crate) use outbox::{Batch, BatchState, Counts, NewBatch};
 pub(crate) use runs::RunRecord;
