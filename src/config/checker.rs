@@ -330,7 +330,11 @@ fn parse_url(text: &str, allow_insecure: bool) -> Result<Url, String> {
 
 fn is_loopback(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        // `localhost.` is the same name written fully qualified.
+        Some(url::Host::Domain(domain)) => domain
+            .strip_suffix('.')
+            .unwrap_or(domain)
+            .eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,
