@@ -11,3 +11,5 @@ mod windows;
 mod outbox;
 // Item 8: messages that name the real cause.
 mod diagnostics;
+// Issue 18, classes 1, 2 and 7 on the database source: odd values, a typo'd workspace, a column type.
+mod database;
