@@ -398,7 +398,7 @@ fn push(
             .build()
             .context("cannot build the HTTP client for the push")?;
         // The URL may hold a password: errors are shown without it.
-        let response = client
+        let mut response = client
             .put(url)
             .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(text)
@@ -407,7 +407,11 @@ fn push(
             .map_err(reqwest::Error::without_url)?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            // Only as much of an error page is read as is shown.
+            let (body, _) = crate::http::read_body(&mut response, 1200)
+                .await
+                .unwrap_or_default();
+            let body = crate::http::printable(&String::from_utf8_lossy(&body));
             let body: String = body.chars().take(300).collect();
             bail!("the Pushgateway answered {status}: {}", body.trim());
         }

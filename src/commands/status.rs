@@ -113,7 +113,8 @@ fn report(state: &State) -> anyhow::Result<Value> {
 
 fn text(report: &Value) -> String {
     let mut out = String::new();
-    let str_or = |v: &Value, default: &str| v.as_str().unwrap_or(default).to_owned();
+    // Errors and answers came from servers: their control characters are shown escaped.
+    let str_or = |v: &Value, default: &str| crate::http::printable(v.as_str().unwrap_or(default));
     let _ = writeln!(out, "state database  {}", str_or(&report["database"], ""));
     let _ = writeln!(
         out,
@@ -197,7 +198,7 @@ fn text(report: &Value) -> String {
 
 /// The ledger's extent and the batches per sink.
 fn ledger_and_sinks(out: &mut String, report: &Value) {
-    let str_or = |v: &Value, default: &str| v.as_str().unwrap_or(default).to_owned();
+    let str_or = |v: &Value, default: &str| crate::http::printable(v.as_str().unwrap_or(default));
     let ledger = &report["ledger"];
     let _ = writeln!(
         out,

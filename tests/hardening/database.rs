@@ -211,3 +211,77 @@ fn a_column_of_another_type_is_named_by_table_and_column_instead_of_a_panic() {
     );
     let _ = log(&finished, "run failed");
 }
+
+/// Drops every packet from `port` on loopback while it lives: a link that goes silent, as a dead
+/// route does, without closing anything.
+struct SilentLink(u16);
+
+impl SilentLink {
+    fn start(port: u16) -> SilentLink {
+        iptables("-I", port);
+        SilentLink(port)
+    }
+}
+
+impl Drop for SilentLink {
+    fn drop(&mut self) {
+        iptables("-D", self.0);
+    }
+}
+
+fn iptables(action: &str, port: u16) {
+    let status = std::process::Command::new("iptables")
+        .args([action, "INPUT", "-i", "lo", "-p", "tcp", "--sport"])
+        .arg(port.to_string())
+        .args(["-j", "DROP"])
+        .status()
+        .expect("iptables (Debian package iptables, run as root) silences the database link");
+    assert!(status.success(), "iptables {action} failed");
+}
+
+#[test]
+fn a_database_link_that_goes_silent_mid_query_ends_the_read_and_sigterm_still_works() {
+    // A cluster of its own: the silenced port must not be the shared one.
+    let cluster = pg::Cluster::start();
+    let database = world(&cluster);
+    let timed = |cluster: &pg::Cluster| {
+        exporter(cluster, SUPERUSER, &database)
+            .env("HTTP_TIMEOUT", "1")
+            .args(["run", "--from", DAY, "--to", DAY])
+    };
+    // The messages query waits on a lock, then the link goes silent while it waits.
+    let lock = cluster.lock_table(&database, "messages");
+    let mut running = timed(&cluster).spawn();
+    running.wait_for_line("apps read from the database");
+    let silent = SilentLink::start(cluster.port);
+    let started = std::time::Instant::now();
+    let finished = running.wait();
+    let waited = started.elapsed();
+    drop(silent);
+    drop(lock);
+    finished.code(1);
+    let error = finished.failure();
+    assert!(
+        error.contains("(DIFY_DATABASE_URL): the connection failed")
+            || error.contains("(DIFY_DATABASE_URL): cannot read messages"),
+        "{error}"
+    );
+    // Four probes of one second each, and some slack for a loaded machine; never the 30 minutes
+    // of the statement timeout.
+    assert!(waited < std::time::Duration::from_secs(30), "{waited:?}");
+
+    // SIGTERM on a silent link still stops the run at once.
+    let lock = cluster.lock_table(&database, "messages");
+    let mut running = timed(&cluster).env("HTTP_TIMEOUT", "10").spawn();
+    running.wait_for_line("apps read from the database");
+    let silent = SilentLink::start(cluster.port);
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    let finished = running.wait();
+    drop(silent);
+    drop(lock);
+    finished.code(143);
+    assert_eq!(
+        finished.log("run finished")["context"]["outcome"],
+        "stopped"
+    );
+}
