@@ -13,3 +13,9 @@ mod outbox;
 mod diagnostics;
 // Issue 18, classes 1, 2 and 7 on the database source: odd values, a typo'd workspace, a column type.
 mod database;
+// Issue 18 class 2: a reader that went away, a clock before 1970, dates beyond the calendar.
+mod panics;
+// Issue 18 class 4: URL passwords as written, keys in any case.
+mod leaks;
+// Issue 18 classes 7 and 8: one reading of every variable, what servers send, clear messages.
+mod readings;
