@@ -19,3 +19,7 @@ mod panics;
 mod leaks;
 // Issue 18 classes 7 and 8: one reading of every variable, what servers send, clear messages.
 mod readings;
+// Issue 18 classes 6 and 8 on the file system: planted links, a full disk.
+mod files;
+// Issue 18 class 5: endless answers, peak memory measured.
+mod memory;
