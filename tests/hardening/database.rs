@@ -1,15 +1,13 @@
 //! Issue 18 classes 1, 2 and 7 on the database source: a workspace id that names nothing, values
 //! the console source would refuse, sums that overflow, a column of another type, a JSON `null`.
 
-use dify_sim::{MeterConfig, MeterSim};
-
-use crate::deliver::yesterday;
+use crate::deliver::{meter, yesterday};
 use crate::difydb::{
     DAY, FIRST, LAST, T1, dry_run, dry_run_days, expected, exporter, load, log, records, simulated,
     world,
 };
 use crate::pg::{self, SUPERUSER};
-use crate::support::{EXTERNAL_TOKEN, Exporter, Row, held_row, truth_row};
+use crate::support::{Exporter, Row, held_row, truth_row};
 
 const TYPO: &str = "30000000-0000-4000-8000-000000000003";
 
@@ -28,11 +26,7 @@ fn a_workspace_id_that_names_no_workspace_stops_every_run_until_fixed_and_then_e
     let sim = simulated(61);
     let database = cluster.dify_database();
     load(cluster, &database, &sim);
-    let meter = MeterSim::start(MeterConfig {
-        token: EXTERNAL_TOKEN.to_owned(),
-        ..MeterConfig::default()
-    })
-    .unwrap();
+    let meter = meter();
     let state = tempfile::tempdir().unwrap();
     let run = |workspace: &str| {
         exporter(cluster, SUPERUSER, &database)
