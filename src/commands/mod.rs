@@ -51,9 +51,9 @@ fn dispatch(cli: Cli) -> Exit {
             } else {
                 LogStream::Stdout
             };
-            (stream, run_id())
+            (stream, Some(run_id()))
         }
-        Command::Resend(_) => (LogStream::Stdout, run_id()),
+        Command::Resend(_) => (LogStream::Stdout, Some(run_id())),
         Command::ValidateConfig(_)
         | Command::NextRuns(_)
         | Command::Status(_)
@@ -101,8 +101,8 @@ fn clock_before_1970() -> bool {
 }
 
 /// A new run id, time-ordered (UUIDv7).
-fn run_id() -> Option<String> {
-    Some(uuid::Uuid::now_v7().to_string())
+fn run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// Prints a command's product and ends with `exit`; a reader that went away is no failure, any

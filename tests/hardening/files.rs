@@ -47,8 +47,9 @@ fn links_planted_beside_the_metrics_textfile_are_never_written_through() {
     );
 }
 
-/// A small tmpfs mounted at a new directory while it lives (the tests run as root).
-struct SmallDisk(PathBuf, tempfile::TempDir);
+/// A small tmpfs mounted at a new directory while it lives (the tests run as root); the temporary
+/// directory holding the mount point goes after the unmount.
+struct SmallDisk(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl SmallDisk {
     fn mount() -> SmallDisk {
