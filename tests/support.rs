@@ -67,6 +67,12 @@ impl Exporter {
         self
     }
 
+    /// Sends stderr to `stdio` (e.g. a pseudo-terminal) instead of capturing it.
+    pub(crate) fn stderr_to(mut self, stdio: Stdio) -> Self {
+        self.command.stderr(stdio);
+        self
+    }
+
     /// Sets a variable to bytes that need not be UTF-8.
     pub(crate) fn env_os(mut self, key: &str, value: &std::ffi::OsStr) -> Self {
         self.command.env(key, value);
@@ -76,12 +82,6 @@ impl Exporter {
     /// Sends stdout to `stdio` (e.g. a pipe nobody reads) instead of capturing it.
     pub(crate) fn stdout_to(mut self, stdio: Stdio) -> Self {
         self.command.stdout(stdio);
-        self
-    }
-
-    /// Sends stderr to `stdio` (e.g. a pseudo-terminal) instead of capturing it.
-    pub(crate) fn stderr_to(mut self, stdio: Stdio) -> Self {
-        self.command.stderr(stdio);
         self
     }
 
