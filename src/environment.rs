@@ -3,11 +3,18 @@
 //! The file is read into a map instead of being written into the process environment, so nothing
 //! here mutates global state and tests can hand in any set of variables. Values already in the
 //! process environment win over the file (the dotenv convention, documented in `--help`).
+//!
+//! Every variable of the table is read here once for every command: under its own name however
+//! its key was spelled (a lower-case key in an env file is the same variable, so its secret is
+//! masked like any other), trimmed by one rule, and refused when its value is not UTF-8 (dropping
+//! it would silently fall back to a default, such as a second `STATE_DIR`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+
+use crate::config::variables;
 
 /// The file read when `--env-file` is not given and it exists in the working directory.
 const DEFAULT_ENV_FILE: &str = ".env";
@@ -28,9 +35,22 @@ impl Environment {
     /// `explicit_file` is `--env-file`: when given it must exist. Otherwise `.env` in the working
     /// directory is read if present.
     pub(crate) fn load(explicit_file: Option<&Path>) -> Result<Environment> {
-        let process: BTreeMap<String, String> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
+        let mut process = BTreeMap::new();
+        for (key, value) in std::env::vars_os() {
+            let Ok(key) = key.into_string() else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    process.insert(key, value);
+                }
+                Err(_) if variables::canonical_name(&key).is_some() => bail!(
+                    "{key}: its value is not valid UTF-8 (the value is not shown); set it as UTF-8 text"
+                ),
+                // Not ours: no concern of the exporter.
+                Err(_) => {}
+            }
+        }
         Self::load_with(process, explicit_file, Path::new("."))
     }
 
@@ -48,10 +68,13 @@ impl Environment {
         };
 
         let mut vars = match &env_file {
-            Some(path) => read_env_file(path)?,
+            Some(path) => canonical(
+                read_env_file(path)?,
+                &format!("the env file {}", path.display()),
+            )?,
             None => BTreeMap::new(),
         };
-        vars.extend(process);
+        vars.extend(canonical(process, "the process environment")?);
 
         let default_file = working_dir.join(DEFAULT_ENV_FILE);
         let example_file = working_dir.join(EXAMPLE_ENV_FILE);
@@ -98,6 +121,29 @@ impl Environment {
             .filter(|(_, v)| !v.trim().is_empty())
             .map(|(k, v)| (k.clone(), v.clone()))
     }
+}
+
+/// The variables of the table under their own names and trimmed (but [`variables::kept_as_typed`]);
+/// a name given twice in different letter case is an error, since which one counts would be a guess.
+fn canonical(vars: BTreeMap<String, String>, origin: &str) -> Result<BTreeMap<String, String>> {
+    let mut canonical = BTreeMap::new();
+    let mut spelled: BTreeMap<&'static str, String> = BTreeMap::new();
+    for (key, value) in vars {
+        let Some(name) = variables::canonical_name(&key) else {
+            canonical.insert(key, value);
+            continue;
+        };
+        if let Some(first) = spelled.insert(name, key.clone()) {
+            bail!("{name} is set twice in {origin}, as `{first}` and `{key}`; keep one");
+        }
+        let value = if variables::kept_as_typed(name) {
+            value
+        } else {
+            value.trim().to_owned()
+        };
+        canonical.insert(name.to_owned(), value);
+    }
+    Ok(canonical)
 }
 
 /// `--env-file` names a readable file: the message says which of the usual mistakes it is.
@@ -225,6 +271,30 @@ mod tests {
         assert!(
             err.to_string()
                 .ends_with(": is a directory; name the env file inside it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn keys_in_any_case_are_one_variable_trimmed_once_and_twice_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            ".env",
+            "dify_api_token=tok-canary-1\nState_Dir=\" ./state \"\nDIFY_PASSWORD=\" pw \"\n",
+        );
+        let env = Environment::load_with(BTreeMap::new(), None, dir.path()).unwrap();
+        assert_eq!(env.get("DIFY_API_TOKEN"), Some("tok-canary-1"));
+        assert_eq!(env.get("STATE_DIR"), Some("./state"));
+        assert_eq!(env.get("DIFY_PASSWORD"), Some(" pw "));
+        write(dir.path(), ".env", "LOG_LEVEL=debug\nlog_level=warn\n");
+        let err = Environment::load_with(BTreeMap::new(), None, dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("LOG_LEVEL is set twice in the env file ")
+                && err
+                    .to_string()
+                    .ends_with(", as `LOG_LEVEL` and `log_level`; keep one"),
             "{err}"
         );
     }

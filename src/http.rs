@@ -34,8 +34,12 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// The longest wait for a connection (within `HTTP_TIMEOUT`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How much of an error body is kept for messages.
+/// How much of an error body is kept for messages; no more of it is read.
 const ERROR_BODY_LIMIT: usize = 4096;
+/// The largest body of a successful answer that is read (`docs/robustness.md`): far above anything
+/// Dify sends (a page of 100 apps, runs or messages is well under a megabyte), so that an endless
+/// or multi-gigabyte answer ends the request instead of the memory.
+pub(crate) const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// The outcome callers branch on: stopped, answered with an error status, or unreachable.
 #[derive(Debug, Error)]
@@ -53,6 +57,9 @@ pub(crate) enum RequestError {
         /// The same, unmasked, for decisions only.
         answer: Unmasked,
     },
+    /// A success status with a body the exporter refuses to read on: too large, or not UTF-8.
+    #[error("{endpoint} {problem}")]
+    Unreadable { endpoint: String, problem: String },
     #[error("{endpoint} could not be reached: {cause}")]
     Transport {
         endpoint: String,
@@ -260,21 +267,53 @@ impl HttpClient {
                 None,
             )
         };
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(transport)?;
+        let limit = if status.is_success() {
+            MAX_BODY_BYTES
+        } else {
+            ERROR_BODY_LIMIT
+        };
+        let (bytes, cut) = read_body(&mut response, limit).await.map_err(transport)?;
+        // Whatever the server still sends is not read: the connection is dropped with it.
+        drop(response);
         debug!(
             endpoint,
             status = status.as_u16(),
-            bytes = body.len(),
+            bytes = bytes.len(),
             "request finished"
         );
         if status.is_success() {
+            let unreadable = |problem: String| {
+                (
+                    RequestError::Unreadable {
+                        endpoint: endpoint.to_owned(),
+                        problem,
+                    },
+                    None,
+                )
+            };
+            if cut {
+                return Err(unreadable(format!(
+                    "answered with a body of more than {} MiB, the most the exporter reads (far more than \
+                     Dify sends); the answer was dropped",
+                    MAX_BODY_BYTES >> 20
+                )));
+            }
+            // Read lossily, two names that differ only in invalid bytes would become one.
+            let body = String::from_utf8(bytes).map_err(|error| {
+                unreadable(format!(
+                    "answered with a body that is not valid UTF-8 (at byte {}); it is refused rather than \
+                     read with replacement characters, which could merge two different names into one",
+                    error.utf8_error().valid_up_to()
+                ))
+            })?;
             return Ok(Answer { headers, body });
         }
-        let body = truncate(&body, ERROR_BODY_LIMIT);
+        let body = String::from_utf8_lossy(&bytes);
+        let body = body.as_ref();
         let detail = if status.is_redirection() {
             redirect_detail(&headers)
         } else {
@@ -284,8 +323,8 @@ impl HttpClient {
             RequestError::Status {
                 endpoint: endpoint.to_owned(),
                 status,
-                detail: self.masker.mask(&detail),
-                body: self.masker.mask(body),
+                detail: printable(&self.masker.mask(&detail)),
+                body: printable(&self.masker.mask(body)),
                 answer: Unmasked(format!("{detail}\n{body}")),
             },
             retry_after,
@@ -350,9 +389,44 @@ fn redirect_detail(headers: &header::HeaderMap) -> String {
     )
 }
 
+/// Reads at most `limit` bytes of the body; `true` when there was more.
+pub(crate) async fn read_body(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// Text from a server made safe to show: every control character (a line break that would forge
+/// a log line or a `status` line, an escape sequence that would drive the terminal) is written as
+/// its escape, such as `\n` or `\u{1b}`.
+pub(crate) fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn is_transient(error: &RequestError) -> bool {
     match error {
-        RequestError::Cancelled { .. } => false,
+        RequestError::Cancelled { .. } | RequestError::Unreadable { .. } => false,
         RequestError::Transport { .. } => true,
         RequestError::Status { status, .. } => {
             *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()

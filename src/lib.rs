@@ -29,6 +29,7 @@
 //!   terminal, Prometheus metrics of each run.
 //! - `schedule`, `deploy_check`: the portable cron grammar, and whether the deployment files carry it.
 //! - `secret`: strings that print as `***`, and the masker for text from elsewhere.
+//! - `stdout`: a command's product, ended quietly when the reader goes away.
 
 pub mod cli;
 pub mod commands;
@@ -52,4 +53,5 @@ mod shutdown;
 mod sink;
 mod source;
 mod state;
+mod stdout;
 mod usage;

@@ -11,9 +11,9 @@
 //! OpenMetrics `# EOF` trailer, because both consumers read the classic text format.
 
 use std::collections::BTreeMap;
-use std::fs::{OpenOptions, Permissions};
+use std::fs::Permissions;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -345,30 +345,31 @@ fn count(n: u64) -> f64 {
 
 /// Writes `text` to a temporary file beside `path` and renames it over `path`, so the collector
 /// never reads half a file; mode 0644 whatever the umask, because node_exporter runs as another user.
+///
+/// The temporary file is created by `tempfile`: a random name opened with `O_CREAT | O_EXCL`, so a
+/// link planted beside the textfile can never make a root-run exporter write through it.
 fn write_textfile(path: &Path, text: &str) -> Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("METRICS_TEXTFILE {} names no file", path.display()))?;
-    // Not ending in `.prom`, so the collector ignores it while it is being written.
-    let temp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let write = || -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&temp)?;
-        file.set_permissions(Permissions::from_mode(0o644))?;
+        // Not ending in `.prom`, so the collector ignores it while it is being written.
+        let mut file = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        file.as_file()
+            .set_permissions(Permissions::from_mode(0o644))?;
         file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
+        file.as_file().sync_all()?;
+        // On failure the temporary file is removed when `file` is dropped.
+        file.persist(path).map(drop).map_err(|err| err.error)
     };
     write().map_err(|err| {
-        let _ = std::fs::remove_file(&temp);
         anyhow::Error::new(err).context(format!(
             "METRICS_TEXTFILE {}: cannot write it (its directory must exist and be writable)",
             path.display()
@@ -397,7 +398,7 @@ fn push(
             .build()
             .context("cannot build the HTTP client for the push")?;
         // The URL may hold a password: errors are shown without it.
-        let response = client
+        let mut response = client
             .put(url)
             .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(text)
@@ -406,7 +407,11 @@ fn push(
             .map_err(reqwest::Error::without_url)?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            // Only as much of an error page is read as is shown.
+            let (body, _) = crate::http::read_body(&mut response, 1200)
+                .await
+                .unwrap_or_default();
+            let body = crate::http::printable(&String::from_utf8_lossy(&body));
             let body: String = body.chars().take(300).collect();
             bail!("the Pushgateway answered {status}: {}", body.trim());
         }

@@ -25,8 +25,15 @@ pub(crate) enum ConnectError {
     Postgres(tokio_postgres::Error),
 }
 
-/// Opens a session as `application_name` `dify-usage-exporter`: TLS per `sslmode` and the connect
-/// timeout. No startup `options` (a PgBouncer in front of PostgreSQL refuses them): callers set what
+/// How many connect timeouts of silence end a session: a link that goes silent after a query was
+/// sent (a dead route, a dropped NAT entry) delivers neither rows nor an error, and the server's
+/// `statement_timeout` cannot arrive over it either.
+const SILENT_LINK_PROBES: u32 = 4;
+
+/// Opens a session as `application_name` `dify-usage-exporter`: TLS per `sslmode`, the connect
+/// timeout, and TCP keepalives with a user timeout, so that a dead link ends the session after
+/// [`SILENT_LINK_PROBES`] connect timeouts (at most 40 s). A server that is busy but alive answers
+/// the keepalives from its kernel, so a long query is never cut by them. No startup `options` (a PgBouncer in front of PostgreSQL refuses them): callers set what
 /// they need with `SET LOCAL`. The caller decides where the [`Connection`] is polled.
 pub(crate) async fn connect(source: &DatabaseSource) -> Result<(Client, Connection), ConnectError> {
     let mut config = tokio_postgres::Config::new();
@@ -37,6 +44,11 @@ pub(crate) async fn connect(source: &DatabaseSource) -> Result<(Client, Connecti
         .dbname(&source.database)
         .application_name("dify-usage-exporter")
         .connect_timeout(source.connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(source.connect_timeout)
+        .keepalives_interval(source.connect_timeout)
+        .keepalives_retries(SILENT_LINK_PROBES - 1)
+        .tcp_user_timeout(source.connect_timeout * SILENT_LINK_PROBES)
         .ssl_mode(match source.ssl_mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,

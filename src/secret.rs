@@ -62,6 +62,13 @@ impl Masker {
     /// as the `Basic` credentials of its user.
     pub(crate) fn learn_url(&mut self, text: &str) {
         use base64::Engine as _;
+        // As written, whether or not a URL parser reads the same password out of it.
+        if let Some(raw) = raw_password(text.trim()) {
+            self.add_forms(raw);
+            if let Ok(decoded) = percent_encoding::percent_decode_str(raw).decode_utf8() {
+                self.add_forms(&decoded);
+            }
+        }
         let Some(url) = url::Url::parse(text.trim()).ok() else {
             return;
         };
@@ -132,22 +139,41 @@ pub(crate) fn masked_url(url: &url::Url) -> String {
     shown.to_string().trim_end_matches('/').to_owned()
 }
 
-/// Masks a `user:password@` part of text that did not even parse as a URL.
-pub(crate) fn mask_userinfo(text: &str) -> String {
+/// The password of a `user:password@` part as written, read up to the last `@`, so that a password
+/// holding an unencoded `/`, `?` or `#` (where a URL parser ends the authority, and finds another
+/// host or none) is still found: what may be a secret is masked rather than shown.
+pub(crate) fn raw_password(text: &str) -> Option<&str> {
     let authority_start = text.find("://").map_or(0, |i| i + 3);
-    let authority = &text[authority_start..];
-    let authority_end = authority.find(['/', '?', '#']).unwrap_or(authority.len());
-    match authority[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = authority[..at].split(':').next().unwrap_or("");
-            format!(
-                "{}{user}:{MASK}{}",
-                &text[..authority_start],
-                &authority[at..]
-            )
-        }
-        None => text.to_owned(),
+    let rest = &text[authority_start..];
+    let userinfo = &rest[..rest.rfind('@')?];
+    userinfo.split_once(':').map(|(_, password)| password)
+}
+
+/// Masks a `user:password@` part of text that did not parse as a URL, or parsed as another one.
+pub(crate) fn mask_userinfo(text: &str) -> String {
+    let Some(password) = raw_password(text) else {
+        return text.to_owned();
+    };
+    // `password` is a slice of `text`: its position is known exactly.
+    let start = password.as_ptr() as usize - text.as_ptr() as usize;
+    format!(
+        "{}{MASK}{}",
+        &text[..start],
+        &text[start + password.len()..]
+    )
+}
+
+/// The URL for display, its password masked however it was written.
+pub(crate) fn shown_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(url) if !raw_password(text).is_some_and(has_url_delimiter) => masked_url(&url),
+        _ => mask_userinfo(text),
     }
+}
+
+/// Whether a password holds a character that ends a URL's authority unless percent-encoded.
+pub(crate) fn has_url_delimiter(password: &str) -> bool {
+    password.contains(['/', '?', '#'])
 }
 
 #[cfg(test)]
@@ -177,5 +203,18 @@ mod tests {
         );
         assert_eq!(mask_userinfo("u:p@host"), "u:***@host");
         assert_eq!(mask_userinfo("https://host/a@b"), "https://host/a@b");
+        assert_eq!(
+            shown_url("postgres://u:p/a?b#c@db:5432/dify"),
+            "postgres://u:***@db:5432/dify"
+        );
+        assert_eq!(shown_url("https://u:p%2Fq@h/x"), "https://u:***@h/x");
+    }
+
+    #[test]
+    fn a_url_password_with_unencoded_delimiters_is_learnt_as_written() {
+        let mut masker = Masker::default();
+        masker.learn_url("https://u:pw/canary#x?y@host/x");
+        let masker = masker.finish();
+        assert_eq!(masker.mask("echo pw/canary#x?y end"), "echo *** end");
     }
 }

@@ -106,9 +106,29 @@ struct Totals {
     total_only: bool,
 }
 
+/// A sum that no longer fits its type: 2^64 tokens or requests, or a cost beyond what an exact
+/// decimal holds. Wrapping would turn it into a small, wrong number; the run stops instead.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the {field} of {day}, app {app_id}, user {user}, model {model} overflow when summed; \
+     Dify holds an impossible value there"
+)]
+pub(crate) struct SumOverflow {
+    pub(crate) field: &'static str,
+    day: NaiveDate,
+    app_id: Arc<str>,
+    user: String,
+    model: String,
+}
+
+/// `a + b`, or the name of the field that overflowed.
+pub(crate) fn sum(a: u64, b: u64, field: &'static str) -> Result<u64, &'static str> {
+    a.checked_add(b).ok_or(field)
+}
+
 impl Aggregator {
-    /// Folds one observation into its record.
-    pub(crate) fn add(&mut self, usage: Usage) {
+    /// Folds one observation into its record; every sum is checked.
+    pub(crate) fn add(&mut self, usage: Usage) -> Result<(), SumOverflow> {
         let key = RecordKey {
             day: usage.day,
             app_id: usage.app_id,
@@ -121,21 +141,47 @@ impl Aggregator {
             },
             currency: iso_currency(usage.currency),
         };
-        let record = self.records.entry(key).or_insert_with(|| Totals {
-            app_name: usage.app_name,
-            input_tokens: 0,
-            output_tokens: 0,
-            total_tokens: 0,
-            request_count: 0,
-            cost: Decimal::ZERO,
-            total_only: false,
-        });
-        record.input_tokens += usage.input_tokens;
-        record.output_tokens += usage.output_tokens;
-        record.total_tokens += usage.total_tokens;
-        record.request_count += usage.requests;
-        record.cost += usage.cost;
+        let Some(record) = self.records.get_mut(&key) else {
+            self.records.insert(
+                key,
+                Totals {
+                    app_name: usage.app_name,
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    total_tokens: usage.total_tokens,
+                    request_count: usage.requests,
+                    cost: usage.cost,
+                    total_only: usage.total_only,
+                },
+            );
+            return Ok(());
+        };
+        let overflow = |field| SumOverflow {
+            field,
+            day: key.day,
+            app_id: key.app_id.clone(),
+            user: key.user.clone(),
+            model: key.model.clone(),
+        };
+        // Summed into copies first, so that a failed sum leaves the record as it was.
+        let summed = (|| {
+            Ok((
+                sum(record.input_tokens, usage.input_tokens, "input tokens")?,
+                sum(record.output_tokens, usage.output_tokens, "output tokens")?,
+                sum(record.total_tokens, usage.total_tokens, "total tokens")?,
+                sum(record.request_count, usage.requests, "requests")?,
+                record.cost.checked_add(usage.cost).ok_or("cost")?,
+            ))
+        })();
+        (
+            record.input_tokens,
+            record.output_tokens,
+            record.total_tokens,
+            record.request_count,
+            record.cost,
+        ) = summed.map_err(overflow)?;
         record.total_only |= usage.total_only;
+        Ok(())
     }
 
     /// Records of `app_id` will carry `workspace_id` (`metadata.source_workspace_id`).
@@ -212,8 +258,12 @@ mod tests {
     #[test]
     fn observations_of_one_key_are_summed_exactly() {
         let mut aggregator = Aggregator::default();
-        aggregator.add(usage("langgenius/openai/openai", 100, 20, "0.0000001"));
-        aggregator.add(usage("openai", 90, 11, "0.0006279"));
+        aggregator
+            .add(usage("langgenius/openai/openai", 100, 20, "0.0000001"))
+            .unwrap();
+        aggregator
+            .add(usage("openai", 90, 11, "0.0006279"))
+            .unwrap();
         let records = aggregator.into_records();
         assert_eq!(records.len(), 1);
         let record = &records[0];
@@ -252,11 +302,41 @@ mod tests {
 
     fn record(cost: &str, tokens: u64) -> UsageRecord {
         let mut aggregator = Aggregator::default();
-        aggregator.add(Usage {
-            cost: cost.parse().unwrap(),
-            ..usage("openai", tokens, 0, "0")
-        });
+        aggregator
+            .add(Usage {
+                cost: cost.parse().unwrap(),
+                ..usage("openai", tokens, 0, "0")
+            })
+            .unwrap();
         aggregator.into_records().remove(0)
+    }
+
+    #[test]
+    fn a_sum_that_overflows_is_an_error_naming_the_field() {
+        let mut aggregator = Aggregator::default();
+        aggregator
+            .add(usage("openai", u64::MAX - 1, 0, "1"))
+            .unwrap();
+        let err = aggregator.add(usage("openai", 2, 0, "1")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the input tokens of 2026-11-27, app app, user u, model gpt-4o overflow when summed; \
+             Dify holds an impossible value there"
+        );
+        let mut aggregator = Aggregator::default();
+        aggregator.add(usage("openai", 1, 0, "0")).unwrap();
+        let huge = Usage {
+            cost: Decimal::MAX,
+            ..usage("openai", 1, 0, "0")
+        };
+        aggregator.add(huge.clone()).unwrap();
+        assert_eq!(aggregator.add(huge).unwrap_err().field, "cost");
+        let records = aggregator.into_records();
+        assert_eq!(
+            (records[0].input_tokens, records[0].cost),
+            (2, Decimal::MAX),
+            "a failed sum leaves the record as it was"
+        );
     }
 
     #[test]

@@ -181,13 +181,18 @@ fn three_problems_at_once_are_all_reported() {
 #[test]
 fn the_effective_configuration_is_printed_with_secrets_masked() {
     let (code, report) = report(
-        Exporter::configured("https://user:urlpass-canary@dify.example.com/")
+        Exporter::configured("https://dify.example.com/")
+            .env(
+                "PUSHGATEWAY_URL",
+                "https://user:urlpass-canary@gw.example.com/",
+            )
             .env("DIFY_WORKSPACE_ID", "0d1c7a62-3c1f-4d6e-9a8b-5b2f1e0c9d47")
             .env("CRON_SCHEDULE", "@daily"),
     );
     assert_eq!(code, Some(0));
     let config = &report["config"];
-    assert_eq!(config["DIFY_API_URL"], "https://user:***@dify.example.com");
+    assert_eq!(config["DIFY_API_URL"], "https://dify.example.com");
+    assert_eq!(config["PUSHGATEWAY_URL"], "https://user:***@gw.example.com");
     assert_eq!(config["DIFY_API_TOKEN"], "***");
     assert_eq!(config["EXTERNAL_API_TOKEN"], "***");
     assert_eq!(

@@ -18,7 +18,7 @@ use crate::pg::{self, Cluster, SUPERUSER};
 use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, PASSWORD, Row, held_row, truth_row};
 
 pub(crate) const DAY: &str = "2026-11-02";
-const T1: &str = "10000000-0000-4000-8000-000000000001";
+pub(crate) const T1: &str = "10000000-0000-4000-8000-000000000001";
 const T2: &str = "20000000-0000-4000-8000-000000000002";
 const PIPELINE: &str = "a0000000-0000-4000-8000-000000000006";
 
@@ -145,7 +145,7 @@ const WORKSPACE_1: [&str; 10] = [
 const WORKSPACE_2: &str =
     "a0000000-0000-4000-8000-000000000007|T2|t2-sess|openai|gpt-4o|USD|11/1/12|1|0.0000012|exact";
 
-fn expected(workspaces: &[&str]) -> Vec<String> {
+pub(crate) fn expected(workspaces: &[&str]) -> Vec<String> {
     let mut rows: Vec<String> = WORKSPACE_1
         .iter()
         .filter(|r| !r.is_empty() && workspaces.contains(&"T1"))
@@ -189,7 +189,7 @@ fn row(record: &Value) -> String {
     )
 }
 
-fn records(finished: &Finished) -> Vec<String> {
+pub(crate) fn records(finished: &Finished) -> Vec<String> {
     let mut rows: Vec<String> = finished.stdout_lines().iter().map(row).collect();
     rows.sort();
     rows
@@ -208,7 +208,7 @@ pub(crate) fn dry_run(exporter: Exporter) -> Finished {
     dry_run_days(exporter, DAY, DAY)
 }
 
-fn dry_run_days(exporter: Exporter, from: &str, to: &str) -> Finished {
+pub(crate) fn dry_run_days(exporter: Exporter, from: &str, to: &str) -> Finished {
     exporter
         .args(["run", "--dry-run", "--from", from, "--to", to])
         .run()
@@ -278,13 +278,21 @@ fn dify_workspace_id_limits_the_export_to_one_workspace() {
         finished.code(0);
         assert_eq!(records(&finished), expected_rows, "{workspace}");
     }
-    // A workspace without apps exports nothing, successfully.
-    let finished = dry_run(
-        exporter(cluster, SUPERUSER, &database)
-            .env("DIFY_WORKSPACE_ID", "30000000-0000-4000-8000-000000000003"),
+    // A workspace without apps exports nothing, successfully, with a warning.
+    let empty = "30000000-0000-4000-8000-000000000003";
+    cluster.psql(
+        &database,
+        &format!("INSERT INTO tenants (id, name) VALUES ('{empty}', 'Empty');"),
     );
+    let finished = dry_run(exporter(cluster, SUPERUSER, &database).env("DIFY_WORKSPACE_ID", empty));
     finished.code(0);
     assert_eq!(finished.stdout, "");
+    let warning = log(
+        &finished,
+        "the database holds no app (in the selected workspace); nothing is read",
+    );
+    assert_eq!(warning["level"], "warn");
+    assert_eq!(warning["context"]["workspace_id"], empty);
 }
 
 /// The `CREATE ROLE … GRANT SELECT …` block of the README, for `database`, with the canary password.
@@ -542,10 +550,10 @@ fn sigterm_during_the_read_stops_at_once_and_queues_nothing() {
 /// The simulated worlds: three days, every mode (`agent` too), enough runs and conversations for every
 /// kind of row (triggered, failed and debug runs, truncated and container nodes, explore, debugger and
 /// deleted conversations, unanswered messages).
-const FIRST: &str = "2026-11-01";
-const LAST: &str = "2026-11-03";
+pub(crate) const FIRST: &str = "2026-11-01";
+pub(crate) const LAST: &str = "2026-11-03";
 
-fn simulated(seed: u64) -> DifySim {
+pub(crate) fn simulated(seed: u64) -> DifySim {
     DifySim::start(SimConfig {
         seed,
         first_day: FIRST.parse().unwrap(),
@@ -558,7 +566,7 @@ fn simulated(seed: u64) -> DifySim {
 }
 
 /// Loads `sim`'s world into `database`.
-fn load(cluster: &Cluster, database: &str, sim: &DifySim) {
+pub(crate) fn load(cluster: &Cluster, database: &str, sim: &DifySim) {
     let mut rows = Vec::new();
     sim.write_database_rows(&mut rows).unwrap();
     cluster.psql(database, &String::from_utf8(rows).unwrap());
@@ -568,7 +576,7 @@ fn window() -> (NaiveDate, NaiveDate) {
     (FIRST.parse().unwrap(), LAST.parse().unwrap())
 }
 
-fn database_truth(sims: &[&DifySim]) -> Vec<Row> {
+pub(crate) fn database_truth(sims: &[&DifySim]) -> Vec<Row> {
     let (first, last) = window();
     let mut rows: Vec<Row> = sims
         .iter()

@@ -92,6 +92,18 @@ impl Exporter {
         self
     }
 
+    /// Sets a variable to bytes that need not be UTF-8.
+    pub(crate) fn env_os(mut self, key: &str, value: &std::ffi::OsStr) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Sends stdout to `stdio` (e.g. a pipe nobody reads) instead of capturing it.
+    pub(crate) fn stdout_to(mut self, stdio: Stdio) -> Self {
+        self.command.stdout(stdio);
+        self
+    }
+
     /// Writes a file into the working directory.
     pub(crate) fn file(self, name: &str, text: &str) -> Self {
         std::fs::write(self.dir.path().join(name), text).unwrap();

@@ -4,6 +4,8 @@
 //! log line per batch, and no longer makes every run exit 1. Like `watermark set` it needs `--yes`
 //! and takes the run lock.
 
+use std::fmt::Write as _;
+
 use tracing::{error, info};
 
 use super::frame;
@@ -46,14 +48,16 @@ pub(super) fn discard(environment: &Environment, args: &DiscardArgs) -> Exit {
         if chosen.is_empty() {
             return nothing_to_discard(args);
         }
+        let mut shown = String::new();
         for batch in chosen {
-            println!(
+            let _ = writeln!(
+                shown,
                 "would discard batch #{} of sink {} ({}, {} records, {} tokens); its records would never be sent there",
                 batch.id, batch.sink, batch.first_day, batch.record_count, batch.total_tokens
             );
         }
-        println!("rerun with --yes to do it");
-        return Exit::Failure;
+        shown.push_str("rerun with --yes to do it\n");
+        return super::print(&shown, Exit::Failure);
     }
     let discarded = match state.discard(args.batch, args.sink.as_deref()) {
         Ok(discarded) => discarded,
@@ -65,6 +69,7 @@ pub(super) fn discard(environment: &Environment, args: &DiscardArgs) -> Exit {
     if discarded.is_empty() {
         return nothing_to_discard(args);
     }
+    let mut shown = String::new();
     for batch in &discarded {
         info!(
             batch_id = batch.id,
@@ -75,12 +80,13 @@ pub(super) fn discard(environment: &Environment, args: &DiscardArgs) -> Exit {
             last_error = batch.last_error,
             "dead batch discarded by the operator; its records will not be sent"
         );
-        println!(
+        let _ = writeln!(
+            shown,
             "discarded batch #{} of sink {} ({}, {} records)",
             batch.id, batch.sink, batch.first_day, batch.record_count
         );
     }
-    Exit::Success
+    super::print(&shown, Exit::Success)
 }
 
 fn nothing_to_discard(args: &DiscardArgs) -> Exit {
@@ -91,6 +97,5 @@ fn nothing_to_discard(args: &DiscardArgs) -> Exit {
         );
         return Exit::Failure;
     }
-    println!("no dead-lettered batches");
-    Exit::Success
+    super::print("no dead-lettered batches\n", Exit::Success)
 }

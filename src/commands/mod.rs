@@ -12,6 +12,8 @@ mod status;
 mod validate_config;
 mod watermark;
 
+use std::io::Write as _;
+
 use tracing::{error, warn};
 
 use crate::cli::{Cli, Command};
@@ -27,6 +29,15 @@ pub fn execute(cli: Cli) -> std::process::ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Exit {
+    if clock_before_1970() {
+        // Not through the logger: its timestamps would read the same clock. One line in its shape.
+        let line = serde_json::json!({
+            "level": "error",
+            "message": "the system clock reads a time before 1970; set the clock right (log timestamps, run ids, the state database and every UTC day count from 1970)",
+        });
+        let _ = writeln!(std::io::stderr(), "{line}");
+        return Exit::Failure;
+    }
     let environment = Environment::load(cli.env_file.as_deref());
     let settings = environment
         .as_ref()
@@ -40,9 +51,9 @@ fn dispatch(cli: Cli) -> Exit {
             } else {
                 LogStream::Stdout
             };
-            (stream, Some(uuid::Uuid::now_v7().to_string()))
+            (stream, Some(run_id()))
         }
-        Command::Resend(_) => (LogStream::Stdout, Some(uuid::Uuid::now_v7().to_string())),
+        Command::Resend(_) => (LogStream::Stdout, Some(run_id())),
         Command::ValidateConfig(_)
         | Command::NextRuns(_)
         | Command::Status(_)
@@ -78,6 +89,31 @@ fn dispatch(cli: Cli) -> Exit {
         Command::Discard(args) => discard::discard(&environment, &args),
         Command::Report(args) => report::report(&environment, &args),
         Command::Reconcile(args) => reconcile::reconcile(&environment, &args),
+    }
+}
+
+/// chrono's `Utc::now` and uuid's v7 ids panic on a clock before the Unix epoch, so such a clock
+/// is refused before anything reads it.
+fn clock_before_1970() -> bool {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .is_err()
+}
+
+/// A new run id, time-ordered (UUIDv7).
+fn run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Prints a command's product and ends with `exit`; a reader that went away is no failure, any
+/// other write error is.
+fn print(text: &str, exit: Exit) -> Exit {
+    match crate::stdout::print(text) {
+        Ok(()) => exit,
+        Err(err) => {
+            error!(error = %err, "cannot write to stdout");
+            Exit::Failure
+        }
     }
 }
 

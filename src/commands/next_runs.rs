@@ -3,14 +3,14 @@
 
 use std::io::Write as _;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{Datelike as _, SecondsFormat, Utc};
 use tracing::error;
 
 use crate::cli::NextRunsArgs;
 use crate::config::variables;
 use crate::environment::Environment;
 use crate::exit::Exit;
-use crate::schedule::Schedule;
+use crate::schedule::{self, Schedule};
 
 #[must_use]
 pub(super) fn next_runs(environment: &Environment, args: &NextRunsArgs) -> Exit {
@@ -35,19 +35,41 @@ pub(super) fn next_runs(environment: &Environment, args: &NextRunsArgs) -> Exit 
         }
     };
     let from = args.from.unwrap_or_else(Utc::now);
+    let years = schedule::CALENDAR_YEARS;
+    if !years.contains(&from.year()) {
+        error!(
+            from = %from,
+            "--from must lie in the years {} to {}, the calendar fire times are computed in",
+            years.start(),
+            years.end()
+        );
+        return Exit::Failure;
+    }
     let count = usize::try_from(args.count).unwrap_or(usize::MAX);
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::stdout::Stdout::lock();
+    let mut printed = 0;
     for instant in schedule.fire_times_after(from).take(count) {
+        printed += 1;
         if writeln!(
             out,
             "{}",
             instant.to_rfc3339_opts(SecondsFormat::Secs, true)
         )
         .is_err()
+            || out.closed()
         {
             // The reader went away (e.g. `| head`); that is not a failure of ours.
-            break;
+            return Exit::Success;
         }
+    }
+    if printed < count {
+        error!(
+            printed,
+            count,
+            "the schedule fires only {printed} time(s) after --from before the end of {}, the last year fire times are computed in",
+            years.end()
+        );
+        return Exit::Failure;
     }
     Exit::Success
 }

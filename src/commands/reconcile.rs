@@ -36,7 +36,7 @@ pub(super) fn reconcile(environment: &Environment, args: &ReconcileArgs) -> Exit
         OutputFormat::Json => reconcile::json(&reconciliation),
     };
     let printed = text.and_then(|text| {
-        let mut out = std::io::stdout().lock();
+        let mut out = crate::stdout::Stdout::lock();
         out.write_all(text.as_bytes())
             .and_then(|()| out.flush())
             .context("cannot write the reconciliation to stdout")

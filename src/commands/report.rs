@@ -108,7 +108,7 @@ fn emit(args: &ReportArgs, text: &[u8]) -> Result<()> {
         return std::fs::write(path, text)
             .with_context(|| format!("cannot write --out {}", path.display()));
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::stdout::Stdout::lock();
     out.write_all(text)
         .and_then(|()| out.flush())
         .context("cannot write the report to stdout")

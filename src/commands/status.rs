@@ -37,19 +37,19 @@ pub(super) fn status(environment: &Environment, args: &StatusArgs) -> Exit {
             "no state yet: {} has no state database (no run has queued anything)",
             state_dir.display()
         );
-        match args.output {
-            OutputFormat::Text => println!("{message}"),
-            OutputFormat::Json => println!("{}", json!({"database": null, "message": message})),
-        }
-        return Exit::Success;
+        let shown = match args.output {
+            OutputFormat::Text => format!("{message}\n"),
+            OutputFormat::Json => format!("{}\n", json!({"database": null, "message": message})),
+        };
+        return super::print(&shown, Exit::Success);
     };
     // Errors stored by an older exporter may hold a secret a server echoed: mask on the way out too.
     let masker = config::masker(environment);
-    match args.output {
-        OutputFormat::Json => println!("{}", masker.mask(&report.to_string())),
-        OutputFormat::Text => print!("{}", masker.mask(&text(&report))),
-    }
-    Exit::Success
+    let shown = match args.output {
+        OutputFormat::Json => format!("{}\n", masker.mask(&report.to_string())),
+        OutputFormat::Text => masker.mask(&text(&report)),
+    };
+    super::print(&shown, Exit::Success)
 }
 
 fn report(state: &State) -> anyhow::Result<Value> {
@@ -113,7 +113,8 @@ fn report(state: &State) -> anyhow::Result<Value> {
 
 fn text(report: &Value) -> String {
     let mut out = String::new();
-    let str_or = |v: &Value, default: &str| v.as_str().unwrap_or(default).to_owned();
+    // Errors and answers came from servers: their control characters are shown escaped.
+    let str_or = |v: &Value, default: &str| crate::http::printable(v.as_str().unwrap_or(default));
     let _ = writeln!(out, "state database  {}", str_or(&report["database"], ""));
     let _ = writeln!(
         out,
@@ -197,7 +198,7 @@ fn text(report: &Value) -> String {
 
 /// The ledger's extent and the batches per sink.
 fn ledger_and_sinks(out: &mut String, report: &Value) {
-    let str_or = |v: &Value, default: &str| v.as_str().unwrap_or(default).to_owned();
+    let str_or = |v: &Value, default: &str| crate::http::printable(v.as_str().unwrap_or(default));
     let ledger = &report["ledger"];
     let _ = writeln!(
         out,

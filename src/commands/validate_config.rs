@@ -26,7 +26,10 @@ pub(super) fn validate_config(environment: &Environment, args: &ValidateConfigAr
         OutputFormat::Text => text_report(&config, deploy.as_ref(), environment),
         OutputFormat::Json => json_report(&config, deploy.as_ref(), environment),
     };
-    print!("{report}");
+    if let Err(err) = crate::stdout::print(&report) {
+        error!(error = %err, "cannot write to stdout");
+        return Exit::Failure;
+    }
 
     let deploy_ok = match &deploy {
         None => true,

@@ -22,12 +22,10 @@ pub(super) fn watermark(environment: &Environment, args: &WatermarkArgs) -> Exit
             .and_then(|s| s.map(|s| s.watermark()).transpose())
         {
             Ok(day) => {
-                println!(
-                    "{}",
-                    day.flatten()
-                        .map_or_else(|| "(none)".to_owned(), |d| d.to_string())
-                );
-                Exit::Success
+                let shown = day
+                    .flatten()
+                    .map_or_else(|| "(none)".to_owned(), |d| d.to_string());
+                super::print(&format!("{shown}\n"), Exit::Success)
             }
             Err(err) => {
                 error!(error = format!("{err:#}"), "cannot read the state");
@@ -63,19 +61,23 @@ pub(super) fn watermark(environment: &Environment, args: &WatermarkArgs) -> Exit
                 }
             };
             if !yes {
-                println!(
-                    "would move the watermark from {current} to {day}: the next run exports the days after {day} \
-                     (plus EXPORT_LOOKBACK_DAYS before); rerun with --yes to do it"
+                return super::print(
+                    &format!(
+                        "would move the watermark from {current} to {day}: the next run exports the days after {day} \
+                         (plus EXPORT_LOOKBACK_DAYS before); rerun with --yes to do it\n"
+                    ),
+                    Exit::Failure,
                 );
-                return Exit::Failure;
             }
             if let Err(err) = state.set_watermark(day) {
                 error!(error = format!("{err:#}"), "cannot set the watermark");
                 return Exit::Failure;
             }
             info!(from = current, to = %day, "watermark set");
-            println!("watermark moved from {current} to {day}");
-            Exit::Success
+            super::print(
+                &format!("watermark moved from {current} to {day}\n"),
+                Exit::Success,
+            )
         }
     }
 }

@@ -15,7 +15,9 @@ use url::Url;
 
 use super::Problem;
 use super::variables::{MIN_SECRET_CHARS, Rule, Variable};
-use crate::secret::{Secret, mask_userinfo, masked_url};
+use crate::secret::{
+    Secret, has_url_delimiter, mask_userinfo, masked_url, raw_password, shown_url,
+};
 
 /// A value envy read as text and parsed as `T`, or the text that did not parse, kept so that the
 /// problem can quote it. Deserializing never fails, so one bad value cannot hide the others.
@@ -216,8 +218,20 @@ impl Checker {
         false
     }
 
-    /// The password inside a URL, when there is one, must be as long as any other secret.
+    /// The password inside a URL, when there is one, must be as long as any other secret, and
+    /// percent-encoded where a URL parser would end it early.
     pub(super) fn url_password(&mut self, variable: &Variable, text: &str) -> bool {
+        if raw_password(text).is_some_and(has_url_delimiter) {
+            self.problem(
+                variable,
+                format!(
+                    "`{}` has a password holding `/`, `?` or `#` unencoded, which ends the address early; \
+                     percent-encode them as %2F, %3F and %23",
+                    mask_userinfo(text)
+                ),
+            );
+            return false;
+        }
         match Url::parse(text)
             .ok()
             .and_then(|url| url.password().map(percent_decoded_len))
@@ -237,14 +251,41 @@ impl Checker {
         let value = value.trim();
         match parse_url(value, allow_insecure) {
             Ok(url) => self.url_password(variable, value).then_some(url),
+            // A password that ends the address early is the cause, whatever else seems wrong.
+            Err(_) if raw_password(value).is_some_and(has_url_delimiter) => {
+                self.url_password(variable, value);
+                None
+            }
             Err(rule) => {
                 // The value may carry a password; show it only in masked form.
-                let shown =
-                    Url::parse(value).map_or_else(|_| mask_userinfo(value), |u| masked_url(&u));
-                self.problem(variable, format!("`{shown}` {rule}"));
+                self.problem(variable, format!("`{}` {rule}", shown_url(value)));
                 None
             }
         }
+    }
+
+    /// A URL whose requests carry a bearer token (`token_variable`) must not carry `user:password@`
+    /// too: the HTTP client would send both as two `Authorization` headers, and a server refusing
+    /// the pair makes the token look wrong.
+    pub(super) fn no_userinfo(
+        &mut self,
+        variable: &Variable,
+        url: Option<Url>,
+        token_variable: &str,
+    ) -> Option<Url> {
+        let url = url?;
+        if url.username().is_empty() && url.password().is_none() {
+            return Some(url);
+        }
+        self.problem(
+            variable,
+            format!(
+                "`{}` carries `user:password@` while requests authenticate with {token_variable}; a request \
+                 carries one Authorization header: remove the credentials from the URL",
+                masked_url(&url)
+            ),
+        );
+        None
     }
 
     /// The state directory: missing is fine (it is created), a file is not.
@@ -330,7 +371,11 @@ fn parse_url(text: &str, allow_insecure: bool) -> Result<Url, String> {
 
 fn is_loopback(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        // `localhost.` is the same name written fully qualified.
+        Some(url::Host::Domain(domain)) => domain
+            .strip_suffix('.')
+            .unwrap_or(domain)
+            .eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,

@@ -26,7 +26,7 @@ use crate::environment::Environment;
 use crate::ledger::DecreasePolicy;
 use crate::logging::{LogFormat, LogLevel, LogSettings};
 use crate::schedule::Schedule;
-use crate::secret::{MASK, Masker, mask_userinfo, masked_url};
+use crate::secret::{MASK, Masker, shown_url};
 use crate::source::console::PasswordEncoding;
 pub(crate) use sinks::{
     CloudEventsSinkConfig, FileFormat, FileSchema, FileSinkConfig, HttpSinkConfig, LedgerConfig,
@@ -251,10 +251,8 @@ impl Config {
 /// `STATE_DIR` alone, for the commands that need nothing else (`status`, `watermark`).
 pub(crate) fn state_dir(env: &Environment) -> PathBuf {
     let variable = &variables::STATE_DIR;
-    env.get(variable.name).map_or_else(
-        || checker::table_default(variable),
-        |dir| PathBuf::from(dir.trim()),
-    )
+    env.get(variable.name)
+        .map_or_else(|| checker::table_default(variable), PathBuf::from)
 }
 
 /// The log settings alone, best effort: invalid values fall back to the defaults so that the
@@ -296,9 +294,7 @@ fn masked(env: &Environment) -> Vec<(&'static str, String)> {
             let shown = match (env.get(variable.name).map(str::trim), variable.secrecy) {
                 (None, _) => variable.default.unwrap_or("(unset)").to_owned(),
                 (Some(_), Secrecy::Secret) => MASK.to_owned(),
-                (Some(url), Secrecy::UrlPassword) => {
-                    Url::parse(url).map_or_else(|_| mask_userinfo(url), |url| masked_url(&url))
-                }
+                (Some(url), Secrecy::UrlPassword) => shown_url(url),
                 (Some(value), Secrecy::Public) => value.to_owned(),
             };
             (variable.name, shown)

@@ -208,6 +208,7 @@ fn http(check: &mut Checker, raw: &RawEnv, allow_insecure: bool) -> Option<HttpS
         (Some(url), Some(token)) => (url, token),
     };
     let url = check.url(&v::EXTERNAL_API_URL, url, allow_insecure);
+    let url = check.no_userinfo(&v::EXTERNAL_API_URL, url, v::EXTERNAL_API_TOKEN.name);
     let token = check.secret(&v::EXTERNAL_API_TOKEN, token.trim());
     Some(HttpSinkConfig {
         url: url?,
@@ -314,7 +315,14 @@ fn cloudevents(
         }
         return None;
     };
-    let url = check.url(&v::SINK_CLOUDEVENTS_URL, url, allow_insecure);
+    let mut url = check.url(&v::SINK_CLOUDEVENTS_URL, url, allow_insecure);
+    if raw.sink_cloudevents_token.is_some() {
+        url = check.no_userinfo(
+            &v::SINK_CLOUDEVENTS_URL,
+            url,
+            v::SINK_CLOUDEVENTS_TOKEN.name,
+        );
+    }
     let token = match raw.sink_cloudevents_token.as_deref() {
         Some(token) => Some(check.secret(&v::SINK_CLOUDEVENTS_TOKEN, token.trim())?),
         None => None,

@@ -51,6 +51,11 @@ pub(super) fn select(
                 " (an absolute http(s) URL)",
             )
             .and_then(|url| check.url(&v::DIFY_API_URL, url, allow_insecure_http));
+        let url = check.no_userinfo(
+            &v::DIFY_API_URL,
+            url,
+            "DIFY_API_TOKEN (or the token the login returns)",
+        );
         let auth = console_auth(check, raw);
         return Some(SourceConfig::Console {
             url: url?,

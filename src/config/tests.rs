@@ -53,11 +53,57 @@ fn a_password_inside_a_url_is_masked_in_problems_and_output() {
     .unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
     let ok = config(&[(
-        "EXTERNAL_API_URL",
-        "https://user:hunter2-long@meter.example.com/x",
+        "PUSHGATEWAY_URL",
+        "https://user:hunter2-long@gw.example.com/x",
     )])
     .unwrap();
     assert!(!format!("{:?}", ok.masked()).contains("hunter2"));
+}
+
+#[test]
+fn credentials_in_a_url_whose_requests_carry_a_token_are_refused() {
+    for (variable, value) in [
+        (
+            "EXTERNAL_API_URL",
+            "https://user:hunter2-long@meter.example.com/x",
+        ),
+        ("DIFY_API_URL", "https://user:hunter2-long@dify.example.com"),
+    ] {
+        let err = config(&[(variable, value)]).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].variable, variable);
+        assert!(
+            err.0[0]
+                .message
+                .contains("carries `user:password@` while requests authenticate with")
+                && err.0[0].message.contains("`https://user:***@"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_url_password_with_unencoded_delimiters_is_refused_masked() {
+    for variable in ["DIFY_DATABASE_URL", "SINK_POSTGRES_URL", "PUSHGATEWAY_URL"] {
+        let value = if variable == "PUSHGATEWAY_URL" {
+            "https://ops:hunter2/x?y#z@gw.example.com"
+        } else {
+            "postgres://ro:hunter2/x?y#z@db:5432/dify"
+        };
+        let mut pairs = vec![(variable, value)];
+        if variable == "DIFY_DATABASE_URL" {
+            pairs.extend([("DIFY_API_URL", ""), ("DIFY_API_TOKEN", "")]);
+        }
+        let err = config(&pairs).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("{variable}: `"))
+                && text.contains(":***@")
+                && text.contains("has a password holding `/`, `?` or `#` unencoded"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }
 
 #[test]

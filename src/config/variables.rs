@@ -227,6 +227,20 @@ pub(crate) const VARIABLES: [Variable; 38] = [
     PUSHGATEWAY_INSTANCE,
 ];
 
+/// The table's name for `key` spelled in any letter case (`dify_api_token` is `DIFY_API_TOKEN`).
+pub(crate) fn canonical_name(key: &str) -> Option<&'static str> {
+    VARIABLES
+        .iter()
+        .find(|v| v.name.eq_ignore_ascii_case(key))
+        .map(|v| v.name)
+}
+
+/// Whether the value is used exactly as typed: a password may begin or end with a space. Every
+/// other value is trimmed once, where it is read, for every command alike.
+pub(crate) fn kept_as_typed(name: &str) -> bool {
+    name == DIFY_PASSWORD.name
+}
+
 /// A secret shorter than this is refused: masking it would blank out ordinary words in every line
 /// (a token `t` turns each `t` of the log into `***`).
 pub(crate) const MIN_SECRET_CHARS: usize = 8;

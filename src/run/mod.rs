@@ -264,7 +264,7 @@ fn warn_decreases(merger: &Merger<'_>, policy: DecreasePolicy) {
 /// One JSON record per line on stdout in the wire format (with the identity map's customer),
 /// written at once after collection finished.
 fn print_records(records: &[UsageRecord], config: &Config) -> Result<()> {
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = std::io::BufWriter::new(crate::stdout::Stdout::lock());
     for record in records {
         let customer = config
             .ledger

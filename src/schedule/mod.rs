@@ -22,6 +22,10 @@ pub(crate) struct ScheduleError {
     reason: String,
 }
 
+/// The years the `cron` crate computes fire times in; `next-runs` refuses instants outside them
+/// instead of printing nothing or skipping to 1970.
+pub(crate) const CALENDAR_YEARS: std::ops::RangeInclusive<i32> = 1970..=2100;
+
 fn fail<T>(reason: String) -> Result<T, ScheduleError> {
     Err(ScheduleError { reason })
 }
@@ -126,8 +130,8 @@ impl Schedule {
         &self.expression
     }
 
-    /// Fire times strictly after `after`, ascending, in UTC. Endless in practice, although the
-    /// `cron` crate stops after the year 2100.
+    /// Fire times strictly after `after`, ascending, in UTC, within the [`CALENDAR_YEARS`] the
+    /// `cron` crate covers: none after them, and none before them however early `after` is.
     pub(crate) fn fire_times_after(
         &self,
         after: DateTime<Utc>,

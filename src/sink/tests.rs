@@ -81,21 +81,23 @@ fn records() -> Vec<UsageRecord> {
         ("2026-11-26", "carol", 40, "1.5"),
         ("2026-11-27", "alice", 99, "0.25"),
     ] {
-        aggregator.add(Usage {
-            day: day.parse().unwrap(),
-            app_id: Arc::from("app-1"),
-            app_name: Arc::from("Support bot"),
-            user: user.to_owned(),
-            provider: "langgenius/openai/openai".to_owned(),
-            model: "gpt-4o".to_owned(),
-            currency: "USD".to_owned(),
-            input_tokens: tokens - 1,
-            output_tokens: 1,
-            total_tokens: tokens,
-            cost: cost.parse().unwrap(),
-            requests: 1,
-            total_only: false,
-        });
+        aggregator
+            .add(Usage {
+                day: day.parse().unwrap(),
+                app_id: Arc::from("app-1"),
+                app_name: Arc::from("Support bot"),
+                user: user.to_owned(),
+                provider: "langgenius/openai/openai".to_owned(),
+                model: "gpt-4o".to_owned(),
+                currency: "USD".to_owned(),
+                input_tokens: tokens - 1,
+                output_tokens: 1,
+                total_tokens: tokens,
+                cost: cost.parse().unwrap(),
+                requests: 1,
+                total_only: false,
+            })
+            .unwrap();
     }
     aggregator.into_records()
 }

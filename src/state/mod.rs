@@ -379,6 +379,12 @@ fn open_failure(path: &Path, err: rusqlite::Error) -> anyhow::Error {
     );
     let context = if damaged {
         unreadable(path)
+    } else if let Some(free) = disk_full(path, &err) {
+        format!(
+            "cannot open the state database {}: the file system of STATE_DIR is full ({free} bytes free); the \
+             database itself was not touched: free space there and run again",
+            path.display()
+        )
     } else {
         format!(
             "cannot open the state database {}: {}; the database itself was not touched: give the user running \
@@ -390,11 +396,26 @@ fn open_failure(path: &Path, err: rusqlite::Error) -> anyhow::Error {
     anyhow::Error::new(err).context(context)
 }
 
+/// Less free space than this in STATE_DIR's file system counts as a full disk: SQLite needs a few
+/// pages for the write-ahead log and its index even to read.
+const FULL_DISK_BYTES: u64 = 64 * 1024;
+
+/// The free bytes of STATE_DIR's file system when it is full. A full disk fails the creation of
+/// state.db-wal like a read-only directory would, and is the more common cause.
+fn disk_full(path: &Path, err: &rusqlite::Error) -> Option<u64> {
+    let directory = path.parent().unwrap_or(Path::new("."));
+    let free = fs4::available_space(directory).ok();
+    let full = err.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+        || free.is_some_and(|free| free < FULL_DISK_BYTES);
+    full.then(|| free.unwrap_or(0))
+}
+
 /// What this process lacks to use the database file.
 fn access_problem(path: &Path, err: &rusqlite::Error) -> String {
     if let Err(err) = std::fs::File::open(path) {
         return io_cause(&err);
     }
+
     if let rusqlite::Error::SqliteFailure(failure, _) = err
         && failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
     {

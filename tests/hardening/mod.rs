@@ -11,3 +11,15 @@ mod windows;
 mod outbox;
 // Item 8: messages that name the real cause.
 mod diagnostics;
+// Issue 18, classes 1, 2 and 7 on the database source: odd values, a typo'd workspace, a column type.
+mod database;
+// Issue 18 class 2: a reader that went away, a clock before 1970, dates beyond the calendar.
+mod panics;
+// Issue 18 class 4: URL passwords as written, keys in any case.
+mod leaks;
+// Issue 18 classes 7 and 8: one reading of every variable, what servers send, clear messages.
+mod readings;
+// Issue 18 classes 6 and 8 on the file system: planted links, a full disk.
+mod files;
+// Issue 18 class 5: endless answers, peak memory measured.
+mod memory;

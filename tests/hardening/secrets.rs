@@ -12,7 +12,7 @@ use crate::support::{
 
 /// Answers `status` with the request's headers and body in its own body: a debugging proxy or an
 /// error page that echoes what it was sent, secrets included.
-struct Echo(u16);
+pub(crate) struct Echo(pub(crate) u16);
 
 impl Respond for Echo {
     fn respond(&self, request: &Request) -> ResponseTemplate {

@@ -134,7 +134,9 @@ pub(crate) fn classify(error: &RequestError, hints: &Hints) -> SendError {
     let url = hints.url;
     match error {
         RequestError::Cancelled { .. } => SendError::Stopped,
-        RequestError::Transport { .. } => SendError::Transient(error.to_string()),
+        RequestError::Transport { .. } | RequestError::Unreadable { .. } => {
+            SendError::Transient(error.to_string())
+        }
         RequestError::Status { status, body, .. } => match status.as_u16() {
             413 => SendError::TooLarge(format!("{error}; body: {body}")),
             300..=399 => hint(format!("check {url}: the receiver redirects it elsewhere")),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
-use tracing::info;
+use tracing::{info, warn};
 use url::Url;
 
 pub(crate) use client::DifyClient;
@@ -82,6 +82,10 @@ impl ConsoleSource {
             other = count(AppMode::Other),
             "apps listed"
         );
+        if apps.is_empty() {
+            // Not an error (a new workspace), but a wrong token or workspace looks just like it.
+            warn!("Dify lists no app for these credentials; nothing is read");
+        }
 
         crate::progress::collecting(apps.len());
         let mut aggregator = Aggregator::default();

@@ -275,7 +275,7 @@ fn is_retryable_login_failure(error: &RequestError) -> bool {
         }
         RequestError::Status { status, .. } => status.is_server_error(),
         RequestError::Transport { .. } => true,
-        RequestError::Cancelled { .. } => false,
+        RequestError::Cancelled { .. } | RequestError::Unreadable { .. } => false,
     }
 }
 

@@ -134,6 +134,26 @@ async fn collect_once(source: &DatabaseSource, window: Window) -> Result<Collect
     }
 }
 
+/// No app at all: a workspace id that names no workspace is a configuration error (the run stops,
+/// so the watermark cannot pass the days it hid); a real but empty workspace is worth a warning.
+async fn no_apps(
+    transaction: &tokio_postgres::Transaction<'_>,
+    workspace: Option<uuid::Uuid>,
+) -> Result<(), AttemptError> {
+    if let Some(workspace) = workspace
+        && !postgres::workspace_exists(transaction, workspace).await?
+    {
+        return Err(AttemptError::Fatal(anyhow::anyhow!(
+            "DIFY_WORKSPACE_ID {workspace} matches no workspace (table tenants); check the id, or unset it to read every workspace"
+        )));
+    }
+    warn!(
+        workspace_id = workspace.map(|w| w.to_string()),
+        "the database holds no app (in the selected workspace); nothing is read"
+    );
+    Ok(())
+}
+
 async fn read_snapshot(
     client: &mut tokio_postgres::Client,
     source: &DatabaseSource,
@@ -143,6 +163,9 @@ async fn read_snapshot(
     postgres::check_schema(&transaction, &source.user).await?;
 
     let app_rows = postgres::apps(&transaction, source.workspace_id).await?;
+    if app_rows.is_empty() {
+        no_apps(&transaction, source.workspace_id).await?;
+    }
     let mut collected = Collected::default();
     let mut aggregator = Aggregator::default();
     let mut apps = rules::Apps::new();

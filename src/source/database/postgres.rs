@@ -35,7 +35,11 @@ const MESSAGES: &str = "SELECT m.app_id, m.created_at::date, \
        COALESCE(NULLIF(eu.session_id, ''), acc.email, ''), \
        COALESCE(m.model_provider, ''), COALESCE(m.model_id, ''), COALESCE(m.currency, ''), \
        SUM(m.message_tokens)::bigint, SUM(m.answer_tokens)::bigint, \
-       COALESCE(SUM(m.total_price), 0)::text, COUNT(*) \
+       COALESCE(SUM(m.total_price), 0)::text, COUNT(*), \
+       (array_agg(m.id) FILTER (WHERE m.message_tokens < 0))[1], \
+       (array_agg(m.id) FILTER (WHERE m.answer_tokens < 0))[1], \
+       (array_agg(m.id) FILTER (WHERE m.total_price < 0))[1], \
+       (array_agg(m.id) FILTER (WHERE m.currency <> '' AND m.currency !~ '^[A-Za-z]{3}$'))[1] \
      FROM messages m \
      LEFT JOIN end_users eu ON eu.id = m.from_end_user_id \
      LEFT JOIN accounts acc ON acc.id = m.from_account_id \
@@ -60,6 +64,8 @@ const NODES: &str = "SELECT r.app_id, n.id, r.created_at::date, \
 const SCHEMA: &str = "SELECT t.tbl, t.col, to_regclass(t.tbl) IS NOT NULL, \
        COALESCE(has_table_privilege(to_regclass(t.tbl), 'SELECT'), false), \
        EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = to_regclass(t.tbl) \
+               AND a.attname = t.col AND NOT a.attisdropped), \
+       (SELECT a.atttypid::regtype::text FROM pg_attribute a WHERE a.attrelid = to_regclass(t.tbl) \
                AND a.attname = t.col AND NOT a.attisdropped) \
      FROM unnest($1::text[], $2::text[]) AS t(tbl, col)";
 
@@ -145,6 +151,7 @@ pub(super) async fn check_schema(
             table_exists: row.get(2),
             can_select: row.get(3),
             column_exists: row.get(4),
+            column_type: row.get(5),
         })
         .collect();
     match schema::verdict(&checks, role) {
@@ -171,6 +178,25 @@ pub(super) async fn apps(
             mode: row.get(3),
         })
         .collect())
+}
+
+/// Whether `workspace` names a workspace (`tenants`), asked when it has no app: a typo in
+/// `DIFY_WORKSPACE_ID` must not look like a quiet workspace.
+pub(super) async fn workspace_exists(
+    transaction: &Transaction<'_>,
+    workspace: Uuid,
+) -> Result<bool, AttemptError> {
+    let row = transaction
+        .query_one("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)", &[&workspace])
+        .await
+        .map_err(|e| {
+            AttemptError::from_postgres(
+                &e,
+                "DIFY_WORKSPACE_ID matches no app, and the workspaces (table tenants) cannot be read to tell \
+                 whether it names a workspace (GRANT SELECT ON tenants to the role, or check the id)",
+            )
+        })?;
+    Ok(row.get(0))
 }
 
 /// The half-open window `[start, end)` in UTC, as the `timestamp without time zone` Dify writes.
@@ -216,12 +242,21 @@ pub(super) async fn messages(
     {
         let group = message_group(&row).map_err(AttemptError::Fatal)?;
         counted += group.messages;
-        aggregator.add(rules::message_usage(apps, group).map_err(AttemptError::Fatal)?);
+        aggregator
+            .add(rules::message_usage(apps, group).map_err(AttemptError::Fatal)?)
+            .map_err(|e| AttemptError::Fatal(e.into()))?;
     }
     Ok(counted)
 }
 
 fn message_group(row: &Row) -> anyhow::Result<rules::MessageGroup> {
+    rules::MessageFlaws {
+        negative_message_tokens: row.get(10),
+        negative_answer_tokens: row.get(11),
+        negative_total_price: row.get(12),
+        malformed_currency: row.get(13),
+    }
+    .check(row.get(5))?;
     let count = |index: usize, what: &str| {
         u64::try_from(row.get::<_, i64>(index)).map_err(|_| {
             anyhow!(
@@ -280,7 +315,9 @@ pub(super) async fn nodes(
         };
         if let Some(usage) = rules::node_usage(apps, &node).map_err(AttemptError::Fatal)? {
             counted += 1;
-            aggregator.add(usage);
+            aggregator
+                .add(usage)
+                .map_err(|e| AttemptError::Fatal(e.into()))?;
         }
     }
     Ok((read, counted))

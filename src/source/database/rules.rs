@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::source::AppMode;
 use crate::source::console::model::{ExecutionMetadata, ProcessData};
-use crate::usage::Usage;
+use crate::usage::{Usage, sum};
 
 /// How an app's usage is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,44 @@ pub(super) struct MessageGroup {
     pub(crate) messages: u64,
 }
 
+/// The first row of a message group (if any) that breaks a rule the console source applies to
+/// the same values: a count or price below zero, a currency that is not three letters. Summed in, it
+/// would hide in a total (or make the receiver refuse the whole day), so the run stops before
+/// anything is queued, naming table, column and row.
+#[derive(Debug)]
+pub(super) struct MessageFlaws {
+    pub(crate) negative_message_tokens: Option<Uuid>,
+    pub(crate) negative_answer_tokens: Option<Uuid>,
+    pub(crate) negative_total_price: Option<Uuid>,
+    pub(crate) malformed_currency: Option<Uuid>,
+}
+
+impl MessageFlaws {
+    /// `currency` is the group's currency, as Dify stored it.
+    pub(super) fn check(&self, currency: &str) -> Result<()> {
+        for (row, column) in [
+            (self.negative_message_tokens, "message_tokens"),
+            (self.negative_answer_tokens, "answer_tokens"),
+            (self.negative_total_price, "total_price"),
+        ] {
+            if let Some(row) = row {
+                bail!(
+                    "messages row {row}: {column} is negative, which no usage can be; correct the row in Dify's \
+                     database (the console API source refuses it too)"
+                );
+            }
+        }
+        if let Some(row) = self.malformed_currency {
+            bail!(
+                "messages row {row}: currency `{}` is not a currency of three ASCII letters such as \"USD\"; \
+                 correct the row in Dify's database (the console API source refuses it too)",
+                currency.escape_debug()
+            );
+        }
+        Ok(())
+    }
+}
+
 /// One counted node execution, with its run's day and creator.
 #[derive(Debug)]
 pub(super) struct NodeRow<'a> {
@@ -103,7 +141,8 @@ pub(super) fn message_usage(apps: &Apps, group: MessageGroup) -> Result<Usage> {
         currency: group.currency,
         input_tokens: group.message_tokens,
         output_tokens: group.answer_tokens,
-        total_tokens: group.message_tokens + group.answer_tokens,
+        total_tokens: sum(group.message_tokens, group.answer_tokens, "total tokens")
+            .map_err(|field| anyhow::anyhow!("messages of app {}: the {field} overflow", app.id))?,
         cost: group.total_price,
         requests: group.messages,
         total_only: false,
@@ -119,10 +158,11 @@ pub(super) fn node_usage(apps: &Apps, row: &NodeRow<'_>) -> Result<Option<Usage>
             row.node_id
         )
     };
+    // A JSON `null` (Dify writes it for nodes that ran nothing) holds no usage, as no text does.
     let process: ProcessData = match row.process_data {
-        Some(text) if !text.trim().is_empty() => {
-            serde_json::from_str(text).with_context(|| parse_error("process_data"))?
-        }
+        Some(text) if !text.trim().is_empty() => serde_json::from_str::<Option<ProcessData>>(text)
+            .with_context(|| parse_error("process_data"))?
+            .unwrap_or_default(),
         _ => ProcessData::default(),
     };
     let (input, output, cost, currency, total_only) = if let Some(usage) = process.usage {
@@ -137,8 +177,11 @@ pub(super) fn node_usage(apps: &Apps, row: &NodeRow<'_>) -> Result<Option<Usage>
         let Some(text) = row.execution_metadata.filter(|t| !t.trim().is_empty()) else {
             return Ok(None);
         };
-        let metadata: ExecutionMetadata =
+        let metadata: Option<ExecutionMetadata> =
             serde_json::from_str(text).with_context(|| parse_error("execution_metadata"))?;
+        let Some(metadata) = metadata else {
+            return Ok(None);
+        };
         let Some(total) = metadata.total_tokens else {
             return Ok(None);
         };
@@ -155,7 +198,12 @@ pub(super) fn node_usage(apps: &Apps, row: &NodeRow<'_>) -> Result<Option<Usage>
         currency: currency.unwrap_or_default(),
         input_tokens: input,
         output_tokens: output,
-        total_tokens: input + output,
+        total_tokens: sum(input, output, "total tokens").map_err(|field| {
+            anyhow::anyhow!(
+                "workflow_node_executions row {}: the {field} overflow",
+                row.node_id
+            )
+        })?,
         cost,
         requests: 1,
         total_only,
@@ -242,6 +290,12 @@ mod tests {
             node_usage(&apps(), &row(Some("{}"), Some("{}")))
                 .unwrap()
                 .is_none()
+        );
+        assert!(
+            node_usage(&apps(), &row(Some("null"), Some("null")))
+                .unwrap()
+                .is_none(),
+            "a JSON null holds no usage"
         );
         let err = node_usage(&apps(), &row(Some("{\"usage\":"), None)).unwrap_err();
         assert!(

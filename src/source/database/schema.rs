@@ -33,6 +33,7 @@ pub(super) const REQUIRED: [(&str, &[&str], Origin); 7] = [
     (
         "messages",
         &[
+            "id",
             "app_id",
             "model_provider",
             "model_id",
@@ -64,6 +65,7 @@ pub(super) const REQUIRED: [(&str, &[&str], Origin); 7] = [
     (
         "workflow_node_executions",
         &[
+            "id",
             "tenant_id",
             "app_id",
             "workflow_id",
@@ -86,6 +88,45 @@ pub(super) struct ColumnCheck {
     pub(crate) table_exists: bool,
     pub(crate) can_select: bool,
     pub(crate) column_exists: bool,
+    /// The column's type as PostgreSQL names it (`text`, `character varying`, `uuid`, `jsonb`).
+    pub(crate) column_type: Option<String>,
+}
+
+const TEXT: &[&str] = &["text", "character varying"];
+const UUID: &[&str] = &["uuid"];
+
+/// The columns read into a Rust type as they are (no cast in the SQL), with the types Dify's
+/// migrations give them: another type (`jsonb` where Dify writes `text`) cannot be converted, and is
+/// named before anything is read.
+const READ_AS: [(&str, &str, &[&str]); 12] = [
+    ("apps", "id", UUID),
+    ("apps", "tenant_id", UUID),
+    ("apps", "name", TEXT),
+    ("apps", "mode", TEXT),
+    ("messages", "id", UUID),
+    ("messages", "app_id", UUID),
+    ("messages", "currency", TEXT),
+    ("workflow_runs", "app_id", UUID),
+    ("workflow_node_executions", "id", UUID),
+    ("workflow_node_executions", "process_data", TEXT),
+    ("workflow_node_executions", "execution_metadata", TEXT),
+    ("end_users", "session_id", TEXT),
+];
+
+/// The problem with a column's type, if it is one the exporter cannot read.
+fn type_problem(check: &ColumnCheck) -> Option<String> {
+    let found = check.column_type.as_deref()?;
+    let (_, _, allowed) = READ_AS
+        .iter()
+        .find(|(t, c, _)| *t == check.table && *c == check.column)?;
+    (!allowed.contains(&found)).then(|| {
+        format!(
+            "column {}.{} has type {found}, where Dify writes {} (the exporter reads it as that)",
+            check.table,
+            check.column,
+            allowed.join(" or ")
+        )
+    })
 }
 
 /// Every (table, column) pair, flattened, for the check query.
@@ -118,6 +159,8 @@ pub(super) fn verdict(checks: &[ColumnCheck], role: &str) -> Option<String> {
             if !unreadable.contains(&table) {
                 unreadable.push(table);
             }
+        } else if let Some(problem) = type_problem(check) {
+            missing_columns.push(problem);
         } else if !check.column_exists {
             let origin = origin(table, Some(&check.column));
             missing_columns.push(format!(
@@ -164,7 +207,30 @@ mod tests {
             table_exists: flags.0,
             can_select: flags.1,
             column_exists: flags.2,
+            column_type: None,
         }
+    }
+
+    #[test]
+    fn a_column_of_another_type_is_named_with_the_type_dify_writes() {
+        let message = verdict(
+            &[ColumnCheck {
+                column_type: Some("jsonb".into()),
+                ..check(
+                    "workflow_node_executions",
+                    "process_data",
+                    (true, true, true),
+                )
+            }],
+            "ro",
+        )
+        .unwrap();
+        assert!(
+            message.contains(
+                "column workflow_node_executions.process_data has type jsonb, where Dify writes text or character varying"
+            ),
+            "{message}"
+        );
     }
 
     #[test]
@@ -206,7 +272,16 @@ mod tests {
     fn every_required_pair_is_checked() {
         let (tables, columns) = required_pairs();
         assert_eq!(tables.len(), columns.len());
-        assert_eq!(tables.len(), 36);
+        assert_eq!(tables.len(), 38);
         assert!(verdict(&[], "ro").is_none());
+        for (table, column, _) in READ_AS {
+            assert!(
+                tables
+                    .iter()
+                    .zip(&columns)
+                    .any(|(t, c)| (*t, *c) == (table, column)),
+                "{table}.{column} is read but not checked"
+            );
+        }
     }
 }

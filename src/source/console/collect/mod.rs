@@ -103,7 +103,7 @@ pub(crate) async fn collect(
                 collected.nodes_counted += nodes;
                 crate::progress::run_read();
                 for usage in usages {
-                    aggregator.add(usage);
+                    aggregator.add(usage)?;
                 }
             }
             Outcome::Conversation(conversation) => {
@@ -112,7 +112,7 @@ pub(crate) async fn collect(
                 crate::progress::messages_read(conversation.messages);
                 for usage in conversation.usages {
                     remainders.add_end_user(&usage);
-                    aggregator.add(usage);
+                    aggregator.add(usage)?;
                 }
             }
             Outcome::AppDay(day) => {
@@ -128,7 +128,7 @@ pub(crate) async fn collect(
         .context("the run lister stopped unexpectedly")??;
     // Every conversation of every app is read: what the statistics hold beyond them is the remainder.
     for usage in remainders.into_usages() {
-        aggregator.add(usage);
+        aggregator.add(usage)?;
     }
     Ok(collected)
 }
