@@ -46,3 +46,5 @@ mod file_sink;
 mod sinks;
 // `exporter reconcile`: the ledger beside Dify's own statistics.
 mod reconcile;
+// The operator's first hour: log format at a terminal, the unedited example, quotes, addresses, noise.
+mod operator;
