@@ -12,7 +12,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::deliver::{dify, state_dir, summary};
-use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, PASSWORD, serve_apps};
+use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, PASSWORD, find_tool, serve_apps};
 
 /// The repository's own `.env.example`, as a new user copies it.
 fn env_example() -> String {
@@ -276,4 +276,31 @@ fn the_text_run_starting_line_is_short() {
         start.contains(" source=\"console-api\" sinks=\"http\" "),
         "{start}"
     );
+}
+
+#[test]
+fn test_tools_are_found_on_path_before_debian_directories() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (on_path, debian) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let place = |dir: &Path, mode: u32| {
+        let tool = dir.join("promtool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(mode)).unwrap();
+        tool
+    };
+    let in_debian = place(debian.path(), 0o755);
+    let fallback = [debian.path().to_path_buf()];
+    let path = std::env::join_paths([on_path.path()]).unwrap();
+    // Not executable on PATH: the Debian directory's one.
+    let not_executable = place(on_path.path(), 0o644);
+    assert_eq!(
+        find_tool("promtool", Some(&path), &fallback),
+        Some(in_debian)
+    );
+    std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        find_tool("promtool", Some(&path), &fallback),
+        Some(not_executable)
+    );
+    assert_eq!(find_tool("initdb", Some(&path), &fallback), None);
 }

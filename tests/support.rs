@@ -1,7 +1,8 @@
 //! A small builder for driving the `exporter` binary, and fakes of the servers it talks to.
 
+use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader, Read as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -439,4 +440,42 @@ fn split_name(split: dify_sim::TokenSplit) -> &'static str {
         dify_sim::TokenSplit::Exact => "exact",
         dify_sim::TokenSplit::TotalOnly => "total_only",
     }
+}
+
+/// Debian's directories of programs, looked in after `PATH`.
+pub(crate) const DEBIAN_BIN_DIRS: [&str; 3] = ["/usr/bin", "/usr/local/bin", "/bin"];
+
+/// A program a test needs (and `.ci/run` installs): the first `name` on `PATH`, else in one of
+/// `fallback_dirs`. Never skipped: missing, it fails the test naming the Debian package.
+#[track_caller]
+pub(crate) fn tool(name: &str, package: &str, fallback_dirs: &[PathBuf]) -> PathBuf {
+    find_tool(name, std::env::var_os("PATH").as_deref(), fallback_dirs).unwrap_or_else(|| {
+        panic!(
+            "`{name}` is missing: not on PATH nor in {fallback_dirs:?}; install the Debian package \
+             {package} (.ci/run does)"
+        )
+    })
+}
+
+/// Where `name` is: the directories of `path` in order, then `fallback_dirs`.
+pub(crate) fn find_tool(
+    name: &str,
+    path: Option<&OsStr>,
+    fallback_dirs: &[PathBuf],
+) -> Option<PathBuf> {
+    path.into_iter()
+        .flat_map(std::env::split_paths)
+        .chain(fallback_dirs.iter().cloned())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// [`DEBIAN_BIN_DIRS`] as paths.
+pub(crate) fn debian_bin_dirs() -> Vec<PathBuf> {
+    DEBIAN_BIN_DIRS.iter().map(PathBuf::from).collect()
 }
