@@ -47,10 +47,15 @@ fn command_of(text: &str, leading_fields: usize) -> String {
 struct SystemUser {
     user: User,
     created: bool,
+    /// This test's turn, released after the user is removed.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl SystemUser {
     fn ensure() -> Self {
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         assert!(
             nix::unistd::Uid::effective().is_root(),
             "the crontab test runs the command as {USER} through runuser, which needs root"
@@ -74,6 +79,7 @@ impl SystemUser {
         SystemUser {
             user: User::from_name(USER).unwrap().unwrap(),
             created,
+            _turn: turn,
         }
     }
 }
@@ -173,9 +179,6 @@ fn assert_completed_run(log: &Path, user: &User, meter: &MeterSim) {
 
 #[test]
 fn the_cron_d_line_runs_as_the_system_user_with_the_documented_setup() {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let account = SystemUser::ensure();
     let user = &account.user;
     let root_user = User::from_uid(nix::unistd::Uid::from_raw(0))
@@ -220,9 +223,6 @@ fn the_cron_d_line_runs_as_the_system_user_with_the_documented_setup() {
 
 #[test]
 fn the_user_crontab_line_runs_from_the_users_home() {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let account = SystemUser::ensure();
     let user = &account.user;
     let (dify, meter) = (dify(), meter());

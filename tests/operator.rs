@@ -2,44 +2,18 @@
 //! `.env.example`, a value Docker kept quoted, the either-or variables, addresses in errors, and
 //! warnings that repeat.
 
-use std::io::Read as _;
 use std::path::Path;
-use std::process::Stdio;
 
-use nix::pty::{Winsize, openpty};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::deliver::{dify, state_dir, summary};
-use crate::support::{EXTERNAL_TOKEN, Exporter, Finished, PASSWORD, find_tool, serve_apps};
+use crate::support::{EXTERNAL_TOKEN, Exporter, PASSWORD, find_tool, on_a_terminal, serve_apps};
 
 /// The repository's own `.env.example`, as a new user copies it.
 fn env_example() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example")).unwrap()
-}
-
-/// Runs `exporter` with stderr on a fresh pseudo-terminal; returns it and what the terminal got.
-fn on_a_terminal(exporter: Exporter) -> (Finished, String) {
-    let size = Winsize {
-        ws_row: 40,
-        ws_col: 200,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = openpty(&size, None).unwrap();
-    let mut terminal = std::fs::File::from(pty.master);
-    // Read while the exporter writes; the read ends (EIO) once the other side is closed.
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let mut chunk = [0; 4096];
-        while let Ok(n @ 1..) = terminal.read(&mut chunk) {
-            seen.extend_from_slice(&chunk[..n]);
-        }
-        String::from_utf8_lossy(&seen).into_owned()
-    });
-    let finished = exporter.stderr_to(Stdio::from(pty.slave)).run();
-    (finished, reader.join().unwrap())
 }
 
 const BAD_SCHEDULE: [&str; 3] = ["next-runs", "--schedule", "61 * * * *"];

@@ -479,3 +479,28 @@ fn is_executable(path: &Path) -> bool {
 pub(crate) fn debian_bin_dirs() -> Vec<PathBuf> {
     DEBIAN_BIN_DIRS.iter().map(PathBuf::from).collect()
 }
+
+/// Runs `exporter` with stderr on a fresh pseudo-terminal (40 rows, 300 columns); returns it and
+/// everything the terminal got.
+pub(crate) fn on_a_terminal(exporter: Exporter) -> (Finished, String) {
+    let size = nix::pty::Winsize {
+        ws_row: 40,
+        ws_col: 300,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(&size, None).unwrap();
+    let mut terminal = std::fs::File::from(pty.master);
+    // Read while the exporter writes, so a full terminal buffer never blocks it; the read ends
+    // with an error (EIO) once the last holder of the other side is gone.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut chunk = [0; 4096];
+        while let Ok(n @ 1..) = terminal.read(&mut chunk) {
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let finished = exporter.stderr_to(Stdio::from(pty.slave)).run();
+    (finished, reader.join().unwrap())
+}
