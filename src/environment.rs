@@ -21,6 +21,38 @@ const DEFAULT_ENV_FILE: &str = ".env";
 /// The template shipped with the tool; keys missing from the environment are worth a warning.
 const EXAMPLE_ENV_FILE: &str = ".env.example";
 
+/// Keys of `.env.example` that stand for a choice: each is not missing while one of its
+/// alternatives is wholly set (every variable of that alternative). `.env.example` itself tells a
+/// reader to log in instead of using a token, or to read the database instead of the console API,
+/// so following it must not draw a warning.
+const ALTERNATIVES: &[(&str, &[&[&str]])] = &[
+    (
+        "DIFY_API_TOKEN",
+        &[&["DIFY_EMAIL", "DIFY_PASSWORD"], &["DIFY_DATABASE_URL"]],
+    ),
+    ("DIFY_API_URL", &[&["DIFY_DATABASE_URL"]]),
+    ("EXTERNAL_API_URL", OTHER_SINKS),
+    ("EXTERNAL_API_TOKEN", OTHER_SINKS),
+];
+
+/// The sinks other than the http sink: any one of them replaces it.
+const OTHER_SINKS: &[&[&str]] = &[
+    &["SINK_POSTGRES_URL"],
+    &["SINK_FILE_DIR"],
+    &["SINK_CLOUDEVENTS_URL"],
+];
+
+/// Whether `key` is set, or stands for a choice another of whose alternatives is set.
+fn is_provided(key: &str, vars: &BTreeMap<String, String>) -> bool {
+    let set = |name: &str| vars.get(name).is_some_and(|v| !v.trim().is_empty());
+    set(key)
+        || ALTERNATIVES
+            .iter()
+            .filter(|(choice, _)| *choice == key)
+            .flat_map(|(_, alternatives)| alternatives.iter())
+            .any(|alternative| alternative.iter().all(|name| set(name)))
+}
+
 /// The merged variables, and what an operator should hear about how they were found.
 #[derive(Debug, Default)]
 pub(crate) struct Environment {
@@ -81,7 +113,7 @@ impl Environment {
         let missing_example_keys = if default_file.is_file() && example_file.is_file() {
             read_env_file(&example_file)?
                 .into_keys()
-                .filter(|key| !vars.contains_key(key))
+                .filter(|key| !vars.contains_key(key) && !is_provided(key, &vars))
                 .collect()
         } else {
             Vec::new()
@@ -235,6 +267,32 @@ mod tests {
         let process = BTreeMap::from([("D".to_owned(), "4".to_owned())]);
         let env = Environment::load_with(process, None, dir.path()).unwrap();
         assert_eq!(env.missing_example_keys, ["B"]);
+    }
+
+    #[test]
+    fn a_key_of_the_example_is_not_missing_while_its_alternative_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), ".env", "DIFY_EMAIL=a@b.c\nDIFY_PASSWORD=pw\n");
+        write(
+            dir.path(),
+            ".env.example",
+            "DIFY_API_URL=x\nDIFY_API_TOKEN=x\nEXTERNAL_API_URL=x\nEXTERNAL_API_TOKEN=x\n",
+        );
+        let process = BTreeMap::from([("SINK_FILE_DIR".to_owned(), "/tmp/x".to_owned())]);
+        let env = Environment::load_with(process, None, dir.path()).unwrap();
+        assert_eq!(env.missing_example_keys, ["DIFY_API_URL"]);
+        // Half a login pair replaces nothing.
+        write(dir.path(), ".env", "DIFY_EMAIL=a@b.c\n");
+        let env = Environment::load_with(BTreeMap::new(), None, dir.path()).unwrap();
+        assert_eq!(
+            env.missing_example_keys,
+            [
+                "DIFY_API_TOKEN",
+                "DIFY_API_URL",
+                "EXTERNAL_API_TOKEN",
+                "EXTERNAL_API_URL"
+            ]
+        );
     }
 
     #[test]

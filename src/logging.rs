@@ -8,7 +8,7 @@
 //! a span, because spans do not follow work into spawned tasks and every line of a run needs it.
 
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::sync::OnceLock;
 
 use chrono::{SecondsFormat, Utc};
@@ -23,6 +23,8 @@ use crate::secret::Masker;
 
 /// The secrets masked in every line, once the environment is known.
 static MASKER: OnceLock<Masker> = OnceLock::new();
+/// The format lines are written in, once logging is set up.
+static WRITTEN_FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 /// Our own crate's target prefix: other crates (hyper, reqwest) only get through at `warn`.
 const OWN_TARGET: &str = "dify_usage_exporter";
@@ -45,11 +47,25 @@ impl<T: serde::Serialize> fmt::Debug for Json<'_, T> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, strum::EnumString, strum::Display)]
 #[strum(serialize_all = "lowercase", ascii_case_insensitive)]
 pub(crate) enum LogFormat {
-    /// One JSON object per line.
+    /// Text when the log's stream is a terminal, JSON otherwise: a person at a shell reads lines,
+    /// while CronJobs, crontab files and pipes keep the JSON lines their collectors parse.
     #[default]
+    Auto,
+    /// One JSON object per line.
     Json,
     /// `timestamp LEVEL module: message key=value …`, for people.
     Text,
+}
+
+impl LogFormat {
+    /// The format lines are written in on a stream that is (or is not) a terminal.
+    fn resolve(self, terminal: bool) -> LogFormat {
+        match self {
+            LogFormat::Auto if terminal => LogFormat::Text,
+            LogFormat::Auto => LogFormat::Json,
+            chosen => chosen,
+        }
+    }
 }
 
 /// `LOG_LEVEL`: the levels a run logs at (tracing's `trace` is not one of them).
@@ -86,7 +102,7 @@ impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             level: Level::INFO,
-            format: LogFormat::Json,
+            format: LogFormat::Auto,
         }
     }
 }
@@ -111,8 +127,14 @@ pub(crate) fn init(settings: LogSettings, stream: LogStream, run_id: Option<Stri
     let filter = Targets::new()
         .with_default(LevelFilter::WARN.min(LevelFilter::from_level(settings.level)))
         .with_target(OWN_TARGET, LevelFilter::from_level(settings.level));
+    let terminal = match stream {
+        LogStream::Stdout => std::io::stdout().is_terminal(),
+        LogStream::Stderr => std::io::stderr().is_terminal(),
+    };
+    let format = settings.format.resolve(terminal);
+    let _ = WRITTEN_FORMAT.set(format);
     let layer = LineLayer {
-        format: settings.format,
+        format,
         stream,
         run_id,
     };
@@ -120,6 +142,12 @@ pub(crate) fn init(settings: LogSettings, stream: LogStream, run_id: Option<Stri
     let _ = tracing_subscriber::registry()
         .with(layer.with_filter(filter))
         .try_init();
+}
+
+/// Whether lines are written for people (`LOG_FORMAT=text`, or `auto` at a terminal): a line
+/// that carries a whole structure for machines can then say less.
+pub(crate) fn writes_text() -> bool {
+    WRITTEN_FORMAT.get() == Some(&LogFormat::Text)
 }
 
 struct LineLayer {
@@ -146,7 +174,7 @@ impl<S: Subscriber> Layer<S> for LineLayer {
         let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
 
         let mut line = match self.format {
-            LogFormat::Json => {
+            LogFormat::Json | LogFormat::Auto => {
                 let mut context = Map::new();
                 if let Some(run_id) = &self.run_id {
                     context.insert("run_id".into(), Value::String(run_id.clone()));

@@ -83,7 +83,7 @@ fn malformed_values_are_rejected_with_the_variable_and_the_rule() {
             "plain http to a non-loopback host",
         ),
         ("LOG_LEVEL", "verbose", "allowed: error, warn, info, debug"),
-        ("LOG_FORMAT", "yaml", "allowed: json, text"),
+        ("LOG_FORMAT", "yaml", "allowed: auto, json, text"),
         (
             "GRACEFUL_SHUTDOWN_TIMEOUT",
             "0",

@@ -46,3 +46,7 @@ mod file_sink;
 mod sinks;
 // `exporter reconcile`: the ledger beside Dify's own statistics.
 mod reconcile;
+// The crontab files' command lines, run as a non-root user through runuser.
+mod crontab;
+// The operator's first hour: log format at a terminal, the unedited example, quotes, addresses, noise.
+mod operator;

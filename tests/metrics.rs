@@ -33,13 +33,7 @@ fn unexpected_warnings(finished: &Finished) -> Vec<String> {
 
 /// A binary from a Debian package, which the test needs (and `.ci/run` installs): never skipped.
 fn tool(name: &str, package: &str) -> PathBuf {
-    ["/usr/bin", "/usr/local/bin", "/bin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| {
-            panic!("`{name}` is missing: install the Debian package {package} (.ci/run does)")
-        })
+    crate::support::tool(name, package, &crate::support::debian_bin_dirs())
 }
 
 /// A Pushgateway on a free 127.0.0.1 port, stopped when dropped.

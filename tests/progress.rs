@@ -2,13 +2,8 @@
 //! counts of the whole window, collected in one-day chunks); with stderr piped there is none, and
 //! the JSON log on stdout is the same either way.
 
-use std::io::Read as _;
-use std::process::Stdio;
-
-use nix::pty::{Winsize, openpty};
-
 use crate::deliver::{dify, exporter, meter, state_dir, summary};
-use crate::support::Finished;
+use crate::support::{Finished, on_a_terminal};
 
 /// A person's terminal type (without one, indicatif treats the terminal as dumb and draws nothing).
 const TERM: &str = "xterm-256color";
@@ -20,34 +15,16 @@ const CHUNK_DAYS: &str = "1";
 fn run_on_a_terminal() -> (Finished, String, u64) {
     let (dify, meter) = (dify(), meter());
     let (_dir, state) = state_dir();
-    let size = Winsize {
-        ws_row: 40,
-        ws_col: 300,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = openpty(&size, None).unwrap();
-    let mut terminal = std::fs::File::from(pty.master);
-    // Read while the exporter writes, so a full terminal buffer never blocks it; the read ends
-    // with an error (EIO) once the last holder of the other side is gone.
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let mut chunk = [0; 4096];
-        while let Ok(n @ 1..) = terminal.read(&mut chunk) {
-            seen.extend_from_slice(&chunk[..n]);
-        }
-        String::from_utf8_lossy(&seen).into_owned()
-    });
-    let finished = exporter(&dify, &meter, &state)
-        .env("TERM", TERM)
-        .env("COLLECT_CHUNK_DAYS", CHUNK_DAYS)
-        .stderr_to(Stdio::from(pty.slave))
-        .args(["run"])
-        .run();
+    let (finished, terminal) = on_a_terminal(
+        exporter(&dify, &meter, &state)
+            .env("TERM", TERM)
+            .env("COLLECT_CHUNK_DAYS", CHUNK_DAYS)
+            .args(["run"]),
+    );
     // `apps_per_mode` apps for each mode the simulator serves.
     let config = dify.config();
     let apps = u64::from(config.apps_per_mode) * u64::try_from(config.modes.len()).unwrap();
-    (finished, reader.join().unwrap(), apps)
+    (finished, terminal, apps)
 }
 
 #[test]

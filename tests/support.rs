@@ -1,7 +1,8 @@
 //! A small builder for driving the `exporter` binary, and fakes of the servers it talks to.
 
+use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader, Read as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -470,4 +471,67 @@ fn split_name(split: dify_sim::TokenSplit) -> &'static str {
         dify_sim::TokenSplit::Exact => "exact",
         dify_sim::TokenSplit::TotalOnly => "total_only",
     }
+}
+
+/// Debian's directories of programs, looked in after `PATH`.
+pub(crate) const DEBIAN_BIN_DIRS: [&str; 3] = ["/usr/bin", "/usr/local/bin", "/bin"];
+
+/// A program a test needs (and `.ci/run` installs): the first `name` on `PATH`, else in one of
+/// `fallback_dirs`. Never skipped: missing, it fails the test naming the Debian package.
+#[track_caller]
+pub(crate) fn tool(name: &str, package: &str, fallback_dirs: &[PathBuf]) -> PathBuf {
+    find_tool(name, std::env::var_os("PATH").as_deref(), fallback_dirs).unwrap_or_else(|| {
+        panic!(
+            "`{name}` is missing: not on PATH nor in {fallback_dirs:?}; install the Debian package \
+             {package} (.ci/run does)"
+        )
+    })
+}
+
+/// Where `name` is: the directories of `path` in order, then `fallback_dirs`.
+pub(crate) fn find_tool(
+    name: &str,
+    path: Option<&OsStr>,
+    fallback_dirs: &[PathBuf],
+) -> Option<PathBuf> {
+    path.into_iter()
+        .flat_map(std::env::split_paths)
+        .chain(fallback_dirs.iter().cloned())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// [`DEBIAN_BIN_DIRS`] as paths.
+pub(crate) fn debian_bin_dirs() -> Vec<PathBuf> {
+    DEBIAN_BIN_DIRS.iter().map(PathBuf::from).collect()
+}
+
+/// Runs `exporter` with stderr on a fresh pseudo-terminal (40 rows, 300 columns); returns it and
+/// everything the terminal got.
+pub(crate) fn on_a_terminal(exporter: Exporter) -> (Finished, String) {
+    let size = nix::pty::Winsize {
+        ws_row: 40,
+        ws_col: 300,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(&size, None).unwrap();
+    let mut terminal = std::fs::File::from(pty.master);
+    // Read while the exporter writes, so a full terminal buffer never blocks it; the read ends
+    // with an error (EIO) once the last holder of the other side is gone.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut chunk = [0; 4096];
+        while let Ok(n @ 1..) = terminal.read(&mut chunk) {
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let finished = exporter.stderr_to(Stdio::from(pty.slave)).run();
+    (finished, reader.join().unwrap())
 }

@@ -78,6 +78,13 @@ fn dispatch(cli: Cli) -> Exit {
             "variables listed in .env.example are not set in .env or the environment"
         );
     }
+    let placeholders = crate::config::placeholders(&environment);
+    if !placeholders.is_empty() {
+        warn!(
+            placeholders = ?Json(&placeholders),
+            "values are still placeholders of .env.example; set your own"
+        );
+    }
 
     match cli.command {
         Command::Run(args) => run::run(&environment, &args, run_id.as_deref().unwrap_or_default()),

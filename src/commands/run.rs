@@ -168,21 +168,41 @@ fn run_job(
 
 /// The `run starting` line: version, configuration (secrets masked), next fire time and the days.
 fn log_start(config: &Config, window: Option<Window>) {
-    let masked: BTreeMap<_, _> = config.masked().iter().cloned().collect();
     let next_fire_time = config
         .schedule
         .fire_times_after(Utc::now())
         .next()
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
-    info!(
-        version = env!("CARGO_PKG_VERSION"),
-        config = ?Json(&masked),
-        next_fire_time,
-        from = window.map(|w| w.first.to_string()),
-        to = window.map(|w| w.last.to_string()),
-        days = window.map(Window::day_count),
-        "run starting"
+    let (from, to, days) = (
+        window.map(|w| w.first.to_string()),
+        window.map(|w| w.last.to_string()),
+        window.map(Window::day_count),
     );
+    // A person reads the source and the sinks; the whole configuration is `validate-config`'s
+    // product, and would make this one line about a thousand characters long.
+    if crate::logging::writes_text() {
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            source = config.source.name(),
+            sinks = config.sinks.names().join(","),
+            next_fire_time,
+            from,
+            to,
+            days,
+            "run starting"
+        );
+    } else {
+        let masked: BTreeMap<_, _> = config.masked().iter().cloned().collect();
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = ?Json(&masked),
+            next_fire_time,
+            from,
+            to,
+            days,
+            "run starting"
+        );
+    }
 }
 
 /// Why the run must stop before any request to Dify, when the configured login is one Dify

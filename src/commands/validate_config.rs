@@ -63,6 +63,16 @@ fn next_fire_time(config: &Config) -> Option<String> {
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
+/// What is worth a second look although it does not make the configuration invalid.
+fn warnings(environment: &Environment) -> Vec<String> {
+    environment
+        .missing_example_keys
+        .iter()
+        .map(|key| format!("{key} is listed in .env.example but not set"))
+        .chain(crate::config::placeholders(environment))
+        .collect()
+}
+
 fn text_report(
     config: &ConfigResult,
     deploy: Option<&DeployResult>,
@@ -92,8 +102,8 @@ fn text_report(
             }
         }
     }
-    for key in &environment.missing_example_keys {
-        let _ = writeln!(out, "warning: {key} is listed in .env.example but not set");
+    for warning in warnings(environment) {
+        let _ = writeln!(out, "warning: {warning}");
     }
     match deploy {
         None => {}
@@ -145,11 +155,7 @@ fn json_report(
             json!({ "valid": false, "problems": problems })
         }
     };
-    report["warnings"] = environment
-        .missing_example_keys
-        .iter()
-        .map(|key| format!("{key} is listed in .env.example but not set"))
-        .collect();
+    report["warnings"] = warnings(environment).into();
     match deploy {
         None => {}
         Some(Ok(findings)) => {

@@ -8,6 +8,7 @@
 //! the two can never disagree about what is valid.
 
 mod checker;
+mod hints;
 mod sinks;
 mod source;
 pub(crate) mod variables;
@@ -28,6 +29,7 @@ use crate::logging::{LogFormat, LogLevel, LogSettings};
 use crate::schedule::Schedule;
 use crate::secret::{MASK, Masker, shown_url};
 use crate::source::console::PasswordEncoding;
+pub(crate) use hints::placeholders;
 pub(crate) use sinks::{
     CloudEventsSinkConfig, FileFormat, FileSchema, FileSinkConfig, HttpSinkConfig, LedgerConfig,
     PostgresSinkConfig, SinksConfig, TableName,
@@ -215,6 +217,12 @@ impl Config {
         let max_retry = check.whole(&v::MAX_RETRY, raw.max_retry.as_ref());
         let state_dir = check.directory(&v::STATE_DIR, raw.state_dir.as_ref());
         let metrics = metrics(&mut check, &raw, allow_insecure_http);
+        // A quoted value's own rule message would not say why it fails: say only that.
+        let quoted = hints::quoted(env);
+        check
+            .problems
+            .retain(|problem| quoted.iter().all(|q| q.variable != problem.variable));
+        check.problems.extend(quoted);
 
         if !check.problems.is_empty() {
             return Err(Problems(check.problems));
@@ -291,15 +299,22 @@ fn masked(env: &Environment) -> Vec<(&'static str, String)> {
     VARIABLES
         .iter()
         .map(|variable| {
-            let shown = match (env.get(variable.name).map(str::trim), variable.secrecy) {
-                (None, _) => variable.default.unwrap_or("(unset)").to_owned(),
-                (Some(_), Secrecy::Secret) => MASK.to_owned(),
-                (Some(url), Secrecy::UrlPassword) => shown_url(url),
-                (Some(value), Secrecy::Public) => value.to_owned(),
+            let shown = match env.get(variable.name).map(str::trim) {
+                None => variable.default.unwrap_or("(unset)").to_owned(),
+                Some(value) => masked_value(variable, value),
             };
             (variable.name, shown)
         })
         .collect()
+}
+
+/// A set value as output may show it: a secret as `***`, a URL with its password masked.
+fn masked_value(variable: &Variable, value: &str) -> String {
+    match variable.secrecy {
+        Secrecy::Secret => MASK.to_owned(),
+        Secrecy::UrlPassword => shown_url(value),
+        Secrecy::Public => value.to_owned(),
+    }
 }
 
 /// The metrics targets; every one is optional. An unusable one is a problem, not a warning:

@@ -167,7 +167,7 @@ pub(crate) const LOG_LEVEL: Variable = Variable::new(
 )
 .or("info");
 pub(crate) const LOG_FORMAT: Variable =
-    Variable::new("LOG_FORMAT", Public, OneOf(&["json", "text"])).or("json");
+    Variable::new("LOG_FORMAT", Public, OneOf(&["auto", "json", "text"])).or("auto");
 pub(crate) const GRACEFUL_SHUTDOWN_TIMEOUT: Variable =
     Variable::new("GRACEFUL_SHUTDOWN_TIMEOUT", Public, Seconds { max: 3600 }).or("30");
 pub(crate) const MAX_RETRY: Variable =

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use url::Url;
 
-use super::http::{Hints, classify};
+use super::http::{Hints, already_held, classify};
 use super::{Part, SendError, Sink};
 use crate::config::CloudEventsSinkConfig;
 use crate::http::{HttpClient, RequestError};
@@ -34,8 +34,6 @@ use crate::state::Batch;
 pub(crate) const EVENT_TYPE: &str = "io.dify-usage-exporter.llm.usage";
 /// The `subject` of usage without a user or customer: meters require a subject.
 pub(crate) const ANONYMOUS: &str = "anonymous";
-/// The endpoint as named in logs and errors.
-const ENDPOINT: &str = "POST SINK_CLOUDEVENTS_URL";
 const HINTS: Hints = Hints {
     url: "SINK_CLOUDEVENTS_URL",
     token: "SINK_CLOUDEVENTS_TOKEN",
@@ -45,6 +43,8 @@ const HINTS: Hints = Hints {
 pub(crate) struct CloudEventsSink {
     http: HttpClient,
     url: Url,
+    /// The request as named in logs and errors.
+    endpoint: String,
     token: Option<Secret>,
     source: String,
 }
@@ -54,6 +54,7 @@ impl CloudEventsSink {
         CloudEventsSink {
             http: http.clone(),
             url: config.url.clone(),
+            endpoint: HINTS.endpoint(&config.url),
             token: config.token.clone(),
             source: config.source.clone(),
         }
@@ -268,7 +269,7 @@ impl Sink for CloudEventsSink {
         }
         let outcome = self
             .http
-            .send(ENDPOINT, || {
+            .send(&self.endpoint, || {
                 let request = self
                     .http
                     .client()
@@ -283,10 +284,12 @@ impl Sink for CloudEventsSink {
             .await;
         match outcome {
             Ok(_) => Ok(()),
-            Err(RequestError::Status { status, .. }) if status == StatusCode::CONFLICT => Ok(()),
+            Err(error) if already_held(&error) => Ok(()),
             Err(RequestError::Status {
                 status, ref body, ..
-            }) if status == StatusCode::BAD_REQUEST => Err(SendError::Rejected(rejected(body))),
+            }) if status == StatusCode::BAD_REQUEST => {
+                Err(SendError::Rejected(rejected(&self.endpoint, body)))
+            }
             Err(error) => Err(classify(&error, &HINTS)),
         }
     }
@@ -294,7 +297,7 @@ impl Sink for CloudEventsSink {
 
 /// A 400's message: the problem's `detail` first (OpenMeter names the event and field it refused
 /// there), then the (masked) answer.
-fn rejected(body: &str) -> String {
+fn rejected(endpoint: &str, body: &str) -> String {
     let detail = serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|problem| {
@@ -305,9 +308,9 @@ fn rejected(body: &str) -> String {
         });
     match detail {
         Some(detail) => {
-            format!("{ENDPOINT} answered 400: the meter refused the batch: {detail}; body: {body}")
+            format!("{endpoint} answered 400: the meter refused the batch: {detail}; body: {body}")
         }
-        None => format!("{ENDPOINT} answered 400: the meter refused the batch; body: {body}"),
+        None => format!("{endpoint} answered 400: the meter refused the batch; body: {body}"),
     }
 }
 

@@ -150,16 +150,19 @@ async fn meter_transport_failures_name_their_cause() {
     });
     let reset = run(&meter.url(), &[]);
     assert!(
-        reset.contains(
-            "last error: POST EXTERNAL_API_URL could not be reached: connection closed before message completed"
-        ),
+        reset.contains(&format!(
+            "last error: POST {} (EXTERNAL_API_URL) could not be reached: connection closed before message completed",
+            meter.url()
+        )),
         "{reset}"
     );
 
     // Nothing listens on the discard port.
     let refused = run("http://127.0.0.1:9/usage", &[]);
     assert!(
-        refused.contains("POST EXTERNAL_API_URL could not be reached: connection refused"),
+        refused.contains(
+            "POST http://127.0.0.1:9/usage (EXTERNAL_API_URL) could not be reached: connection refused"
+        ),
         "{refused}"
     );
 
@@ -169,9 +172,10 @@ async fn meter_transport_failures_name_their_cause() {
     });
     let timeout = run(&meter.url(), &[("HTTP_TIMEOUT", "1")]);
     assert!(
-        timeout.contains(
-            "POST EXTERNAL_API_URL could not be reached: timed out after 1 s (HTTP_TIMEOUT)"
-        ),
+        timeout.contains(&format!(
+            "POST {} (EXTERNAL_API_URL) could not be reached: timed out after 1 s (HTTP_TIMEOUT)",
+            meter.url()
+        )),
         "{timeout}"
     );
     meter.set_faults(MeterFaults::default());

@@ -40,10 +40,10 @@ pub(crate) fn shared() -> &'static Cluster {
     SHARED.get_or_init(Cluster::start)
 }
 
-/// The directory holding `initdb`, `pg_ctl`, `postgres` and `psql`: PATH first, then Debian's
-/// `/usr/lib/postgresql/<version>/bin` (newest version).
+/// The directory holding `initdb`, `pg_ctl`, `postgres` and `psql`: the first on PATH that has all
+/// four, else Debian's `/usr/lib/postgresql/<version>/bin` (newest version).
 fn bin_dir() -> PathBuf {
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
@@ -51,27 +51,26 @@ fn bin_dir() -> PathBuf {
                 .collect()
         })
         .unwrap_or_default();
-    candidates.sort_by_key(|p| {
+    debian.sort_by_key(|p| {
         p.parent()
             .and_then(|v| v.file_name())
             .and_then(|v| v.to_str())
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(0)
     });
-    candidates.reverse();
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path));
-    }
-    candidates
-        .into_iter()
+    debian.reverse();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(debian)
         .find(|dir| {
             ["initdb", "pg_ctl", "postgres", "psql"]
                 .iter()
                 .all(|b| dir.join(b).is_file())
         })
         .expect(
-            "PostgreSQL server binaries (initdb, pg_ctl, postgres, psql) not found on PATH or in \
-             /usr/lib/postgresql/*/bin; install the `postgresql` package (.ci/run does)",
+            "PostgreSQL server binaries (initdb, pg_ctl, postgres, psql) not found together in a \
+             directory of PATH nor in /usr/lib/postgresql/*/bin; install the Debian package \
+             postgresql (.ci/run does)",
         )
 }
 
@@ -197,7 +196,10 @@ impl Cluster {
     /// `program` run as the server's user (through `runuser` when the tests run as root).
     fn as_server_user(&self, program: impl AsRef<OsStr>) -> Command {
         if let Some(user) = &self.run_as {
-            let mut command = Command::new("runuser");
+            // Named on its own: without it every server command would seem to be initdb's fault.
+            let runuser =
+                crate::support::tool("runuser", "util-linux", &crate::support::debian_bin_dirs());
+            let mut command = Command::new(runuser);
             command.args(["-u", user, "--"]).arg(program);
             command
         } else {

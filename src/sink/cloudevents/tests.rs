@@ -173,7 +173,10 @@ fn a_split_keeps_the_events_byte_for_byte() {
 #[test]
 fn a_refusal_names_what_the_meter_said() {
     let message = rejected(
+        "POST http://127.0.0.1:1/events (SINK_CLOUDEVENTS_URL)",
         r#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"event 3: data.cost: not a number"}"#,
     );
-    assert!(message.contains("the meter refused the batch: event 3: data.cost: not a number"));
+    assert!(message.starts_with(
+        "POST http://127.0.0.1:1/events (SINK_CLOUDEVENTS_URL) answered 400: the meter refused the batch: event 3: data.cost: not a number"
+    ));
 }

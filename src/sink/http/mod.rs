@@ -27,13 +27,12 @@ use crate::secret::Secret;
 use crate::state::Batch;
 use wire::WireRecord;
 
-/// The endpoint as named in logs and errors.
-const ENDPOINT: &str = "POST EXTERNAL_API_URL";
-
 /// The metering API, for one run.
 pub(crate) struct HttpSink {
     http: HttpClient,
     url: Url,
+    /// The request as named in logs and errors.
+    endpoint: String,
     token: Secret,
     tenant_id: Option<String>,
 }
@@ -43,6 +42,7 @@ impl HttpSink {
         HttpSink {
             http: http.clone(),
             url: config.url.clone(),
+            endpoint: HINTS.endpoint(&config.url),
             token: config.token.clone(),
             tenant_id: config.tenant_id.clone(),
         }
@@ -99,7 +99,7 @@ impl Sink for HttpSink {
             .unwrap_or(HeaderValue::from_static("invalid"));
         let outcome = self
             .http
-            .send(ENDPOINT, || {
+            .send(&self.endpoint, || {
                 self.http
                     .client()
                     .post(self.url.as_str())
@@ -111,16 +111,35 @@ impl Sink for HttpSink {
             .await;
         match outcome {
             Ok(_) => Ok(()),
-            Err(RequestError::Status { status, .. }) if status == StatusCode::CONFLICT => Ok(()),
+            Err(error) if already_held(&error) => Ok(()),
             Err(error) => Err(classify(&error, &HINTS)),
         }
     }
+}
+
+/// A 409: the receiver holds this batch already, so it is delivered. The outbox logs it as every
+/// other delivered batch; the status is worth a debug line only, where it cannot read as a failure.
+pub(crate) fn already_held(error: &RequestError) -> bool {
+    let held =
+        matches!(error, RequestError::Status { status, .. } if *status == StatusCode::CONFLICT);
+    if held {
+        tracing::debug!(error = %error, "the receiver already holds this batch");
+    }
+    held
 }
 
 /// The variables an answer's hint names.
 pub(crate) struct Hints {
     pub(crate) url: &'static str,
     pub(crate) token: &'static str,
+}
+
+impl Hints {
+    /// The POST as logs and errors name it: the address (password masked), and the variable that
+    /// set it, so that `could not be reached` says where and what to change.
+    pub(crate) fn endpoint(&self, url: &Url) -> String {
+        format!("POST {} ({})", crate::secret::masked_url(url), self.url)
+    }
 }
 
 const HINTS: Hints = Hints {

@@ -158,7 +158,9 @@ fn explain(error: RequestError, login_session: bool) -> anyhow::Error {
         RequestError::Status { status, .. } if *status == StatusCode::FORBIDDEN => {
             "the account or key lacks access to this workspace: check DIFY_API_TOKEN and DIFY_WORKSPACE_ID"
         }
-        RequestError::Status { status, .. } if *status == StatusCode::NOT_FOUND => {
+        RequestError::Status { status, .. }
+            if *status == StatusCode::NOT_FOUND || *status == StatusCode::METHOD_NOT_ALLOWED =>
+        {
             "check DIFY_API_URL: it must be the base URL that serves /console/api"
         }
         RequestError::Transport { .. } => "check DIFY_API_URL and that Dify is reachable",

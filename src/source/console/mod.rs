@@ -20,7 +20,8 @@ pub(crate) mod model;
 mod paging;
 mod session;
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -42,6 +43,9 @@ use crate::usage::Aggregator;
 pub(crate) struct ConsoleSource {
     dify: Arc<DifyClient>,
     concurrency: usize,
+    /// Apps of a mode this version does not know, already warned about: every chunk lists the apps
+    /// again, and one warning per app and run is enough.
+    unknown_apps: Mutex<BTreeSet<String>>,
 }
 
 impl ConsoleSource {
@@ -49,7 +53,11 @@ impl ConsoleSource {
         let dify = Arc::new(DifyClient::new(url, auth, http, concurrency));
         let requests = Arc::clone(&dify);
         crate::progress::count_requests(move || requests.stats().requests());
-        ConsoleSource { dify, concurrency }
+        ConsoleSource {
+            dify,
+            concurrency,
+            unknown_apps: Mutex::default(),
+        }
     }
 
     /// Requests made to Dify so far in the run.
@@ -87,6 +95,7 @@ impl ConsoleSource {
             warn!("Dify lists no app for these credentials; nothing is read");
         }
 
+        self.warn_unknown_apps(&apps);
         crate::progress::collecting(apps.len());
         let mut aggregator = Aggregator::default();
         let tally = collect::collect(
@@ -112,6 +121,26 @@ impl ConsoleSource {
             "usage collected"
         );
         Ok(collected)
+    }
+}
+
+impl ConsoleSource {
+    /// One warning per run for each app that is not collected because its mode is unknown.
+    fn warn_unknown_apps(&self, apps: &[model::App]) {
+        let mut warned = self
+            .unknown_apps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for app in apps.iter().filter(|app| app.mode() == AppMode::Other) {
+            if warned.insert(app.id.clone()) {
+                warn!(
+                    app_id = %app.id,
+                    app_name = %app.name,
+                    mode = %app.mode_name,
+                    "app not collected: this version does not know its mode"
+                );
+            }
+        }
     }
 }
 

@@ -231,12 +231,12 @@ impl Session {
                     // is a different string, so nothing wrong is sent twice.
                     refused = Some(answer);
                 }
-                Err(err) => return Err(explain_login_failure(err)),
+                Err(err) => return Err(explain_login_failure(err, &self.console_url)),
             }
         }
         // Plain was then refused as "not base64": the Dify is 1.11.2+ and the encoded password was wrong.
         if let Some(answer) = refused {
-            return Err(explain_login_failure(answer));
+            return Err(explain_login_failure(answer, &self.console_url));
         }
         Err(last_failure.unwrap_or_else(|| anyhow!("Dify refused the login for DIFY_EMAIL")).context(
             "check DIFY_EMAIL and DIFY_PASSWORD (Dify locks the account for a day after 5 wrong passwords)",
@@ -279,21 +279,40 @@ fn is_retryable_login_failure(error: &RequestError) -> bool {
     }
 }
 
-fn explain_login_failure(error: RequestError) -> anyhow::Error {
+fn explain_login_failure(error: RequestError, console_url: &str) -> anyhow::Error {
+    // The address as configured (DIFY_API_URL, password masked): a wrong host is the usual cause
+    // of an unreachable Dify or of a login that is not there.
+    let dify_url = url::Url::parse(console_url.trim_end_matches("/console/api")).map_or_else(
+        |_| crate::secret::mask_userinfo(console_url),
+        |url| crate::secret::masked_url(&url),
+    );
     let (hint, verdict) = match &error {
         RequestError::Status { status, answer, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
             (
-                "the Dify account of DIFY_EMAIL is locked after too many wrong passwords (for a day); fix DIFY_PASSWORD and wait, or unlock it in Dify",
+                "the Dify account of DIFY_EMAIL is locked after too many wrong passwords (for a day); fix DIFY_PASSWORD and wait, or unlock it in Dify".to_owned(),
                 answer
                     .contains("email_code_login_limit")
                     .then_some(LoginVerdict::AccountLocked),
             )
         }
         RequestError::Status { status, .. } if *status == StatusCode::UNAUTHORIZED => (
-            "check DIFY_EMAIL and DIFY_PASSWORD (Dify locks the account for a day after 5 wrong passwords)",
+            "check DIFY_EMAIL and DIFY_PASSWORD (Dify locks the account for a day after 5 wrong passwords)".to_owned(),
             Some(LoginVerdict::WrongPassword),
         ),
-        RequestError::Transport { .. } => ("check DIFY_API_URL and that Dify is reachable", None),
+        RequestError::Status { status, .. }
+            if *status == StatusCode::NOT_FOUND || *status == StatusCode::METHOD_NOT_ALLOWED =>
+        {
+            (
+                format!(
+                    "check DIFY_API_URL: {dify_url} has no Dify console login; it must be the base URL of Dify, the host that serves /console/api"
+                ),
+                None,
+            )
+        }
+        RequestError::Transport { .. } => (
+            format!("check DIFY_API_URL ({dify_url}) and that Dify is reachable"),
+            None,
+        ),
         _ => return error.into(),
     };
     match verdict {

@@ -29,7 +29,7 @@ use chrono_tz::Tz;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::DifyClient;
 use super::model::{App, Profile};
@@ -148,12 +148,7 @@ async fn produce(
     for app in apps {
         let mode = app.mode();
         if mode == AppMode::Other {
-            warn!(
-                app_id = %app.id,
-                app_name = %app.name,
-                mode = %app.mode_name,
-                "app not collected: this version does not know its mode"
-            );
+            // Warned about once per run by the source, not once per chunk here.
             crate::progress::app_done();
             continue;
         }
