@@ -14,23 +14,7 @@ BIN="$PWD/target/release"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 STATE_DIR="$WORK/state" "$BIN/exporter" watermark set 2026-01-01 --yes >/dev/null 2>&1
-python3 - "$WORK/state/state.db" "$DAYS" "$ROWS" "$USERS" <<'PY'
-import datetime, sqlite3, sys
-path, days, rows, users = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-db = sqlite3.connect(path)
-first = datetime.date(2025, 1, 1)
-def day_rows(d):
-    day = (first + datetime.timedelta(days=d)).isoformat()
-    for i in range(rows):
-        user, app, model = i % users, (i // users) % 20, i % 7
-        yield (f"dify-{day}-{i:016x}", day, f"app-{app:02}", f"App {app}", None, f"user-{user:05}@example.com",
-               f"customer-{user % 50:03}", "openai", f"model-{model}", "USD", 1000 + i, 100 + model, 1100 + i + model,
-               3, f"0.{i % 9973:07}", 0, 1, "2026-01-01T00:00:00.000Z")
-for d in range(days):
-    db.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", day_rows(d))
-db.commit()
-print(f"ledger: {days} days x {rows} rows", db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
-PY
+python3 bench/ledger-fill.py "$WORK/state/state.db" "$DAYS" "$ROWS" "$USERS"
 last=$(python3 -c "import datetime; print(datetime.date(2025,1,1)+datetime.timedelta(days=$DAYS-1))")
 for args in "--by user" "--by user --from 2025-01-01 --to $last" "--by user --output html" \
             "--by user --from 2025-01-01 --to $last --output html"; do

@@ -41,3 +41,17 @@ measure() {
   /usr/bin/time -f "%M %e" -o "$WORK/time" "$@" >"$out"
   awk '{printf "%.1f %s\n", $1/1024, $2}' "$WORK/time"
 }
+
+# start_postgres: a throwaway PostgreSQL cluster on 127.0.0.1 (fsync on); exports POSTGRES_URL, PGBIN and
+# as_pg, which runs a command as the postgres user when this shell is root.
+start_postgres() {
+  PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  chmod 755 "$WORK"; mkdir "$WORK/pg"; [ "$(id -u)" = 0 ] && chown postgres "$WORK/pg"
+  echo bench-password >"$WORK/pg/pw"
+  as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --pwfile "$WORK/pg/pw" --auth-host=scram-sha-256 --no-sync >/dev/null
+  PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w -o "-p $PGPORT -k $WORK/pg -c listen_addresses=127.0.0.1" start >/dev/null
+  trap 'as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null; kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+  POSTGRES_URL="postgres://postgres:bench-password@127.0.0.1:$PGPORT/postgres?sslmode=disable"
+}
