@@ -90,14 +90,14 @@ fn credentials_in_a_url_beside_a_token_are_refused_and_localhost_dot_is_loopback
     let finished = Exporter::configured("http://localhost.:9")
         .env(
             "EXTERNAL_API_URL",
-            "https://user:meter-url-pw-1@meter.example.com/x",
+            "https://user:meter-url-pw-1@meter.corp.test/x",
         )
         .args(["validate-config"])
         .run();
     finished.code(1);
     assert_eq!(
         finished.stdout,
-        "configuration is invalid (1 problem):\n  EXTERNAL_API_URL: `https://user:***@meter.example.com/x` carries \
+        "configuration is invalid (1 problem):\n  EXTERNAL_API_URL: `https://user:***@meter.corp.test/x` carries \
          `user:password@` while requests authenticate with EXTERNAL_API_TOKEN; a request carries one Authorization \
          header: remove the credentials from the URL\n"
     );
