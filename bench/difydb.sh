@@ -10,6 +10,7 @@
 # DATA=sql: bench/difydb-data.sql, generated inside PostgreSQL: RUNS runs of 4 nodes with Dify-sized
 #   process_data (about 1.2 KB of prompts and usage per model call) and MESSAGES messages, plus 25 % rows
 #   outside the window and debug/debugger rows.
+# Measures the exporter with one session (DIFY_DATABASE_CONNECTIONS=1) and with the default of four.
 # BASELINE=DIR: also measure DIR/exporter (a release build of another commit) on the same cluster, first,
 #   and compare the records the two print.
 # Needs: PostgreSQL server binaries (apt-get install postgresql), GNU time, bc, python3.
@@ -68,11 +69,12 @@ floor=$(printf '%s\n' "${floors[@]}" | median)
 echo "floor rows: $(tr '\n' ' ' <"$WORK/floor.out")"
 
 # The exporter over the window three times: median wall time, peak RSS, the records it printed.
-measure() { # BIN_DIR OUT_PREFIX
-  local walls=() rss=0 kib secs
+measure() { # BIN_DIR OUT_PREFIX [DIFY_DATABASE_CONNECTIONS]
+  local walls=() rss=0 kib secs connections=${3:-4}
   for _ in 1 2 3; do
     /usr/bin/time -f "%M %e" -o "$WORK/time" env -i \
       DIFY_DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/dify?sslmode=disable" \
+      DIFY_DATABASE_CONNECTIONS="$connections" \
       EXTERNAL_API_URL=http://127.0.0.1:9/usage EXTERNAL_API_TOKEN=unused-token LOG_LEVEL=warn \
       "$1/exporter" run --dry-run --from "$first" --to "$last" >"$WORK/$2.records"
     read -r kib secs <"$WORK/time"
@@ -90,7 +92,13 @@ echo "data $DATA"
 if [ -n "${BASELINE:-}" ]; then
   measure "$BASELINE" baseline
 fi
+# One session (the reading before DIFY_DATABASE_CONNECTIONS), then the default of four on one snapshot.
+measure "$BIN" one-session 1
+measure "$BIN" two-sessions 2
 measure "$BIN" exporter
+cmp -s "$WORK/one-session.records" "$WORK/exporter.records" &&
+  echo "one session and four printed the same records, byte for byte" ||
+  echo "one session and four printed DIFFERENT records"
 if [ -n "${BASELINE:-}" ]; then
   cmp -s <(sort "$WORK/baseline.records") <(sort "$WORK/exporter.records") &&
     echo "baseline and exporter printed the same records" ||

@@ -5,6 +5,7 @@
 //! number of runs or nodes: each observation is folded into its record and dropped.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -141,21 +142,40 @@ impl Aggregator {
             },
             currency: iso_currency(usage.currency),
         };
-        let Some(record) = self.records.get_mut(&key) else {
-            self.records.insert(
-                key,
-                Totals {
-                    app_name: usage.app_name,
-                    input_tokens: usage.input_tokens,
-                    output_tokens: usage.output_tokens,
-                    total_tokens: usage.total_tokens,
-                    request_count: usage.requests,
-                    cost: usage.cost,
-                    total_only: usage.total_only,
-                },
-            );
-            return Ok(());
+        self.fold(
+            key,
+            Totals {
+                app_name: usage.app_name,
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                total_tokens: usage.total_tokens,
+                request_count: usage.requests,
+                cost: usage.cost,
+                total_only: usage.total_only,
+            },
+        )
+    }
+
+    fn fold(&mut self, key: RecordKey, totals: Totals) -> Result<(), SumOverflow> {
+        let mut entry = match self.records.entry(key) {
+            Entry::Vacant(entry) => {
+                entry.insert(totals);
+                return Ok(());
+            }
+            Entry::Occupied(entry) => entry,
         };
+        let record = entry.get_mut();
+        // Summed into copies first, so that a failed sum leaves the record as it was.
+        let summed = (|| {
+            Ok((
+                sum(record.input_tokens, totals.input_tokens, "input tokens")?,
+                sum(record.output_tokens, totals.output_tokens, "output tokens")?,
+                sum(record.total_tokens, totals.total_tokens, "total tokens")?,
+                sum(record.request_count, totals.request_count, "requests")?,
+                record.cost.checked_add(totals.cost).ok_or("cost")?,
+            ))
+        })();
+        let key = entry.key();
         let overflow = |field| SumOverflow {
             field,
             day: key.day,
@@ -163,24 +183,26 @@ impl Aggregator {
             user: key.user.clone(),
             model: key.model.clone(),
         };
-        // Summed into copies first, so that a failed sum leaves the record as it was.
-        let summed = (|| {
-            Ok((
-                sum(record.input_tokens, usage.input_tokens, "input tokens")?,
-                sum(record.output_tokens, usage.output_tokens, "output tokens")?,
-                sum(record.total_tokens, usage.total_tokens, "total tokens")?,
-                sum(record.request_count, usage.requests, "requests")?,
-                record.cost.checked_add(usage.cost).ok_or("cost")?,
-            ))
-        })();
+        let summed = summed.map_err(overflow)?;
+        let record = entry.get_mut();
         (
             record.input_tokens,
             record.output_tokens,
             record.total_tokens,
             record.request_count,
             record.cost,
-        ) = summed.map_err(overflow)?;
-        record.total_only |= usage.total_only;
+        ) = summed;
+        record.total_only |= totals.total_only;
+        Ok(())
+    }
+
+    /// Folds in every record of `other` (summed where both hold the same key), as if its
+    /// observations had been added here: sums of exact integers and decimals do not depend on the order.
+    pub(crate) fn absorb(&mut self, other: Aggregator) -> Result<(), SumOverflow> {
+        for (key, totals) in other.records {
+            self.fold(key, totals)?;
+        }
+        self.workspaces.extend(other.workspaces);
         Ok(())
     }
 

@@ -226,7 +226,7 @@ pub(crate) fn log(finished: &Finished, message: &str) -> Value {
 
 /// The one-line error of a failed run.
 #[track_caller]
-fn failure(finished: &Finished) -> String {
+pub(crate) fn failure(finished: &Finished) -> String {
     finished.code(1);
     let error = log(finished, "run failed")["context"]["error"]
         .as_str()
@@ -572,7 +572,7 @@ pub(crate) fn load(cluster: &Cluster, database: &str, sim: &DifySim) {
     cluster.psql(database, &String::from_utf8(rows).unwrap());
 }
 
-fn window() -> (NaiveDate, NaiveDate) {
+pub(crate) fn window() -> (NaiveDate, NaiveDate) {
     (FIRST.parse().unwrap(), LAST.parse().unwrap())
 }
 
@@ -673,17 +673,7 @@ fn the_database_and_the_console_api_agree_on_the_same_world() {
     load(cluster, &database, &sim);
     let from_database = dry_run_days(exporter(cluster, SUPERUSER, &database), FIRST, LAST);
     from_database.code(0);
-    let credentials = sim.credentials();
-    let from_api = dry_run_days(
-        Exporter::new()
-            .env("DIFY_API_URL", &sim.base_url())
-            .env("DIFY_EMAIL", &credentials.email)
-            .env("DIFY_PASSWORD", &credentials.password)
-            .env("EXTERNAL_API_URL", "http://127.0.0.1:9/usage")
-            .env("EXTERNAL_API_TOKEN", EXTERNAL_TOKEN),
-        FIRST,
-        LAST,
-    );
+    let from_api = dry_run_days(console_exporter(&sim), FIRST, LAST);
     from_api.code(0);
     let (database_rows, api_rows) = (
         collect::records(&from_database),
@@ -732,6 +722,17 @@ fn the_database_and_the_console_api_agree_on_the_same_world() {
     }
 }
 
+/// An exporter reading `sim` through the console API (login).
+pub(crate) fn console_exporter(sim: &DifySim) -> Exporter {
+    let credentials = sim.credentials();
+    Exporter::new()
+        .env("DIFY_API_URL", &sim.base_url())
+        .env("DIFY_EMAIL", &credentials.email)
+        .env("DIFY_PASSWORD", &credentials.password)
+        .env("EXTERNAL_API_URL", "http://127.0.0.1:9/usage")
+        .env("EXTERNAL_API_TOKEN", EXTERNAL_TOKEN)
+}
+
 /// The rows of `apps`.
 fn of_apps<'r>(rows: &'r [Row], apps: &[String]) -> Vec<&'r Row> {
     rows.iter().filter(|r| apps.contains(&r.app_id)).collect()
@@ -762,7 +763,8 @@ fn a_connection_lost_mid_read_is_retried_and_the_delivered_records_equal_the_tru
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
          WHERE application_name = 'dify-usage-exporter';",
     );
-    assert_eq!(ended.trim(), "1");
+    // The first session at least; helpers that joined its snapshot already end with it.
+    assert!(ended.trim().parse::<u32>().unwrap() >= 1, "{ended}");
     drop(lock);
     let finished = running.wait();
     finished.code(0);

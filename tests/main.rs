@@ -33,6 +33,8 @@ mod schedule;
 mod shutdown;
 // The database source against a real PostgreSQL started by the tests (tests/pg).
 mod difydb;
+// Several sessions on one snapshot, fallbacks, archived runs (tests/pg and the simulator).
+mod difydb_sessions;
 // The ledger: usage Dify deletes or adds after an export, customers, currencies.
 mod ledger;
 // `exporter report` over the ledger.

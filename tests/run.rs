@@ -103,10 +103,10 @@ async fn a_valid_run_lists_every_app_and_logs_by_the_schema() {
     let summary = &finished.log("run finished")["context"];
     assert_eq!(summary["outcome"], "completed");
     assert_eq!(summary["apps"], 138);
-    // 2 pages of apps, the account timezone, one log page per workflow app, one run page per
-    // advanced-chat app, one conversation page per chat and agent-chat app, and token costs plus
-    // daily messages for each chat-type app's one day.
-    assert_eq!(summary["dify_requests"], 2 + 1 + 28 + 28 + 54 + 81 * 2);
+    // 2 pages of apps, the account timezone, one archived-log page (404 here: a Dify before 1.12)
+    // and one log page per workflow app, one run page per advanced-chat app, one conversation page
+    // per chat and agent-chat app, and token costs plus daily messages for each chat-type app's one day.
+    assert_eq!(summary["dify_requests"], 2 + 1 + 28 * 2 + 28 + 54 + 81 * 2);
     // The app of an unknown mode is counted and named, never silently dropped.
     assert_eq!(summary["apps_skipped"], 1);
     let skipped = finished.log("app not collected: this version does not know its mode");
@@ -123,7 +123,7 @@ async fn a_valid_run_lists_every_app_and_logs_by_the_schema() {
     assert_eq!(summary["exit_code"], 0);
 
     let requests = dify.received_requests().await.unwrap();
-    assert_eq!(requests.len(), 275);
+    assert_eq!(requests.len(), 303);
     for request in requests {
         assert_eq!(
             request.headers["authorization"],
@@ -195,11 +195,11 @@ async fn transient_failures_are_retried() {
             .contains("503")
     );
     let summary = &finished.log("run finished")["context"];
-    // Three attempts at the apps, then the usage of a workflow, an advanced-chat and a chat app
-    // (timezone, conversations, token costs, daily messages).
+    // Three attempts at the apps, then the usage of a workflow (archived logs, app logs), an
+    // advanced-chat and a chat app (timezone, conversations, token costs, daily messages).
     assert_eq!(
         (summary["dify_requests"].clone(), summary["retries"].clone()),
-        (json!(3 + 6), json!(2))
+        (json!(3 + 7), json!(2))
     );
     assert_eq!(finished.log("apps listed")["context"]["apps"], 3);
 }

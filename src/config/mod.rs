@@ -42,6 +42,7 @@ pub(crate) use source::SourceConfig;
 struct RawEnv {
     dify_api_url: Option<String>,
     dify_database_url: Option<String>,
+    dify_database_connections: Option<Parsed<usize>>,
     dify_api_token: Option<String>,
     dify_workspace_id: Option<Parsed<Uuid>>,
     dify_email: Option<String>,

@@ -83,10 +83,17 @@ pub(super) fn select(
         UUID_RULE,
     );
     ok &= raw.dify_workspace_id.is_none() || workspace_id.is_some();
+    let connections = check.whole(
+        &v::DIFY_DATABASE_CONNECTIONS,
+        raw.dify_database_connections.as_ref(),
+    );
     let text = database_url.trim();
     ok &= check.url_password(&v::DIFY_DATABASE_URL, text);
     match DatabaseSource::parse(text, workspace_id, connect_timeout) {
-        Ok(source) if ok => Some(SourceConfig::Database(source)),
+        Ok(mut source) if ok => {
+            source.connections = connections;
+            Some(SourceConfig::Database(source))
+        }
         Ok(_) => None,
         Err(rule) => {
             check.problem(

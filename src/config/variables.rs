@@ -88,6 +88,15 @@ use Secrecy::{Public, Secret, UrlPassword};
 pub(crate) const DIFY_API_URL: Variable = Variable::new("DIFY_API_URL", UrlPassword, Rule::Url);
 pub(crate) const DIFY_DATABASE_URL: Variable =
     Variable::new("DIFY_DATABASE_URL", UrlPassword, Rule::DatabaseUrl);
+/// Sessions reading one snapshot together: PostgreSQL scans a table in parallel only for a plain
+/// query, never for a streamed one, so the source splits the scan itself. Four keep two cores busy
+/// without taking much of a server's `max_connections` (Dify's default pool is 30).
+pub(crate) const DIFY_DATABASE_CONNECTIONS: Variable = Variable::new(
+    "DIFY_DATABASE_CONNECTIONS",
+    Public,
+    Whole { min: 1, max: 16 },
+)
+.or("4");
 pub(crate) const DIFY_API_TOKEN: Variable =
     Variable::new("DIFY_API_TOKEN", Secret, Rule::HeaderValue);
 pub(crate) const DIFY_WORKSPACE_ID: Variable =
@@ -186,9 +195,10 @@ pub(crate) const PUSHGATEWAY_INSTANCE: Variable =
     Variable::new("PUSHGATEWAY_INSTANCE", Public, Rule::Text);
 
 /// Every variable, in the order the configuration is shown and documented.
-pub(crate) const VARIABLES: [Variable; 38] = [
+pub(crate) const VARIABLES: [Variable; 39] = [
     DIFY_API_URL,
     DIFY_DATABASE_URL,
+    DIFY_DATABASE_CONNECTIONS,
     DIFY_API_TOKEN,
     DIFY_WORKSPACE_ID,
     DIFY_EMAIL,

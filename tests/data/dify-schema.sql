@@ -7,6 +7,8 @@
 --   e2eacc9a1b63_add_status_for_message.py (2024-03-21): messages.status, error, message_metadata,
 --                                          invoke_from; conversations.invoke_from
 --   fd0948688f2d (2025-05-06): end_users.session_id widened
+--   workflow_archive_logs (Dify 1.12): from its model, api/models/workflow.py `WorkflowArchiveLog`
+--                                          (the rows the run-archiving job leaves behind)
 --
 -- Kept: the tables and columns the exporter reads, plus the NOT NULL columns that make a row
 -- realistic (so a loader that forgets one fails like Dify's schema would). Left out: every other
@@ -160,3 +162,31 @@ CREATE TABLE workflow_node_executions (
 );
 CREATE INDEX workflow_node_execution_workflow_run_idx
     ON workflow_node_executions (tenant_id, app_id, workflow_id, triggered_from, workflow_run_id);
+
+CREATE TABLE workflow_archive_logs (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    log_id uuid,
+    tenant_id uuid NOT NULL,
+    app_id uuid NOT NULL,
+    workflow_id uuid NOT NULL,
+    workflow_run_id uuid NOT NULL,
+    created_by_role varchar(255) NOT NULL,
+    created_by uuid NOT NULL,
+    log_created_at timestamp,
+    log_created_from varchar(255),
+    run_version varchar(255) NOT NULL,
+    run_status varchar(255) NOT NULL,
+    run_triggered_from varchar(255) NOT NULL,
+    run_error text,
+    run_elapsed_time double precision DEFAULT 0 NOT NULL,
+    run_total_tokens bigint DEFAULT 0,
+    run_total_steps integer DEFAULT 0,
+    run_created_at timestamp NOT NULL,
+    run_finished_at timestamp,
+    run_exceptions_count integer DEFAULT 0,
+    trigger_metadata text,
+    archived_at timestamp DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    CONSTRAINT workflow_archive_log_pkey PRIMARY KEY (id)
+);
+CREATE INDEX workflow_archive_log_app_idx ON workflow_archive_logs (tenant_id, app_id);
+CREATE INDEX workflow_archive_log_run_created_at_idx ON workflow_archive_logs (run_created_at);

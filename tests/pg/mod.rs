@@ -18,6 +18,8 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::support::PASSWORD;
 
+pub(crate) mod bouncer;
+
 /// The superuser of every test cluster; its password is the canary that must never be printed.
 pub(crate) const SUPERUSER: &str = "postgres";
 
@@ -78,7 +80,7 @@ fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -189,12 +191,17 @@ impl Cluster {
         panic!("PostgreSQL did not start: {failures:#?}");
     }
 
+    /// The cluster's temp dir, owned by the server's user.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
 
     /// `program` run as the server's user (through `runuser` when the tests run as root).
-    fn as_server_user(&self, program: impl AsRef<OsStr>) -> Command {
+    pub(crate) fn as_server_user(&self, program: impl AsRef<OsStr>) -> Command {
         if let Some(user) = &self.run_as {
             // Named on its own: without it every server command would seem to be initdb's fault.
             let runuser =

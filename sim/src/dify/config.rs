@@ -120,6 +120,10 @@ pub struct SimConfig {
     pub modes: Vec<String>,
     /// IANA name of the account timezone, which drives the statistics endpoints.
     pub account_timezone: String,
+    /// Dify 1.12's run archiving has moved every production run of a `workflow` app created before this UTC
+    /// day to object storage: the runs, their nodes and app logs are gone from the lists and tables (and
+    /// from both truths), and each leaves a `workflow_archive_logs` row, served by `workflow-archived-logs`.
+    pub archived_before: Option<NaiveDate>,
     /// Faults to inject.
     pub faults: Faults,
     /// Port to bind on 127.0.0.1; 0 lets the OS choose.
@@ -151,6 +155,7 @@ impl Default for SimConfig {
             .map(str::to_owned)
             .to_vec(),
             account_timezone: "Asia/Tokyo".to_owned(),
+            archived_before: None,
             faults: Faults::default(),
             port: 0,
         }

@@ -333,6 +333,9 @@ pub(crate) struct App {
     /// Production runs (app-run and triggered), newest first, with distinct `created_at` so a cursor never
     /// skips a tie.
     pub(crate) runs: Vec<Run>,
+    /// Production runs archived by Dify (`SimConfig::archived_before`), newest first: only in
+    /// `workflow_archive_logs`.
+    pub(crate) archived_runs: Vec<Run>,
     /// Editor test runs (`triggered_from=debugging`), newest first; they must never count.
     pub(crate) debug_runs: Vec<Run>,
     /// Run id -> (is debug, index in its list).
@@ -447,6 +450,7 @@ impl Workspace {
                     created_at,
                     model,
                     runs: Vec::new(),
+                    archived_runs: Vec::new(),
                     debug_runs: Vec::new(),
                     run_index: HashMap::new(),
                     conversations: Vec::new(),
@@ -632,6 +636,14 @@ fn generate_runs(app: &mut App, config: &SimConfig, rng: &mut ChaCha8Rng, first:
         }
     }
     app.runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+    if let Some(day) = config
+        .archived_before
+        .filter(|_| app.mode == Mode::Workflow)
+    {
+        let cut = day_start(day);
+        let kept = app.runs.partition_point(|r| r.created_at >= cut);
+        app.archived_runs = app.runs.split_off(kept);
+    }
     app.debug_runs
         .sort_by_key(|r| std::cmp::Reverse(r.created_at));
     app.run_index = app

@@ -9,6 +9,7 @@
 //! (request accounting, delays, injected errors), `live` (the little state requests change), `routes` (the HTTP
 //! surface), `rows` (the world as rows of Dify's tables, for the exporter's database source). Which Dify file each response shape follows is in `sim/DIFY-SOURCES.md`.
 
+mod archive;
 mod auth;
 mod chat;
 mod config;

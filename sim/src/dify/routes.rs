@@ -23,7 +23,7 @@ use super::data::{
     TriggeredFrom, Usage, Workspace, generate_nodes, run_conversation_id, run_message_id,
     run_totals,
 };
-use super::{Source, chat, faults};
+use super::{Source, archive, chat, faults};
 
 /// Dify's error body `{"code","message","status"}` with its status.
 #[derive(Debug)]
@@ -72,6 +72,10 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route("/console/api/apps/{app_id}", get(app_detail))
         .route(&app_route("workflow-app-logs"), get(workflow_app_logs))
         .route(&app_route("workflow-runs"), get(workflow_runs))
+        .route(
+            &app_route("workflow-archived-logs"),
+            get(archive::workflow_archived_logs),
+        )
         .route(&app_route("workflow-runs/{run_id}"), get(run_detail))
         .route(
             &app_route("workflow-runs/{run_id}/node-executions"),
@@ -294,7 +298,7 @@ async fn app_detail(
     Ok(Json(app_json(ws, find_app(ws, &app_id)?)))
 }
 
-fn account_json(ws: &Workspace, creator: Creator) -> Value {
+pub(crate) fn account_json(ws: &Workspace, creator: Creator) -> Value {
     match creator {
         Creator::Account(i) => ws.accounts.get(usize::from(i)).map_or(
             Value::Null,
@@ -304,13 +308,18 @@ fn account_json(ws: &Workspace, creator: Creator) -> Value {
     }
 }
 
-fn end_user_json(ws: &Workspace, creator: Creator) -> Value {
+pub(crate) fn end_user_json(ws: &Workspace, creator: Creator) -> Value {
     match creator {
         Creator::EndUser(i) => ws.end_users.get(usize::from(i)).map_or(Value::Null, |u| {
             json!({"id": u.id, "type": u.kind, "is_anonymous": u.kind == "browser", "session_id": u.session_id})
         }),
         _ => Value::Null,
     }
+}
+
+/// The id of a run's `workflow_app_logs` row (and of its archive row's `log_id`).
+pub(crate) fn app_log_id(run: &Run) -> Uuid {
+    Uuid::from_u128(run.id.as_u128() ^ 0x1065)
 }
 
 pub(crate) fn role(creator: Creator) -> &'static str {
@@ -322,13 +331,13 @@ pub(crate) fn role(creator: Creator) -> &'static str {
 }
 
 /// What a run's regenerated nodes say about it.
-struct RunFacts {
-    total_tokens: u64,
-    total_steps: usize,
-    finished_at: i64,
+pub(crate) struct RunFacts {
+    pub(crate) total_tokens: u64,
+    pub(crate) total_steps: usize,
+    pub(crate) finished_at: i64,
 }
 
-fn run_facts(ws: &Workspace, app: &App, run: &Run) -> RunFacts {
+pub(crate) fn run_facts(ws: &Workspace, app: &App, run: &Run) -> RunFacts {
     let nodes = generate_nodes(ws.seed, app.mode, run);
     let (total_tokens, _) = run_totals(&nodes);
     RunFacts {
@@ -456,7 +465,7 @@ async fn workflow_app_logs(
                 _ => "service-api",
             };
             json!({
-                "id": Uuid::from_u128(run.id.as_u128() ^ 0x1065),
+                "id": app_log_id(run),
                 "workflow_run": run_log_json(ws, app, run),
                 // Dify >= 1.10 adds `details` (trigger metadata); null when the log has none.
                 "details": null,

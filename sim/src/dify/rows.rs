@@ -20,11 +20,12 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::archive::archive_log_id;
 use super::chat::{run_message, sender_ids};
 use super::data::{
     App, Creator, MODELS, Mode, Node, NodeKind, Run, Workspace, generate_nodes, run_totals,
 };
-use super::routes::{node_json, role};
+use super::routes::{app_log_id, node_json, role};
 
 /// Distinct id spaces derived from a real id, for the rows the world does not have itself.
 const SINGLE_STEP: u128 = 0x5_1E55;
@@ -92,6 +93,7 @@ pub(crate) fn write(ws: &Workspace, out: &mut dyn Write) -> io::Result<()> {
     write_messages(ws, &mut copy)?;
     write_runs(ws, &mut copy)?;
     write_nodes(ws, &mut copy)?;
+    write_archive_logs(ws, &mut copy)?;
     copy.out.flush()
 }
 
@@ -404,6 +406,58 @@ fn write_node(
             node.created_at + i64::from(node.elapsed_ms / 1000),
         )),
     ])
+}
+
+/// One `workflow_archive_logs` row per archived run (`WorkflowArchiveLog` in `api/models/workflow.py`):
+/// the run's own fields as `run_*`, its app log as `log_*`.
+fn write_archive_logs(ws: &Workspace, copy: &mut Copy<'_>) -> io::Result<()> {
+    copy.begin(
+        "workflow_archive_logs",
+        &[
+            "id",
+            "log_id",
+            "tenant_id",
+            "app_id",
+            "workflow_id",
+            "workflow_run_id",
+            "created_by_role",
+            "created_by",
+            "log_created_at",
+            "log_created_from",
+            "run_version",
+            "run_status",
+            "run_triggered_from",
+            "run_total_tokens",
+            "run_created_at",
+            "run_finished_at",
+        ],
+    )?;
+    let tenant = ws.id.to_string();
+    for app in &ws.apps {
+        for run in &app.archived_runs {
+            let (total_tokens, _) = run_totals(&generate_nodes(ws.seed, app.mode, run));
+            let created = timestamp(run.created_at);
+            copy.row(&[
+                Some(&archive_log_id(run).to_string()),
+                Some(&app_log_id(run).to_string()),
+                Some(&tenant),
+                Some(&app.id.to_string()),
+                Some(&workflow_id(app)),
+                Some(&run.id.to_string()),
+                Some(role(run.creator)),
+                Some(&creator_id(ws, run)),
+                Some(&created),
+                Some("service-api"),
+                Some("2026-11-01 00:00:00.000000"),
+                Some(run.status.as_str()),
+                Some(run.triggered_from.as_str()),
+                Some(&total_tokens.to_string()),
+                Some(&created),
+                Some(&timestamp(run.created_at + 5)),
+            ])?;
+        }
+    }
+    copy.end()
 }
 
 /// Whether `run` is one of the RAG pipeline runs made from a debug run.

@@ -123,6 +123,15 @@ pub(super) struct RunRef {
     pub(crate) created_at: i64,
 }
 
+/// One row of `workflow-archived-logs` (Dify 1.12): an archived run, when its app log was made.
+#[derive(Debug, Deserialize)]
+pub(super) struct ArchivedLog {
+    pub(crate) id: String,
+    /// `log_created_at`, null for a run archived without an app log.
+    #[serde(default)]
+    pub(crate) created_at: Option<i64>,
+}
+
 /// One row of `workflow-runs`.
 #[derive(Debug, Deserialize)]
 pub(super) struct WorkflowRun {

@@ -19,17 +19,26 @@
 //! snapshot conflict) is retried from the start with a fresh aggregator, up to `MAX_RETRY` times with
 //! the backoff of HTTP requests; anything else ends the run with one line that says what to fix.
 
+/// The `workflow_runs.triggered_from` values that are not production (`docs/database.md#rules`), as
+/// an SQL list, for every query that filters runs.
+macro_rules! debug_triggers {
+    () => {
+        "('debugging', 'rag-pipeline-debugging', 'rag-pipeline-run')"
+    };
+}
+
+mod archived;
 mod postgres;
 mod rules;
 mod schema;
 pub(crate) mod settings;
+mod shared_snapshot;
 pub(crate) mod statistics;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use anyhow::Result;
-use futures::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -119,19 +128,7 @@ impl<'c> DatabaseReader<'c> {
 /// One attempt: a session, polled in this task alongside the reading of one snapshot.
 async fn collect_once(source: &DatabaseSource, window: Window) -> Result<Collected, AttemptError> {
     let (mut client, connection) = postgres::connect(source).await?;
-    let read = read_snapshot(&mut client, source, window);
-    tokio::pin!(read);
-    tokio::select! {
-        biased;
-        outcome = &mut read => outcome,
-        ended = connection => {
-            // The server's last words (why it ended the session) may be waiting for the reading
-            // already: they say more than "connection closed".
-            read.as_mut()
-                .now_or_never()
-                .unwrap_or_else(|| Err(postgres::connection_ended(ended)))
-        }
-    }
+    shared_snapshot::polled(connection, read_snapshot(&mut client, source, window)).await
 }
 
 /// No app at all: a workspace id that names no workspace is a configuration error (the run stops,
@@ -159,7 +156,26 @@ async fn read_snapshot(
     source: &DatabaseSource,
     window: Window,
 ) -> Result<Collected, AttemptError> {
-    let transaction = postgres::snapshot(client).await?;
+    let mut transaction = postgres::snapshot(client).await?;
+    let mut exported = None;
+    if source.connections > 1 {
+        match postgres::export_snapshot(&transaction).await {
+            Ok(id) => exported = Some(id),
+            Err(error) => {
+                // The failed statement aborted the transaction: read alone, in a fresh one.
+                warn!(
+                    error = %crate::postgres::describe(&error),
+                    requested = source.connections,
+                    "the snapshot cannot be shared; reading through one connection"
+                );
+                transaction
+                    .rollback()
+                    .await
+                    .map_err(|e| AttemptError::from_postgres(&e, "cannot end the snapshot"))?;
+                transaction = postgres::snapshot(client).await?;
+            }
+        }
+    }
     postgres::check_schema(&transaction, &source.user).await?;
 
     let app_rows = postgres::apps(&transaction, source.workspace_id).await?;
@@ -201,22 +217,29 @@ async fn read_snapshot(
     );
 
     let span = postgres::Span::of(window);
-    let messages =
-        postgres::messages(&transaction, &message_apps, &span, &apps, &mut aggregator).await?;
-    let (nodes_read, nodes_counted) =
-        postgres::nodes(&transaction, &run_apps, &span, &apps, &mut aggregator).await?;
+    archived::warn_archived(&transaction, &source.user, &run_apps, &span, &apps).await?;
+    let plan = shared_snapshot::Plan {
+        apps,
+        run_apps,
+        message_apps,
+        span,
+    };
+    let tally = shared_snapshot::read(&transaction, exported, source, plan).await?;
     // Read-only: nothing to commit; ending the snapshot explicitly frees it on the server at once.
     transaction
         .rollback()
         .await
         .map_err(|e| AttemptError::Transient(anyhow::Error::new(e)))?;
+    aggregator
+        .absorb(tally.aggregator)
+        .map_err(|e| AttemptError::Fatal(e.into()))?;
     collected.records = aggregator.into_records();
     info!(
         from = %window.first,
         to = %window.last,
-        messages,
-        nodes_read,
-        nodes_counted,
+        messages = tally.messages,
+        nodes_read = tally.nodes_read,
+        nodes_counted = tally.nodes_counted,
         records = collected.records.len(),
         "usage read from the database"
     );

@@ -28,6 +28,10 @@ use crate::usage::Aggregator;
 /// No single query may run longer (`statement_timeout`): a run-once job that hangs helps no one.
 pub(super) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// Memory of the node query's hash of the window's runs (`SET LOCAL work_mem`): the default 4 MB
+/// spills a quarter of a million runs to temp files in batches, and the node rows with them.
+const WORK_MEM: &str = "64MB";
+
 const APPS: &str = "SELECT id, tenant_id, name, mode FROM apps \
      WHERE $1::uuid IS NULL OR tenant_id = $1 ORDER BY tenant_id, id";
 
@@ -47,7 +51,8 @@ const MESSAGES: &str = "SELECT m.app_id, m.created_at::date, \
        AND m.invoke_from IS DISTINCT FROM 'debugger' \
      GROUP BY 1, 2, 3, 4, 5, 6";
 
-const NODES: &str = "SELECT r.app_id, n.id, r.created_at::date, \
+const NODES: &str = concat!(
+    "SELECT r.app_id, n.id, r.created_at::date, \
        CASE r.created_by_role WHEN 'end_user' THEN COALESCE(eu.session_id, '') \
          WHEN 'account' THEN COALESCE(acc.email, '') ELSE '' END, \
        n.process_data, n.execution_metadata \
@@ -58,8 +63,10 @@ const NODES: &str = "SELECT r.app_id, n.id, r.created_at::date, \
      LEFT JOIN end_users eu ON r.created_by_role = 'end_user' AND eu.id = r.created_by \
      LEFT JOIN accounts acc ON r.created_by_role = 'account' AND acc.id = r.created_by \
      WHERE r.app_id = ANY($1) AND r.created_at >= $2 AND r.created_at < $3 \
-       AND r.triggered_from NOT IN ('debugging', 'rag-pipeline-debugging', 'rag-pipeline-run') \
-       AND n.created_at >= $2 AND n.node_type NOT IN ('iteration', 'loop')";
+       AND r.triggered_from NOT IN ",
+    debug_triggers!(),
+    " AND n.created_at >= $2 AND n.node_type NOT IN ('iteration', 'loop')"
+);
 
 const SCHEMA: &str = "SELECT t.tbl, t.col, to_regclass(t.tbl) IS NOT NULL, \
        COALESCE(has_table_privilege(to_regclass(t.tbl), 'SELECT'), false), \
@@ -92,20 +99,8 @@ pub(super) fn connection_ended(outcome: Result<(), tokio_postgres::Error>) -> At
 /// The snapshot every query of a collection reads: `REPEATABLE READ, READ ONLY`, in UTC, with the
 /// statement timeout; scoped to the transaction (`SET LOCAL`), so a pooled connection keeps nothing.
 pub(super) async fn snapshot(client: &mut Client) -> Result<Transaction<'_>, AttemptError> {
-    let transaction = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(|e| AttemptError::from_postgres(&e, "cannot start the read-only snapshot"))?;
-    transaction
-        .batch_execute(&format!(
-            "SET LOCAL TIME ZONE 'UTC'; SET LOCAL statement_timeout = {}",
-            STATEMENT_TIMEOUT.as_millis()
-        ))
-        .await
-        .map_err(|e| AttemptError::from_postgres(&e, "cannot set up the snapshot"))?;
+    let transaction = read_only(client).await?;
+    set_up(&transaction).await?;
     let row = transaction
         .query_one(
             "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only'), \
@@ -131,6 +126,79 @@ pub(super) async fn snapshot(client: &mut Client) -> Result<Transaction<'_>, Att
         "database snapshot opened"
     );
     Ok(transaction)
+}
+
+async fn read_only(client: &mut Client) -> Result<Transaction<'_>, AttemptError> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| AttemptError::from_postgres(&e, "cannot start the read-only snapshot"))
+}
+
+async fn set_up(transaction: &Transaction<'_>) -> Result<(), AttemptError> {
+    transaction
+        .batch_execute(&format!(
+            "SET LOCAL TIME ZONE 'UTC'; SET LOCAL statement_timeout = {}; SET LOCAL work_mem = '{WORK_MEM}'",
+            STATEMENT_TIMEOUT.as_millis()
+        ))
+        .await
+        .map_err(|e| AttemptError::from_postgres(&e, "cannot set up the snapshot"))
+}
+
+/// Makes the snapshot importable by other sessions (`pg_export_snapshot()`), until the transaction ends.
+/// An error aborts the transaction.
+pub(super) async fn export_snapshot(
+    transaction: &Transaction<'_>,
+) -> Result<String, tokio_postgres::Error> {
+    let row = transaction
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// A second session on the snapshot `id` exported by the first: the same rows, whatever was committed
+/// since. `SET TRANSACTION SNAPSHOT` must come before any query of the transaction.
+pub(super) async fn import_snapshot<'c>(
+    client: &'c mut Client,
+    id: &str,
+) -> Result<Transaction<'c>, tokio_postgres::Error> {
+    let transaction = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    // The id is the server's own (hex digits and dashes); quoted as a literal all the same.
+    let literal = id.replace('\'', "''");
+    transaction
+        .batch_execute(&format!(
+            "SET TRANSACTION SNAPSHOT '{literal}'; SET LOCAL TIME ZONE 'UTC'; SET LOCAL statement_timeout = {}; SET LOCAL work_mem = '{WORK_MEM}'",
+            STATEMENT_TIMEOUT.as_millis()
+        ))
+        .await?;
+    Ok(transaction)
+}
+
+/// The pages of `workflow_node_executions` as the snapshot sees them, for splitting its scan by
+/// `ctid`. The `ACCESS SHARE` lock (as `pg_dump` takes) keeps `VACUUM FULL` or `CLUSTER` from
+/// moving rows between the sessions' scans; it blocks no writer.
+pub(super) async fn node_pages(transaction: &Transaction<'_>) -> Result<u64, AttemptError> {
+    let what = "cannot size workflow_node_executions";
+    transaction
+        .batch_execute("LOCK TABLE workflow_node_executions IN ACCESS SHARE MODE")
+        .await
+        .map_err(|e| AttemptError::from_postgres(&e, what))?;
+    let row = transaction
+        .query_one(
+            "SELECT pg_relation_size('workflow_node_executions') / current_setting('block_size')::bigint",
+            &[],
+        )
+        .await
+        .map_err(|e| AttemptError::from_postgres(&e, what))?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
 /// Checks that every table and column read exists and is readable by the role.
@@ -200,6 +268,7 @@ pub(super) async fn workspace_exists(
 }
 
 /// The half-open window `[start, end)` in UTC, as the `timestamp without time zone` Dify writes.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Span {
     pub(crate) start: NaiveDateTime,
     pub(crate) end: NaiveDateTime,
@@ -282,19 +351,41 @@ fn message_group(row: &Row) -> anyhow::Result<rules::MessageGroup> {
     })
 }
 
-/// Streams the counted node executions of `app_ids` into the aggregator; returns
+/// A slice of `workflow_node_executions` by physical page: `[first, end)`, or from `first` to
+/// the end of the table (rows appended since the table was sized included) when `end` is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Pages {
+    pub(crate) first: u64,
+    pub(crate) end: Option<u64>,
+}
+
+impl Pages {
+    /// The filter on `n.ctid`; PostgreSQL 14 and newer read only these pages (a TID range scan).
+    /// Whole numbers only, so formatting them into the statement is safe.
+    fn filter(self) -> String {
+        let from = format!(" AND n.ctid >= '({},0)'::tid", self.first);
+        match self.end {
+            Some(end) => format!("{from} AND n.ctid < '({end},0)'::tid"),
+            None if self.first == 0 => String::new(),
+            None => from,
+        }
+    }
+}
+
+/// Streams the counted node executions of `app_ids` on `pages` into the aggregator; returns
 /// (node executions read, node executions counted).
 pub(super) async fn nodes(
     transaction: &Transaction<'_>,
     app_ids: &[Uuid],
     span: &Span,
+    pages: Pages,
     apps: &rules::Apps,
     aggregator: &mut Aggregator,
 ) -> Result<(u64, u64), AttemptError> {
     let params: [&(dyn ToSql + Sync); 3] = [&app_ids, &span.start, &span.end];
     let what = "cannot read workflow node executions";
     let stream = transaction
-        .query_raw(NODES, params)
+        .query_raw(&format!("{NODES}{}", pages.filter()), params)
         .await
         .map_err(|e| AttemptError::from_postgres(&e, what))?;
     let mut stream = stream.boxed();

@@ -38,6 +38,8 @@ pub(crate) struct DatabaseSource {
     pub(crate) ssl_mode: SslMode,
     /// One workspace (`tenant_id`), or every workspace when `None`.
     pub(crate) workspace_id: Option<Uuid>,
+    /// Sessions reading each snapshot together (`DIFY_DATABASE_CONNECTIONS`); 1 for other uses of the URL.
+    pub(crate) connections: usize,
     /// Limit of establishing the connection (`HTTP_TIMEOUT`, at most 10 s, like HTTP connections).
     pub(crate) connect_timeout: Duration,
 }
@@ -102,6 +104,7 @@ impl DatabaseSource {
             database,
             ssl_mode,
             workspace_id,
+            connections: 1,
             connect_timeout,
             url,
         })

@@ -15,6 +15,7 @@
 //! records and one small sum per app-day, never by runs or messages: a conversation's messages are
 //! read a page at a time and summed per day as they come.
 
+mod archived;
 mod chat;
 mod statistics;
 mod workflow;
@@ -161,6 +162,7 @@ async fn produce(
         let queue = Queue { sender: &sender };
         let queued = match (mode, tz) {
             (AppMode::Workflow, _) => {
+                archived::warn_archived(&dify, &info, window).await?;
                 workflow::queue_logged_runs(&dify, &info, window, queue).await?
             }
             (AppMode::AdvancedChat, _) => {
