@@ -127,26 +127,26 @@ impl Reconciliation {
 type LedgerSums = BTreeMap<(String, NaiveDate), (String, u64, Decimal)>;
 
 fn ledger_sums(state: &State, from: NaiveDate, to: NaiveDate) -> Result<LedgerSums> {
-    let mut sums = LedgerSums::new();
-    let mut bad_day = None;
     let labels = [LedgerLabel::AppId, LedgerLabel::Day, LedgerLabel::AppName];
-    state.scan_ledger(from, to, &labels, |row| {
-        let (app_id, day, app_name) = (row.label(0), row.label(1), row.label(2));
+    let parts = state.fold_ledger(from, to, &labels, LedgerSums::new, |sums, row| {
+        let (app_id, day, app_name) = (row.label(0)?, row.label(1)?, row.label(2)?);
         let Ok(day) = day.parse::<NaiveDate>() else {
-            bad_day = Some(day.to_owned());
-            return;
+            anyhow::bail!("a ledger row's day `{day}` is not a YYYY-MM-DD day");
         };
         let entry = sums
             .entry((app_id.to_owned(), day))
             .or_insert_with(|| (app_name.to_owned(), 0, Decimal::ZERO));
         entry.1 += row.total_tokens;
         entry.2 += row.cost;
+        Ok(())
     })?;
-    if let Some(day) = bad_day {
-        anyhow::bail!(
-            "the ledger in {} holds a row of day `{day}`, which is not a YYYY-MM-DD day",
-            state.path().display()
-        );
+    let mut sums = LedgerSums::new();
+    for part in parts {
+        for (key, (app_name, tokens, cost)) in part {
+            let entry = sums.entry(key).or_insert((app_name, 0, Decimal::ZERO));
+            entry.1 += tokens;
+            entry.2 += cost;
+        }
     }
     Ok(sums)
 }

@@ -12,7 +12,7 @@ mod text;
 
 use std::collections::HashMap;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -105,17 +105,18 @@ pub(crate) struct Currency {
 }
 
 /// Joins a group's labels in its lookup key: the ASCII unit separator, which no label holds.
-const SEPARATOR: char = '\u{1f}';
+const SEPARATOR: u8 = 0x1f;
 
 /// The ledger summed by some keys.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Grouping {
     /// Where each key's label is in the scanned [`LedgerView`].
     positions: Vec<usize>,
-    /// The currency and the labels, joined by [`SEPARATOR`] → sums.
-    sums: HashMap<String, Sums>,
+    /// The currency and the labels, joined by [`SEPARATOR`] → sums. Looked up once per ledger row,
+    /// so with a fast hash: the keys are the ledger's own labels, not an attacker's input.
+    sums: HashMap<Vec<u8>, Sums, foldhash::fast::RandomState>,
     /// The lookup buffer.
-    key: String,
+    key: Vec<u8>,
 }
 
 impl Grouping {
@@ -129,10 +130,10 @@ impl Grouping {
     fn add(&mut self, row: &LedgerView<'_>) {
         // One buffer for the lookup: only a new group allocates its key.
         self.key.clear();
-        self.key.push_str(row.currency);
+        self.key.extend_from_slice(row.currency);
         for &position in &self.positions {
             self.key.push(SEPARATOR);
-            self.key.push_str(row.label(position));
+            self.key.extend_from_slice(row.label_bytes(position));
         }
         if let Some(sums) = self.sums.get_mut(&self.key) {
             sums.add(row);
@@ -143,11 +144,19 @@ impl Grouping {
         }
     }
 
+    /// Adds the sums of `other`, a grouping by the same keys of other rows.
+    fn merge(&mut self, other: Grouping) {
+        for (key, sums) in other.sums {
+            self.sums.entry(key).or_default().add_sums(&sums);
+        }
+    }
+
     /// Per currency (sorted by code), the groups largest first, at most `top` of them.
-    fn currencies(self, top: Option<usize>) -> Vec<Currency> {
+    fn currencies(self, top: Option<usize>) -> Result<Vec<Currency>> {
         let mut by_currency: HashMap<String, Vec<Group>> = HashMap::new();
         for (joined, sums) in self.sums {
-            let mut parts = joined.split(SEPARATOR).map(str::to_owned);
+            let joined = String::from_utf8(joined).context("a ledger label is not UTF-8 text")?;
+            let mut parts = joined.split(char::from(SEPARATOR)).map(str::to_owned);
             let currency = parts.next().unwrap_or_default();
             let labels: Vec<String> = parts.collect();
             by_currency
@@ -180,7 +189,7 @@ impl Grouping {
             })
             .collect();
         currencies.sort_by(|a, b| a.code.cmp(&b.code));
-        currencies
+        Ok(currencies)
     }
 }
 
@@ -234,7 +243,7 @@ pub(crate) fn summarize_many(
             labels.len() - 1
         })
     };
-    let mut groupings: Vec<Grouping> = asked
+    let groupings: Vec<Grouping> = asked
         .iter()
         .map(|(keys, _)| Grouping::new(keys.iter().map(|key| position(key.label())).collect()))
         .collect();
@@ -242,28 +251,44 @@ pub(crate) fn summarize_many(
         .iter()
         .any(|(keys, _)| keys.contains(&Key::App))
         .then(|| (position(LedgerLabel::AppId), position(LedgerLabel::AppName)));
-    let mut app_names: HashMap<String, String> = HashMap::new();
-    state.scan_ledger(first, last, &labels, |row| {
-        if let Some((id, name)) = names
-            && !app_names.contains_key(row.label(id))
-        {
-            app_names.insert(row.label(id).to_owned(), row.label(name).to_owned());
+    let init = || (groupings.clone(), HashMap::<String, String>::new());
+    let parts = state.fold_ledger(first, last, &labels, init, |(groupings, app_names), row| {
+        if let Some((id, name)) = names {
+            let id = row.label(id)?;
+            if !app_names.contains_key(id) {
+                app_names.insert(id.to_owned(), row.label(name)?.to_owned());
+            }
         }
-        for grouping in &mut groupings {
+        for grouping in groupings.iter_mut() {
             grouping.add(row);
         }
+        Ok(())
     })?;
-    Ok(groupings
+    let mut parts = parts.into_iter();
+    let (mut groupings, mut app_names) = parts.next().unwrap_or_else(init);
+    for (part_groupings, part_names) in parts {
+        for (grouping, part) in groupings.iter_mut().zip(part_groupings) {
+            grouping.merge(part);
+        }
+        for (id, name) in part_names {
+            app_names.entry(id).or_insert(name);
+        }
+    }
+    groupings
         .into_iter()
         .zip(asked)
-        .map(|(grouping, (keys, top))| Report {
-            first,
-            last,
-            keys,
-            currencies: grouping.currencies(top),
-            app_names: app_names.clone(),
+        .map(|(grouping, (keys, top))| {
+            Ok(Report {
+                first,
+                last,
+                keys,
+                currencies: grouping.currencies(top).with_context(|| {
+                    format!("the ledger in {} cannot be read", state.path().display())
+                })?,
+                app_names: app_names.clone(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// `1234567` as `1,234,567`.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Row, params};
-use rust_decimal::Decimal;
 
 use super::{State, Transaction, parse_day, unreadable, unwritable};
 use crate::ledger::LedgerRow;
@@ -130,120 +129,6 @@ impl State {
     pub(crate) fn ledger_days(&self) -> Result<Option<(NaiveDate, NaiveDate)>> {
         day_range(&self.conn, &self.path)
     }
-}
-
-/// A label column of the ledger, as `report` and `reconcile` group by them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "snake_case")]
-pub(crate) enum LedgerLabel {
-    Day,
-    AppId,
-    AppName,
-    WorkspaceId,
-    User,
-    Customer,
-    Provider,
-    Model,
-}
-
-/// At most this many labels per scan: one of each [`LedgerLabel`].
-const LABELS: usize = 8;
-
-/// A ledger row as a scan reads it: the labels asked for (in the order asked, a missing workspace
-/// as `""`), the currency and the figures, borrowed from the database row, so that a year of ledger
-/// is read without a copy per row.
-#[derive(Debug)]
-pub(crate) struct LedgerView<'r> {
-    labels: [&'r str; LABELS],
-    pub(crate) currency: &'r str,
-    pub(crate) input_tokens: u64,
-    pub(crate) output_tokens: u64,
-    pub(crate) total_tokens: u64,
-    pub(crate) request_count: u64,
-    pub(crate) cost: Decimal,
-}
-
-impl<'r> LedgerView<'r> {
-    /// The label at `index` of the scan's `labels`.
-    pub(crate) fn label(&self, index: usize) -> &'r str {
-        self.labels[index]
-    }
-}
-
-impl State {
-    /// Calls `each` with every ledger row of the days `first..=last`, in no particular order, reading
-    /// only the `labels` asked for (each at most once) beside the currency and the figures.
-    pub(crate) fn scan_ledger(
-        &self,
-        first: NaiveDate,
-        last: NaiveDate,
-        labels: &[LedgerLabel],
-        mut each: impl FnMut(&LedgerView<'_>),
-    ) -> Result<()> {
-        anyhow::ensure!(
-            labels.len() <= LABELS,
-            "at most {LABELS} ledger labels per scan"
-        );
-        let mut columns: Vec<&str> = labels.iter().map(|&label| <&str>::from(label)).collect();
-        columns.extend([
-            "currency",
-            "input_tokens",
-            "output_tokens",
-            "total_tokens",
-            "request_count",
-            "cost",
-        ]);
-        // A window over every day reads the table in its order; a part of it, through the day index.
-        let whole = self
-            .ledger_days()?
-            .is_none_or(|(held_first, held_last)| first <= held_first && last >= held_last);
-        let filter = if whole {
-            ""
-        } else {
-            " WHERE day BETWEEN ?1 AND ?2"
-        };
-        let sql = format!("SELECT {} FROM ledger{filter}", columns.join(", "));
-        let mut statement = self
-            .conn
-            .prepare_cached(&sql)
-            .with_context(|| unreadable(&self.path))?;
-        let mut rows = if whole {
-            statement.query([])
-        } else {
-            statement.query(params![first.to_string(), last.to_string()])
-        }
-        .with_context(|| unreadable(&self.path))?;
-        while let Some(row) = rows.next().with_context(|| unreadable(&self.path))? {
-            each(&view(row, labels.len()).with_context(|| unreadable(&self.path))?);
-        }
-        Ok(())
-    }
-}
-
-fn view<'r>(row: &'r Row<'_>, labels: usize) -> Result<LedgerView<'r>> {
-    let text =
-        |i: usize| -> Result<&'r str> { Ok(row.get_ref(i)?.as_str_or_null()?.unwrap_or("")) };
-    let number = |i: usize| -> Result<u64> {
-        let n = row.get_ref(labels + i)?.as_i64()?;
-        u64::try_from(n).with_context(|| format!("a ledger figure holds the negative number {n}"))
-    };
-    let mut view = LedgerView {
-        labels: [""; LABELS],
-        currency: text(labels)?,
-        input_tokens: number(1)?,
-        output_tokens: number(2)?,
-        total_tokens: number(3)?,
-        request_count: number(4)?,
-        cost: Decimal::ZERO,
-    };
-    for (index, label) in view.labels.iter_mut().take(labels).enumerate() {
-        *label = text(index)?;
-    }
-    let cost = text(labels + 5)?;
-    view.cost = cost
-        .parse()
-        .with_context(|| format!("the ledger holds the cost `{cost}`, not a decimal"))?;
-    Ok(view)
 }
 
 fn day_range(

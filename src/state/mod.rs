@@ -19,6 +19,7 @@ mod ledger;
 mod login_verdict;
 mod outbox;
 mod runs;
+mod scan;
 mod watermark;
 
 use std::fs::{DirBuilder, OpenOptions};
@@ -30,10 +31,10 @@ use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags};
 
-pub(crate) use ledger::{LedgerLabel, LedgerView};
 pub(crate) use login_verdict::LoginVerdictRecord;
 pub(crate) use outbox::{Batch, BatchState, Counts, NewBatch};
 pub(crate) use runs::RunRecord;
+pub(crate) use scan::{LedgerLabel, LedgerView};
 
 use crate::environment::io_cause;
 
