@@ -47,7 +47,7 @@ const STATEMENT_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 /// batch is one transaction, and what it costs beyond its rows is two commits that each wait for a
 /// disk flush (the server's WAL, then the outbox's `mark_sent` in the state database) plus a few
 /// round trips: milliseconds, where a row costs the server about ten microseconds. At 500 rows
-/// those commits were about half the delivery time (`docs/benchmarks.md`); at 5,000 (a payload
+/// they were a fifth to a third of the delivery time (`docs/benchmarks.md`); at 5,000 (a payload
 /// of about 2 MB, a transaction of well under a second) they are a few percent.
 const BATCH_ROWS: usize = 5000;
 
