@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 14 benchmark: DAYS days x ROWS ledger rows (default 20 x 5,000 = 100,000), written straight into a
 # state database, handed to a sink that joins the ledger (a sink new to it gets the whole ledger first).
-# SINK=file (SINK_FILE_FORMAT=FORMAT, default csv) or SINK=postgres (a throwaway cluster on 127.0.0.1).
+# SINK=file (SINK_FILE_FORMAT=FORMAT, default csv; SINK_FILE_SCHEMA=SCHEMA, default native) or SINK=postgres
+# (a throwaway cluster on 127.0.0.1).
 # The source is a one-app simulated Dify, so the run's time is the hand-over: prints wall time and peak
 # RSS of the run, the delivery phase (`records queued` to `run finished`), rows/s, and the slowest batch
 # (for the file sink: one day's rewrite).
@@ -15,7 +16,7 @@ start_dify --apps-per-mode 1 --days 1 --runs-per-app-per-day 1 --seed 14
 STATE_DIR="$WORK/state" "$BIN/exporter" watermark set "$(date -u -d '2 days ago' +%F)" --yes >/dev/null 2>&1
 python3 bench/ledger-fill.py "$WORK/state/state.db" "$DAYS" "$ROWS" 1000 "$first"
 case "$SINK" in
-  file) sink=(SINK_FILE_DIR="$WORK/files" SINK_FILE_FORMAT="${FORMAT:-csv}") ;;
+  file) sink=(SINK_FILE_DIR="$WORK/files" SINK_FILE_FORMAT="${FORMAT:-csv}" SINK_FILE_SCHEMA="${SCHEMA:-native}") ;;
   postgres)
     start_postgres
     sink=(SINK_POSTGRES_URL="$POSTGRES_URL") ;;

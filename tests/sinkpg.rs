@@ -1,6 +1,7 @@
 //! The `postgres` sink against a real PostgreSQL (tests/pg): the simulator's world read back with
-//! SQL equals its truth, replays change nothing, a table that does not fit keeps the queue, a
-//! writer role with the documented grants works, and a kill inside the transaction loses nothing.
+//! SQL equals its truth, replays change nothing, a row only moves to a higher revision, a table
+//! that does not fit keeps the queue, a writer role with the documented grants works, and a kill
+//! inside the transaction loses nothing.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use dify_sim::DifySim;
 use rust_decimal::Decimal;
 
-use crate::deliver::{dify, truth};
+use crate::deliver::{dify, summary, truth};
 use crate::pg;
 use crate::support::{Exporter, PASSWORD, Row};
 
@@ -137,6 +138,53 @@ fn the_table_holds_exactly_the_truth_and_a_replay_changes_nothing() {
         .code(0);
     assert_eq!(table(&db), truth);
     assert_eq!(revisions(&db), before);
+}
+
+#[test]
+fn in_one_batch_each_row_takes_the_higher_revision() {
+    let cluster = pg::shared();
+    let db = database();
+    let url = cluster.url(pg::SUPERUSER, &db);
+    let dify = dify();
+    let state = tempfile::tempdir().unwrap();
+    let first = exporter(&dify, &url, state.path()).args(["run"]).run();
+    first.code(0);
+    // BATCH_SIZE=7 does not cut the sink's batches: each day's rows are one batch, one transaction.
+    let counts = cluster.psql(
+        &db,
+        "SELECT count(*), count(DISTINCT usage_date) FROM dify_usage",
+    );
+    let (rows, days) = counts.trim().split_once('|').unwrap();
+    let (rows, days): (u64, u64) = (rows.parse().unwrap(), days.parse().unwrap());
+    assert!(rows > 7 * days, "no day of more than 7 rows: {counts}");
+    assert_eq!(summary(&first)["sinks"]["postgres"]["batches_sent"], days);
+    let before = revisions(&db);
+    // Every second row (in id order, so within each day's batch) is ahead of the ledger, the others
+    // behind it; a replay of the ledger at revision 1 must raise only the ones behind.
+    cluster.psql(
+        &db,
+        "UPDATE dify_usage u SET total_tokens = 0, revision = CASE WHEN o.n % 2 = 0 THEN 9 ELSE 0 END \
+         FROM (SELECT source_event_id, row_number() OVER (ORDER BY source_event_id) AS n FROM dify_usage) o \
+         WHERE o.source_event_id = u.source_event_id;",
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    exporter(&dify, &url, fresh.path())
+        .args(["run"])
+        .run()
+        .code(0);
+    let expected: String = before
+        .lines()
+        .enumerate()
+        .map(|(index, line)| {
+            let fields: Vec<&str> = line.split('|').collect();
+            if index % 2 == 1 {
+                format!("{}|9|0|{}\n", fields[0], fields[3])
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    assert_eq!(revisions(&db), expected);
 }
 
 #[test]

@@ -153,13 +153,14 @@ fn resend_configured(
     }
 }
 
-/// Splits every batch queued for `sink` larger than `batch_size` (unless the sink takes whole
-/// days); returns how many were split.
-fn rebatch<S: Sink>(state: &State, sink: &S, batch_size: usize) -> anyhow::Result<usize> {
+/// Splits every batch queued for `sink` larger than its batch size for `BATCH_SIZE` `configured`
+/// (unless the sink takes whole days); returns how many were split.
+fn rebatch<S: Sink>(state: &State, sink: &S, configured: usize) -> anyhow::Result<usize> {
     let mut split = 0;
     if sink.kind() == Kind::Days {
         return Ok(split);
     }
+    let batch_size = sink.batch_size(configured);
     for batch in state.batches(sink.name(), BatchState::Queued)? {
         if batch.record_count > batch_size as u64 {
             let parts = sink::split(state, sink, &batch, batch_size as u64)?;

@@ -47,6 +47,12 @@ pub(crate) trait Sink {
         Kind::Changes
     }
 
+    /// The most changed rows one batch carries when `BATCH_SIZE` is `configured`: by default the
+    /// configured size, which a receiver's request limit decides.
+    fn batch_size(&self, configured: usize) -> usize {
+        configured
+    }
+
     /// The payload that carries `changes` (one day's), as the outbox keeps it.
     fn encode(&self, changes: &[Change]) -> String;
 
@@ -137,6 +143,15 @@ impl Sink for Configured {
         }
     }
 
+    fn batch_size(&self, configured: usize) -> usize {
+        match self {
+            Configured::Http(sink) => sink.batch_size(configured),
+            Configured::Postgres(sink) => sink.batch_size(configured),
+            Configured::CloudEvents(sink) => sink.batch_size(configured),
+            Configured::File(sink) => sink.batch_size(configured),
+        }
+    }
+
     fn encode(&self, changes: &[Change]) -> String {
         match self {
             Configured::Http(sink) => sink.encode(changes),
@@ -165,9 +180,10 @@ impl Sink for Configured {
     }
 }
 
-/// The batches that hand `day` to `sink`: its changes in batches of at most `batch_size`, or,
-/// for a sink of whole days, every row of the day once when any changed. Each is encoded only when
-/// asked for, so one payload is in memory at once.
+/// The batches that hand `day` to `sink`: its changes in batches of at most its
+/// [`Sink::batch_size`] for `BATCH_SIZE` `batch_size`, or, for a sink of whole days, every row of
+/// the day once when any changed. Each is encoded only when asked for, so one payload is in memory
+/// at once.
 pub(crate) fn batches<'a, S: Sink>(
     sink: &'a S,
     day: &'a DayMerge,
@@ -176,7 +192,7 @@ pub(crate) fn batches<'a, S: Sink>(
     match sink.kind() {
         Kind::Changes => Box::new(
             day.changes
-                .chunks(batch_size.max(1))
+                .chunks(sink.batch_size(batch_size).max(1))
                 .map(move |chunk| new_batch(sink.encode(chunk), chunk)),
         ),
         Kind::Days if day.changes.is_empty() => Box::new(std::iter::empty()),
