@@ -323,3 +323,56 @@ fn a_killed_server_is_retried_then_named_in_one_line() {
         "the watchdog removes the server's directory"
     );
 }
+
+/// `exporter run` into a meter, then `exporter reconcile --output json`, both on `url`.
+fn reconciled(url: &str) -> serde_json::Value {
+    let meter = MeterSim::start(MeterConfig {
+        token: EXTERNAL_TOKEN.to_owned(),
+        ..MeterConfig::default()
+    })
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let exporter = || {
+        Exporter::new()
+            .env("DIFY_DATABASE_URL", url)
+            .env("EXTERNAL_API_URL", &meter.url())
+            .env("EXTERNAL_API_TOKEN", EXTERNAL_TOKEN)
+            .env("STATE_DIR", state.path().to_str().unwrap())
+    };
+    exporter()
+        .args(["run", "--from", FIRST, "--to", LAST])
+        .run()
+        .code(0);
+    let finished = exporter()
+        .args([
+            "reconcile",
+            "--output",
+            "json",
+            "--from",
+            FIRST,
+            "--to",
+            LAST,
+        ])
+        .run();
+    finished.code(0);
+    serde_json::from_str(&finished.stdout).unwrap()
+}
+
+#[test]
+fn reconcile_on_mariadb_at_tokyo_time_finds_what_it_finds_on_postgresql() {
+    let server = mariadb::tokyo();
+    let sim = simulated(66);
+    let database = loaded(server, &sim);
+    let cluster = pg::shared();
+    let pg_database = cluster.dify_database();
+    difydb::load(cluster, &pg_database, &sim);
+    let from_mariadb = reconciled(&server.url(SUPERUSER, &database));
+    let from_postgres = reconciled(&cluster.url(pg::SUPERUSER, &pg_database));
+    let days = from_mariadb["days"].as_array().unwrap();
+    assert!(days.len() > 10, "{from_mariadb}");
+    assert!(
+        days.iter().any(|d| d["dify"]["tokens"].as_u64() > Some(0)),
+        "{from_mariadb}"
+    );
+    assert_eq!(from_mariadb["days"], from_postgres["days"]);
+}

@@ -79,8 +79,17 @@ impl Server {
             std::os::unix::fs::chown(&dir, Some(account.uid.as_raw()), Some(account.gid.as_raw()))
                 .expect("cannot hand the temp dir to the mysql user");
         }
+        // A temp dir of its own: servers bootstrapped at once would clash over names in /tmp.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        if root {
+            let account = nix::unistd::User::from_name("mysql").unwrap().unwrap();
+            std::os::unix::fs::chown(&tmp, Some(account.uid.as_raw()), Some(account.gid.as_raw()))
+                .unwrap();
+        }
         let data = dir.join("data");
         let output = Command::new(&install)
+            .env("TMPDIR", &tmp)
             .args(["--no-defaults", "--auth-root-authentication-method=normal"])
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--user={user}"))
@@ -97,6 +106,7 @@ impl Server {
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
         let mut command = Command::new(&daemon);
         command
+            .env("TMPDIR", &tmp)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", dir.join("sock").display()))

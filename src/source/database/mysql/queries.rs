@@ -7,7 +7,8 @@
 //!   group and row belongs to one app, so a split list splits no group;
 //! - the text keys of a message group are grouped as bytes (`CAST(… AS BINARY)`): MySQL's default
 //!   collations are case- and trailing-space-insensitive and would merge `gpt-4o` with `GPT-4o`;
-//! - sums are cast back to whole numbers and text (`SUM` of an integer is a `DECIMAL` there);
+//! - sums are cast back to whole numbers and text (`SUM` of an integer is a `DECIMAL` there), and a
+//!   sum of no price is `0`, not `0.0000000`, so that records and ledger read as PostgreSQL's;
 //! - `messages.created_at` is local time of the session's zone: the window is converted to it for
 //!   the index, the day back to UTC for the group (`super` says why).
 
@@ -53,7 +54,7 @@ const MESSAGES: &str = concat!(
        CAST(COALESCE(m.model_provider, '') AS BINARY), CAST(COALESCE(m.model_id, '') AS BINARY), \
        CAST(COALESCE(m.currency, '') AS BINARY), \
        CAST(SUM(m.message_tokens) AS SIGNED), CAST(SUM(m.answer_tokens) AS SIGNED), \
-       CAST(COALESCE(SUM(m.total_price), 0) AS CHAR), COUNT(*), \
+       CAST(SUM(m.total_price) AS CHAR), COUNT(*), \
        MIN(CASE WHEN m.message_tokens < 0 THEN m.id END), \
        MIN(CASE WHEN m.answer_tokens < 0 THEN m.id END), \
        MIN(CASE WHEN m.total_price < 0 THEN m.id END), \
@@ -90,7 +91,7 @@ const MESSAGE_SUMS: &str = concat!(
     "SELECT m.app_id, DATE(",
     message_utc!(),
     "), CAST(SUM(m.message_tokens) + SUM(m.answer_tokens) AS SIGNED), \
-       CAST(COALESCE(SUM(m.total_price), 0) AS CHAR) \
+       CAST(SUM(m.total_price) AS CHAR) \
      FROM messages m WHERE ",
     local_window!(),
     " AND m.invoke_from <> 'debugger' AND m.app_id IN "
@@ -346,7 +347,9 @@ fn message_group(row: &mut Row) -> anyhow::Result<rules::MessageGroup> {
     }
     .check(&currency)?;
     let app_id = take_uuid(row, 0, "messages.app_id")?;
-    let price: String = take(row, 8, "the sum of messages.total_price")?;
+    // NULL where every price is: zero, written as PostgreSQL's `COALESCE(…, 0)` writes it.
+    let price: Option<String> = take(row, 8, "the sum of messages.total_price")?;
+    let price = price.as_deref().unwrap_or("0");
     Ok(rules::MessageGroup {
         app_id,
         day: take::<NaiveDate>(row, 1, "the day of messages.created_at")?,
@@ -502,6 +505,8 @@ pub(in crate::source::database) async fn statistics(
                         take(&mut row, 2, "the token sum").map_err(AttemptError::Fatal)?;
                     let price: Option<String> =
                         take(&mut row, 3, "the price sum").map_err(AttemptError::Fatal)?;
+                    // NULL: no price (workflow runs), or every message's price NULL (zero, as on PostgreSQL).
+                    let price = price.or_else(|| (head == MESSAGE_SUMS).then(|| "0".to_owned()));
                     statistics.days.push(
                         StatisticDay::new(app_id, day, tokens, price.as_deref())
                             .map_err(AttemptError::Fatal)?,
