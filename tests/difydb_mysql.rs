@@ -27,13 +27,18 @@ fn exporter(server: &Server, user: &str, database: &str) -> Exporter {
 /// A fresh database holding `sim`'s world.
 fn loaded(server: &Server, sim: &DifySim) -> String {
     let database = server.dify_database();
+    load(server, &database, sim);
+    database
+}
+
+/// Adds `sim`'s world to `database`.
+fn load(server: &Server, database: &str, sim: &DifySim) {
     let mut rows = Vec::new();
     sim.write_database_rows(&mut rows).unwrap();
     server.mariadb(
-        &database,
+        database,
         &mariadb::inserts(&String::from_utf8(rows).unwrap()),
     );
-    database
 }
 
 fn read(server: &Server, user: &str, database: &str) -> Finished {
@@ -111,12 +116,7 @@ fn at_utc_mariadb_gives_the_database_truth() {
     );
     // One workspace of two.
     let other = simulated(63);
-    let mut rows = Vec::new();
-    other.write_database_rows(&mut rows).unwrap();
-    server.mariadb(
-        &database,
-        &mariadb::inserts(&String::from_utf8(rows).unwrap()),
-    );
+    load(server, &database, &other);
     let finished = dry_run_days(
         exporter(server, SUPERUSER, &database)
             .env("DIFY_WORKSPACE_ID", &other.credentials().workspace_id),

@@ -225,24 +225,7 @@ impl Server {
     /// Runs SQL through `mariadb` as root; panics on the first error.
     #[track_caller]
     pub(crate) fn mariadb(&self, database: &str, sql: &str) -> String {
-        let mut child = self
-            .command(database)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run mariadb");
-        let mut stdin = child.stdin.take().unwrap();
-        let sql = sql.to_owned();
-        let writer = std::thread::spawn(move || stdin.write_all(sql.as_bytes()));
-        let output = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        assert!(
-            output.status.success(),
-            "mariadb failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        crate::support::run_sql(self.command(database), "mariadb", sql)
     }
 
     /// Runs SQL as `user` over TCP (password auth) and returns the error it must fail with.

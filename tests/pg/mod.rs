@@ -315,27 +315,7 @@ impl Cluster {
     /// Runs SQL through `psql` over the socket as the superuser; panics on the first error.
     #[track_caller]
     pub(crate) fn psql(&self, database: &str, sql: &str) -> String {
-        let mut child = self
-            .psql_command(database)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run psql");
-        let mut stdin = child.stdin.take().unwrap();
-        let sql = sql.to_owned();
-        let writer = std::thread::spawn(move || {
-            use std::io::Write as _;
-            stdin.write_all(sql.as_bytes())
-        });
-        let output = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        assert!(
-            output.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        crate::support::run_sql(self.psql_command(database), "psql", sql)
     }
 
     /// Holds an `ACCESS EXCLUSIVE` lock on `table` until the returned guard is dropped: every read

@@ -72,6 +72,10 @@ use crate::run::window::Window;
 use crate::usage::Aggregator;
 use rules::Reading;
 
+/// Why `DIFY_WORKSPACE_ID` could not be checked, in either dialect.
+const TENANTS_UNREADABLE: &str = "DIFY_WORKSPACE_ID matches no app, and the workspaces (table tenants) cannot be read to \
+     tell whether it names a workspace (GRANT SELECT ON tenants to the reader, or check the id)";
+
 /// Why one attempt failed: worth another attempt or not.
 #[derive(Debug)]
 enum AttemptError {

@@ -254,15 +254,12 @@ pub(super) async fn workspace_exists(
     workspace: Uuid,
 ) -> Result<bool, AttemptError> {
     let row = transaction
-        .query_one("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)", &[&workspace])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
+            &[&workspace],
+        )
         .await
-        .map_err(|e| {
-            AttemptError::from_postgres(
-                &e,
-                "DIFY_WORKSPACE_ID matches no app, and the workspaces (table tenants) cannot be read to tell \
-                 whether it names a workspace (GRANT SELECT ON tenants to the role, or check the id)",
-            )
-        })?;
+        .map_err(|e| AttemptError::from_postgres(&e, super::TENANTS_UNREADABLE))?;
     Ok(row.get(0))
 }
 

@@ -298,13 +298,7 @@ pub(super) async fn workspace_exists(
             (workspace.to_string(),),
         )
         .await
-        .map_err(|e| {
-            AttemptError::from_mysql(
-                &e,
-                "DIFY_WORKSPACE_ID matches no app, and the workspaces (table tenants) cannot be read to tell \
-                 whether it names a workspace (GRANT SELECT on tenants to the account, or check the id)",
-            )
-        })?;
+        .map_err(|e| AttemptError::from_mysql(&e, super::super::TENANTS_UNREADABLE))?;
     Ok(found.unwrap_or(0) > 0)
 }
 
