@@ -42,7 +42,11 @@ fn load(server: &Server, database: &str, sim: &DifySim) {
 }
 
 fn read(server: &Server, user: &str, database: &str) -> Finished {
-    let finished = dry_run_days(exporter(server, user, database), FIRST, LAST);
+    read_with(exporter(server, user, database))
+}
+
+fn read_with(exporter: Exporter) -> Finished {
+    let finished = dry_run_days(exporter, FIRST, LAST);
     finished.code(0);
     finished
 }
@@ -375,4 +379,52 @@ fn reconcile_on_mariadb_at_tokyo_time_finds_what_it_finds_on_postgresql() {
         "{from_mariadb}"
     );
     assert_eq!(from_mariadb["days"], from_postgres["days"]);
+}
+
+#[test]
+fn tls_is_verified_by_rustls_against_the_trusted_roots() {
+    let (server, ca) = Server::start_with_tls();
+    let sim = simulated(67);
+    let database = loaded(&server, &sim);
+    let url = |mode: &str| {
+        server
+            .url(SUPERUSER, &database)
+            .replace("sslmode=disable", &format!("sslmode={mode}"))
+    };
+    for mode in ["prefer", "require", "verify-full"] {
+        let finished = read_with(
+            exporter(&server, SUPERUSER, &database)
+                .env("DIFY_DATABASE_URL", &url(mode))
+                .env("SSL_CERT_FILE", ca.to_str().unwrap()),
+        );
+        assert_eq!(
+            log(&finished, "database snapshot opened")["context"]["tls"],
+            true,
+            "{mode}"
+        );
+        assert_eq!(
+            collect::records(&finished),
+            database_truth(&[&sim]),
+            "{mode}"
+        );
+    }
+    // Without trusting the CA, require fails at once (a certificate is no network hiccup).
+    let finished = dry_run_days(
+        exporter(&server, SUPERUSER, &database)
+            .env("DIFY_DATABASE_URL", &url("require"))
+            .env("MAX_RETRY", "2"),
+        FIRST,
+        LAST,
+    );
+    let error = failure(&finished);
+    assert!(
+        error.ends_with("cannot connect: invalid peer certificate: UnknownIssuer"),
+        "{error}"
+    );
+    assert!(!finished.stderr.contains("retrying"), "{}", finished.stderr);
+    let finished = read(&server, SUPERUSER, &database);
+    assert_eq!(
+        log(&finished, "database snapshot opened")["context"]["tls"],
+        false
+    );
 }

@@ -54,6 +54,20 @@ impl Server {
     /// `mariadb-install-db`, then `mariadbd` with `options`, waiting until it answers.
     #[track_caller]
     pub(crate) fn start(options: &[&str], tz: Option<&str>) -> Server {
+        Server::start_with(options, tz, false)
+    }
+
+    /// A server that also offers TLS, with a certificate for `127.0.0.1` signed by a fresh CA; returns
+    /// the CA certificate (PEM file) to trust.
+    #[track_caller]
+    pub(crate) fn start_with_tls() -> (Server, PathBuf) {
+        let server = Server::start_with(&[], Some("UTC"), true);
+        let ca = server.dir.join("ca.pem");
+        (server, ca)
+    }
+
+    #[track_caller]
+    fn start_with(options: &[&str], tz: Option<&str>, tls: bool) -> Server {
         let install = tool("mariadb-install-db", "mariadb-server", &server_dirs());
         let daemon = tool("mariadbd", "mariadb-server", &server_dirs());
         let client = tool("mariadb", "mariadb-client", &server_dirs());
@@ -102,6 +116,11 @@ impl Server {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+        let tls_options = if tls {
+            certificates(&dir, root)
+        } else {
+            Vec::new()
+        };
         let port = free_port();
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
         let mut command = Command::new(&daemon);
@@ -121,6 +140,7 @@ impl Server {
                 "--innodb-buffer-pool-size=64M",
             ])
             .args(options)
+            .args(&tls_options)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -290,6 +310,28 @@ impl Server {
             self.port
         )
     }
+}
+
+/// Certificates for `127.0.0.1` signed by a fresh CA (`ca.pem` in `dir`), readable by the server, as
+/// `mariadbd` options.
+fn certificates(dir: &Path, root: bool) -> Vec<String> {
+    let certs = dir.join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    crate::pg::make_certificates(&certs, Command::new("sh"));
+    if root {
+        let account = nix::unistd::User::from_name("mysql").unwrap().unwrap();
+        for file in ["server.pem", "server.key", "ca.pem"] {
+            std::os::unix::fs::chown(certs.join(file), Some(account.uid.as_raw()), None).unwrap();
+        }
+    }
+    [
+        ("cert", "server.pem"),
+        ("key", "server.key"),
+        ("ca", "ca.pem"),
+    ]
+    .iter()
+    .map(|(option, file)| format!("--ssl-{option}={}", certs.join(file).display()))
+    .collect()
 }
 
 /// A table lock held by a `mariadb` session; dropping it ends the session (and the lock).

@@ -231,7 +231,6 @@ async fn snapshot(conn: &mut Conn) -> Result<Snapshot, AttemptError> {
         isolation = %isolation.to_lowercase().replace('-', " "),
         read_only = "on",
         time_zone = %zone,
-        messages_time_zone = %zone,
         global_time_zone = %global_zone,
         statement_timeout = %format!("{}min", STATEMENT_TIMEOUT.as_secs() / 60),
         role = %user,
@@ -260,8 +259,11 @@ impl AttemptError {
     pub(super) fn from_mysql(error: &mysql_async::Error, what: &str) -> AttemptError {
         let line = anyhow!("{what}: {}", describe(error));
         let transient = match error {
-            mysql_async::Error::Io(mysql_async::IoError::Io(_))
-            | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
+            // InvalidData is how a certificate the roots do not vouch for surfaces: no network hiccup.
+            mysql_async::Error::Io(mysql_async::IoError::Io(io)) => {
+                io.kind() != std::io::ErrorKind::InvalidData
+            }
+            mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
             mysql_async::Error::Server(server) => TRANSIENT_CODES.contains(&server.code),
             _ => false,
         };
@@ -273,13 +275,18 @@ impl AttemptError {
     }
 }
 
-/// One line for a driver error: the server's message and code, or the chain of causes.
+/// One line for a driver error: the server's message and code, what went wrong on the wire, or
+/// the chain of causes.
 fn describe(error: &mysql_async::Error) -> String {
-    if let mysql_async::Error::Server(server) = error {
-        return format!(
-            "{} (MySQL error {}, SQLSTATE {})",
-            server.message, server.code, server.state
-        );
+    match error {
+        mysql_async::Error::Server(server) => {
+            return format!(
+                "{} (MySQL error {}, SQLSTATE {})",
+                server.message, server.code, server.state
+            );
+        }
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => return io.to_string(),
+        _ => {}
     }
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
