@@ -178,7 +178,7 @@ fn a_snapshot_that_cannot_be_exported_is_read_in_a_fresh_one_through_one_session
 }
 
 /// A world whose workflow runs before `LAST` are archived.
-fn archived_world(seed: u64) -> DifySim {
+pub(crate) fn archived_world(seed: u64) -> DifySim {
     DifySim::start(SimConfig {
         seed,
         first_day: FIRST.parse().unwrap(),
@@ -194,7 +194,7 @@ fn archived_world(seed: u64) -> DifySim {
 const ARCHIVED: &str = "workflow runs of this app-day are archived: their node usage is no longer in the database and is not counted";
 
 /// (app id, day, archived runs) of every archive warning.
-fn archive_warnings(finished: &Finished) -> BTreeSet<(String, String, u64)> {
+pub(crate) fn archive_warnings(finished: &Finished) -> BTreeSet<(String, String, u64)> {
     finished
         .stderr_lines()
         .iter()

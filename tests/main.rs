@@ -35,6 +35,9 @@ mod shutdown;
 mod difydb;
 // Several sessions on one snapshot, fallbacks, archived runs (tests/pg and the simulator).
 mod difydb_sessions;
+// The MySQL dialect against real MariaDB servers started by the tests (tests/mariadb).
+mod difydb_mysql;
+mod mariadb;
 // The ledger: usage Dify deletes or adds after an export, customers, currencies.
 mod ledger;
 // `exporter report` over the ledger.

@@ -535,3 +535,30 @@ pub(crate) fn on_a_terminal(exporter: Exporter) -> (Finished, String) {
     let finished = exporter.stderr_to(Stdio::from(pty.slave)).run();
     (finished, reader.join().unwrap())
 }
+
+/// Feeds `sql` to a database client (`psql`, `mariadb`) on its stdin and returns what it printed;
+/// panics, naming `program`, when it fails.
+#[track_caller]
+pub(crate) fn run_sql(mut command: Command, program: &str, sql: &str) -> String {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let sql = sql.to_owned();
+    // Written from a thread: a client that answers as it reads would block on a full pipe otherwise.
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        stdin.write_all(sql.as_bytes())
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        output.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}

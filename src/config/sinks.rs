@@ -11,7 +11,7 @@ use super::checker::Checker;
 use super::variables as v;
 use crate::ledger::{DecreasePolicy, UserMap};
 use crate::secret::{Secret, mask_userinfo};
-use crate::source::database::DatabaseSource;
+use crate::source::database::{DatabaseSource, Dialect};
 
 /// The metering API that receives the records (the `http` sink).
 #[derive(Debug, Clone)]
@@ -244,6 +244,16 @@ fn postgres(
     };
     let long_enough = check.url_password(&v::SINK_POSTGRES_URL, text);
     let database = match DatabaseSource::parse(text, None, connect_timeout) {
+        Ok(database) if database.dialect != Dialect::Postgres => {
+            check.problem(
+                &v::SINK_POSTGRES_URL,
+                format!(
+                    "`{}` is not a PostgreSQL URL; the postgres sink writes to PostgreSQL only (postgres:// or postgresql://)",
+                    mask_userinfo(text)
+                ),
+            );
+            None
+        }
         Ok(database) => long_enough.then_some(database),
         Err(rule) => {
             check.problem(

@@ -160,11 +160,34 @@ fn the_database_url_selects_the_database_source_alone() {
     let err = config(&[
         ("DIFY_API_URL", ""),
         ("DIFY_API_TOKEN", ""),
-        ("DIFY_DATABASE_URL", "mysql://ro:hunter2-long@db/dify"),
+        ("DIFY_DATABASE_URL", "mssql://ro:hunter2-long@db/dify"),
     ])
     .unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
     assert_eq!(err.0[0].variable, "DIFY_DATABASE_URL");
+    assert!(err.to_string().contains("mysql://"), "{err}");
+}
+
+#[test]
+fn a_mysql_database_url_is_a_database_source_but_no_postgres_sink() {
+    let database = config(&[
+        ("DIFY_API_URL", ""),
+        ("DIFY_API_TOKEN", ""),
+        ("DIFY_DATABASE_URL", "mysql://ro:hunter2-long@db:3306/dify"),
+    ])
+    .unwrap();
+    assert_eq!(database.source.name(), "database");
+    let err = config(&[(
+        "SINK_POSTGRES_URL",
+        "mysql://writer:hunter2-long@db/billing",
+    )])
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the postgres sink writes to PostgreSQL only"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
 #[test]

@@ -239,35 +239,11 @@ impl Cluster {
         ))
     }
 
-    /// `ca.pem` and `server.pem`/`server.key` (for IP 127.0.0.1) in the data directory, with
-    /// openssl, owned by the server's user as PostgreSQL insists.
+    /// `ca.pem` and `server.pem`/`server.key` in the data directory, owned by the server's user as
+    /// PostgreSQL insists.
     #[track_caller]
     fn make_certificates(&self) {
-        let data = self.data();
-        let script = format!(
-            "set -e; cd '{}'
-             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-               -subj /CN=exporter-test-ca -keyout ca.key -out ca.pem \
-               -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
-             openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
-               -keyout server.key -out server.csr
-             printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > server.ext
-             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-               -extfile server.ext -out server.pem
-             chmod 600 server.key
-             cp ca.pem ..",
-            data.display()
-        );
-        let output = self
-            .as_server_user("sh")
-            .args(["-c", &script])
-            .output()
-            .expect("cannot run openssl");
-        assert!(
-            output.status.success(),
-            "making certificates failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        make_certificates(&self.data(), self.as_server_user("sh"));
     }
 
     fn start_watchdog(&self) {
@@ -315,27 +291,7 @@ impl Cluster {
     /// Runs SQL through `psql` over the socket as the superuser; panics on the first error.
     #[track_caller]
     pub(crate) fn psql(&self, database: &str, sql: &str) -> String {
-        let mut child = self
-            .psql_command(database)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run psql");
-        let mut stdin = child.stdin.take().unwrap();
-        let sql = sql.to_owned();
-        let writer = std::thread::spawn(move || {
-            use std::io::Write as _;
-            stdin.write_all(sql.as_bytes())
-        });
-        let output = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        assert!(
-            output.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        crate::support::run_sql(self.psql_command(database), "psql", sql)
     }
 
     /// Holds an `ACCESS EXCLUSIVE` lock on `table` until the returned guard is dropped: every read
@@ -409,4 +365,33 @@ impl Drop for TableLock {
         drop(self.stdin.take());
         let _ = self.child.wait();
     }
+}
+
+/// `ca.pem` (a fresh CA, also copied to the parent directory) and `server.pem`/`server.key` (for IP
+/// 127.0.0.1, signed by it) in `dir`, made with openssl by `sh` (a shell as the server's user).
+#[track_caller]
+pub(crate) fn make_certificates(dir: &std::path::Path, mut sh: Command) {
+    let script = format!(
+        "set -e; cd '{}'
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+           -subj /CN=exporter-test-ca -keyout ca.key -out ca.pem \
+           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+           -keyout server.key -out server.csr
+         printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > server.ext
+         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+           -extfile server.ext -out server.pem
+         chmod 600 server.key
+         cp ca.pem ..",
+        dir.display()
+    );
+    let output = sh
+        .args(["-c", &script])
+        .output()
+        .expect("cannot run openssl");
+    assert!(
+        output.status.success(),
+        "making certificates failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -3,7 +3,8 @@
 //! and deleting the run and its node executions. Their usage is then gone from the database, so
 //! every app-day of the window with archived production runs gets one `warn` instead of a silently
 //! smaller number. Older Dify has no such table: nothing to check. A role that may not read it is
-//! told the `GRANT` once, and the read goes on.
+//! told the `GRANT` once, and the read goes on. The query here is PostgreSQL's; `mysql` asks the same
+//! and reports through [`warn_days`] and [`warn_unreadable`].
 
 use chrono::NaiveDate;
 use tokio_postgres::Transaction;
@@ -45,10 +46,7 @@ pub(super) async fn warn_archived(
         return Ok(());
     }
     if !readable {
-        warn!(
-            role,
-            "cannot see which workflow runs Dify archived (their usage is missing): the role lacks SELECT on workflow_archive_logs; GRANT SELECT ON workflow_archive_logs TO {role};"
-        );
+        warn_unreadable(&format!("GRANT SELECT ON workflow_archive_logs TO {role};"));
         return Ok(());
     }
     let params: [&(dyn ToSql + Sync); 3] = [&app_ids, &span.start, &span.end];
@@ -56,10 +54,27 @@ pub(super) async fn warn_archived(
         .query(ARCHIVED, &params)
         .await
         .map_err(|e| AttemptError::from_postgres(&e, what))?;
-    for row in rows {
-        let app_id: Uuid = row.get(0);
-        let day: NaiveDate = row.get(1);
-        let runs: i64 = row.get(2);
+    warn_days(
+        rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))),
+        apps,
+    );
+    Ok(())
+}
+
+/// The one `warn` for a role that may not read `workflow_archive_logs` (`grant` is the statement that fixes it).
+pub(super) fn warn_unreadable(grant: &str) {
+    warn!(
+        grant,
+        "cannot see which workflow runs Dify archived (their usage is missing): the role lacks SELECT on workflow_archive_logs; {grant}"
+    );
+}
+
+/// One `warn` per (app, UTC day, archived runs).
+pub(super) fn warn_days(
+    days: impl IntoIterator<Item = (Uuid, NaiveDate, i64)>,
+    apps: &rules::Apps,
+) {
+    for (app_id, day, runs) in days {
         let name = apps.get(&app_id).map_or("", |app| &app.name);
         warn!(
             app_id = %app_id,
@@ -69,5 +84,4 @@ pub(super) async fn warn_archived(
             "workflow runs of this app-day are archived: their node usage is no longer in the database and is not counted"
         );
     }
-    Ok(())
 }

@@ -1,5 +1,5 @@
-//! The database source: usage read straight from Dify's PostgreSQL (`docs/database.md`), a sibling of the
-//! console API source in [`crate::source::console`]. Both feed the same [`Aggregator`].
+//! The database source: usage read straight from Dify's PostgreSQL or MySQL (`docs/database.md`), a
+//! sibling of the console API source in [`crate::source::console`]. Both feed the same [`Aggregator`].
 //!
 //! Each chunk of the window is one read-only `REPEATABLE READ` snapshot: the apps of the workspace(s), then the
 //! messages of chat-type apps (summed by the server) and the node executions of production workflow
@@ -8,8 +8,9 @@
 //!
 //! Layout: [`settings`] (the variables), [`schema`] (tables, columns and the Dify migrations that
 //! made them), [`rules`] (which rows count and whose they are, dialect-free), [`postgres`] (the first
-//! dialect: connection, snapshot, SQL), [`statistics`] (Dify's own sums, for `reconcile`). A MySQL dialect is one more module next to `postgres`
-//! producing the same rows.
+//! dialect: connection, snapshot, SQL), [`mysql`] (the second: the same rows from MySQL, MariaDB or
+//! OceanBase through one connection), [`statistics`] (Dify's own sums, for `reconcile`). What the
+//! dialects share is here: how the apps of a snapshot are sorted, and how the tally becomes records.
 //!
 //! A stop signal ends the read at once: the snapshot is abandoned (the connection closes, and the
 //! server drops the query), nothing is returned, and the chunk queues nothing:
@@ -27,7 +28,28 @@ macro_rules! debug_triggers {
     };
 }
 
+/// The user a node execution's run counts for, by its creator's role (`r`, `eu`, `acc` of [`node_joins`]).
+macro_rules! node_user {
+    () => {
+        "CASE r.created_by_role WHEN 'end_user' THEN COALESCE(eu.session_id, '') \
+         WHEN 'account' THEN COALESCE(acc.email, '') ELSE '' END"
+    };
+}
+
+/// The runs, their node executions and their creators, as both dialects join them.
+macro_rules! node_joins {
+    () => {
+        " FROM workflow_runs r \
+         JOIN workflow_node_executions n ON n.tenant_id = r.tenant_id AND n.app_id = r.app_id \
+           AND n.workflow_id = r.workflow_id AND n.triggered_from = 'workflow-run' \
+           AND n.workflow_run_id = r.id \
+         LEFT JOIN end_users eu ON r.created_by_role = 'end_user' AND eu.id = r.created_by \
+         LEFT JOIN accounts acc ON r.created_by_role = 'account' AND acc.id = r.created_by "
+    };
+}
+
 mod archived;
+mod mysql;
 mod postgres;
 mod rules;
 mod schema;
@@ -42,13 +64,17 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub(crate) use settings::{DatabaseSource, SslMode};
+pub(crate) use settings::{DatabaseSource, Dialect, SslMode};
 
 use super::{Collected, Requests};
 use crate::run::JobError;
 use crate::run::window::Window;
 use crate::usage::Aggregator;
 use rules::Reading;
+
+/// Why `DIFY_WORKSPACE_ID` could not be checked, in either dialect.
+const TENANTS_UNREADABLE: &str = "DIFY_WORKSPACE_ID matches no app, and the workspaces (table tenants) cannot be read to \
+     tell whether it names a workspace (GRANT SELECT ON tenants to the reader, or check the id)";
 
 /// Why one attempt failed: worth another attempt or not.
 #[derive(Debug)]
@@ -127,18 +153,21 @@ impl<'c> DatabaseReader<'c> {
 
 /// One attempt: a session, polled in this task alongside the reading of one snapshot.
 async fn collect_once(source: &DatabaseSource, window: Window) -> Result<Collected, AttemptError> {
-    let (mut client, connection) = postgres::connect(source).await?;
-    shared_snapshot::polled(connection, read_snapshot(&mut client, source, window)).await
+    match source.dialect {
+        Dialect::Postgres => {
+            let (mut client, connection) = postgres::connect(source).await?;
+            shared_snapshot::polled(connection, read_snapshot(&mut client, source, window)).await
+        }
+        Dialect::Mysql => mysql::collect(source, window).await,
+    }
 }
 
-/// No app at all: a workspace id that names no workspace is a configuration error (the run stops,
-/// so the watermark cannot pass the days it hid); a real but empty workspace is worth a warning.
-async fn no_apps(
-    transaction: &tokio_postgres::Transaction<'_>,
-    workspace: Option<uuid::Uuid>,
-) -> Result<(), AttemptError> {
+/// No app at all: a workspace id that names no workspace (`exists` is `Some(false)`) is a
+/// configuration error (the run stops, so the watermark cannot pass the days it hid); a real but
+/// empty workspace is worth a warning.
+fn no_apps(workspace: Option<uuid::Uuid>, exists: Option<bool>) -> Result<(), AttemptError> {
     if let Some(workspace) = workspace
-        && !postgres::workspace_exists(transaction, workspace).await?
+        && exists == Some(false)
     {
         return Err(AttemptError::Fatal(anyhow::anyhow!(
             "DIFY_WORKSPACE_ID {workspace} matches no workspace (table tenants); check the id, or unset it to read every workspace"
@@ -180,44 +209,29 @@ async fn read_snapshot(
 
     let app_rows = postgres::apps(&transaction, source.workspace_id).await?;
     if app_rows.is_empty() {
-        no_apps(&transaction, source.workspace_id).await?;
+        let exists = match source.workspace_id {
+            Some(workspace) => Some(postgres::workspace_exists(&transaction, workspace).await?),
+            None => None,
+        };
+        no_apps(source.workspace_id, exists)?;
     }
-    let mut collected = Collected::default();
-    let mut aggregator = Aggregator::default();
-    let mut apps = rules::Apps::new();
-    let (mut run_apps, mut message_apps) = (Vec::new(), Vec::new());
-    let mut workspaces = BTreeSet::new();
-    for app in &app_rows {
-        *collected.apps_by_mode.entry(app.app_mode()).or_default() += 1;
-        workspaces.insert(app.tenant_id);
-        match app.reading() {
-            Some(Reading::Runs) => run_apps.push(app.id),
-            Some(Reading::Messages) => message_apps.push(app.id),
-            None => {
-                warn!(app_id = %app.id, name = %app.name, mode = %app.mode, "app mode not collected");
-                continue;
-            }
-        }
-        let id: Arc<str> = Arc::from(app.id.to_string());
-        aggregator.set_workspace(id.clone(), Arc::from(app.tenant_id.to_string()));
-        apps.insert(
-            app.id,
-            rules::AppInfo {
-                id,
-                name: Arc::from(app.name.as_str()),
-            },
-        );
-    }
-    info!(
-        apps = app_rows.len(),
-        workspaces = workspaces.len(),
-        read_by_runs = run_apps.len(),
-        read_by_messages = message_apps.len(),
-        "apps read from the database"
-    );
-
+    let sorted = Sorted::of(&app_rows);
     let span = postgres::Span::of(window);
-    archived::warn_archived(&transaction, &source.user, &run_apps, &span, &apps).await?;
+    archived::warn_archived(
+        &transaction,
+        &source.user,
+        &sorted.run_apps,
+        &span,
+        &sorted.apps,
+    )
+    .await?;
+    let Sorted {
+        collected,
+        workspaces,
+        apps,
+        run_apps,
+        message_apps,
+    } = sorted;
     let plan = shared_snapshot::Plan {
         apps,
         run_apps,
@@ -230,6 +244,80 @@ async fn read_snapshot(
         .rollback()
         .await
         .map_err(|e| AttemptError::Transient(anyhow::Error::new(e)))?;
+    finish(collected, &workspaces, tally, window)
+}
+
+/// The apps of a snapshot sorted by how they are read, with what the records need to know of them.
+struct Sorted {
+    collected: Collected,
+    /// (app id, its workspace) for every app read.
+    workspaces: Vec<(Arc<str>, Arc<str>)>,
+    apps: rules::Apps,
+    run_apps: Vec<uuid::Uuid>,
+    message_apps: Vec<uuid::Uuid>,
+}
+
+impl Sorted {
+    /// Sorts `app_rows` (skipping modes the exporter does not read, with a `warn` each) and logs
+    /// how many of each there are.
+    fn of(app_rows: &[rules::AppRow]) -> Sorted {
+        let mut sorted = Sorted {
+            collected: Collected::default(),
+            workspaces: Vec::new(),
+            apps: rules::Apps::new(),
+            run_apps: Vec::new(),
+            message_apps: Vec::new(),
+        };
+        let mut workspaces = BTreeSet::new();
+        for app in app_rows {
+            *sorted
+                .collected
+                .apps_by_mode
+                .entry(app.app_mode())
+                .or_default() += 1;
+            workspaces.insert(app.tenant_id);
+            match app.reading() {
+                Some(Reading::Runs) => sorted.run_apps.push(app.id),
+                Some(Reading::Messages) => sorted.message_apps.push(app.id),
+                None => {
+                    warn!(app_id = %app.id, name = %app.name, mode = %app.mode, "app mode not collected");
+                    continue;
+                }
+            }
+            let id: Arc<str> = Arc::from(app.id.to_string());
+            sorted
+                .workspaces
+                .push((id.clone(), Arc::from(app.tenant_id.to_string())));
+            sorted.apps.insert(
+                app.id,
+                rules::AppInfo {
+                    id,
+                    name: Arc::from(app.name.as_str()),
+                },
+            );
+        }
+        info!(
+            apps = app_rows.len(),
+            workspaces = workspaces.len(),
+            read_by_runs = sorted.run_apps.len(),
+            read_by_messages = sorted.message_apps.len(),
+            "apps read from the database"
+        );
+        sorted
+    }
+}
+
+/// The tally of a snapshot as the records of the run, with the line that counts what was read.
+fn finish(
+    mut collected: Collected,
+    workspaces: &[(Arc<str>, Arc<str>)],
+    tally: shared_snapshot::Tally,
+    window: Window,
+) -> Result<Collected, AttemptError> {
+    let mut aggregator = Aggregator::default();
+    for (app, workspace) in workspaces {
+        aggregator.set_workspace(app.clone(), workspace.clone());
+    }
     aggregator
         .absorb(tally.aggregator)
         .map_err(|e| AttemptError::Fatal(e.into()))?;

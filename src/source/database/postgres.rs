@@ -52,17 +52,11 @@ const MESSAGES: &str = "SELECT m.app_id, m.created_at::date, \
      GROUP BY 1, 2, 3, 4, 5, 6";
 
 const NODES: &str = concat!(
-    "SELECT r.app_id, n.id, r.created_at::date, \
-       CASE r.created_by_role WHEN 'end_user' THEN COALESCE(eu.session_id, '') \
-         WHEN 'account' THEN COALESCE(acc.email, '') ELSE '' END, \
-       n.process_data, n.execution_metadata \
-     FROM workflow_runs r \
-     JOIN workflow_node_executions n ON n.tenant_id = r.tenant_id AND n.app_id = r.app_id \
-       AND n.workflow_id = r.workflow_id AND n.triggered_from = 'workflow-run' \
-       AND n.workflow_run_id = r.id \
-     LEFT JOIN end_users eu ON r.created_by_role = 'end_user' AND eu.id = r.created_by \
-     LEFT JOIN accounts acc ON r.created_by_role = 'account' AND acc.id = r.created_by \
-     WHERE r.app_id = ANY($1) AND r.created_at >= $2 AND r.created_at < $3 \
+    "SELECT r.app_id, n.id, r.created_at::date, ",
+    node_user!(),
+    ", n.process_data, n.execution_metadata",
+    node_joins!(),
+    "WHERE r.app_id = ANY($1) AND r.created_at >= $2 AND r.created_at < $3 \
        AND r.triggered_from NOT IN ",
     debug_triggers!(),
     " AND n.created_at >= $2 AND n.node_type NOT IN ('iteration', 'loop')"
@@ -222,7 +216,12 @@ pub(super) async fn check_schema(
             column_type: row.get(5),
         })
         .collect();
-    match schema::verdict(&checks, role) {
+    let reader = schema::Reader {
+        dialect: super::Dialect::Postgres,
+        role,
+        database: "",
+    };
+    match schema::verdict(&checks, reader) {
         Some(problem) => Err(AttemptError::Fatal(anyhow!(problem))),
         None => Ok(()),
     }
@@ -255,15 +254,12 @@ pub(super) async fn workspace_exists(
     workspace: Uuid,
 ) -> Result<bool, AttemptError> {
     let row = transaction
-        .query_one("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)", &[&workspace])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
+            &[&workspace],
+        )
         .await
-        .map_err(|e| {
-            AttemptError::from_postgres(
-                &e,
-                "DIFY_WORKSPACE_ID matches no app, and the workspaces (table tenants) cannot be read to tell \
-                 whether it names a workspace (GRANT SELECT ON tenants to the role, or check the id)",
-            )
-        })?;
+        .map_err(|e| AttemptError::from_postgres(&e, super::TENANTS_UNREADABLE))?;
     Ok(row.get(0))
 }
 

@@ -1,6 +1,9 @@
 //! The tables and columns the database source reads, with the Dify migration that created each, so
 //! that a database too old (or not Dify's) fails with a message naming what is missing and since when
-//! Dify has it, and a role without `SELECT` fails with the `GRANT` that fixes it.
+//! Dify has it, and a role without `SELECT` fails with the `GRANT` that fixes it. Both dialects ask
+//! their server the same questions and get the same verdict.
+
+use super::settings::Dialect;
 
 /// Where a column comes from in Dify's history.
 #[derive(Debug, Clone, Copy)]
@@ -88,37 +91,85 @@ pub(super) struct ColumnCheck {
     pub(crate) table_exists: bool,
     pub(crate) can_select: bool,
     pub(crate) column_exists: bool,
-    /// The column's type as PostgreSQL names it (`text`, `character varying`, `uuid`, `jsonb`).
+    /// The column's type as the server names it (PostgreSQL `text`, `uuid`, `jsonb`; MySQL
+    /// `char`, `longtext`, `json`).
     pub(crate) column_type: Option<String>,
 }
 
-const TEXT: &[&str] = &["text", "character varying"];
-const UUID: &[&str] = &["uuid"];
+/// Who reads, in the words of the server's `GRANT`: the dialect, the role (PostgreSQL) or
+/// `'user'@'host'` account (MySQL), and the database the tables are in.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reader<'a> {
+    pub(crate) dialect: Dialect,
+    pub(crate) role: &'a str,
+    pub(crate) database: &'a str,
+}
+
+impl Reader<'_> {
+    /// The statements that give the reader `SELECT` on `tables`: PostgreSQL takes a list, MySQL one
+    /// table per statement.
+    fn grant(&self, tables: &[&str]) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("GRANT SELECT ON {} TO {};", tables.join(", "), self.role),
+            Dialect::Mysql => tables
+                .iter()
+                .map(|t| {
+                    format!(
+                        "GRANT SELECT ON `{}`.`{t}` TO {};",
+                        self.database, self.role
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+/// What a column read as it is holds, whatever the dialect calls its type.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Uuid,
+    Text,
+}
+
+impl Kind {
+    /// The types Dify's migrations give such a column: `StringUUID` is `uuid` on PostgreSQL and
+    /// `CHAR(36)` elsewhere, `LongText` is `text` or `LONGTEXT` (Dify's `api/models/types.py`).
+    fn types(self, dialect: Dialect) -> &'static [&'static str] {
+        match (self, dialect) {
+            (Kind::Uuid, Dialect::Postgres) => &["uuid"],
+            (Kind::Text, Dialect::Postgres) => &["text", "character varying"],
+            (Kind::Uuid, Dialect::Mysql) => &["char", "varchar"],
+            (Kind::Text, Dialect::Mysql) => &["longtext", "mediumtext", "text", "varchar"],
+        }
+    }
+}
 
 /// The columns read into a Rust type as they are (no cast in the SQL), with the types Dify's
 /// migrations give them: another type (`jsonb` where Dify writes `text`) cannot be converted, and is
 /// named before anything is read.
-const READ_AS: [(&str, &str, &[&str]); 12] = [
-    ("apps", "id", UUID),
-    ("apps", "tenant_id", UUID),
-    ("apps", "name", TEXT),
-    ("apps", "mode", TEXT),
-    ("messages", "id", UUID),
-    ("messages", "app_id", UUID),
-    ("messages", "currency", TEXT),
-    ("workflow_runs", "app_id", UUID),
-    ("workflow_node_executions", "id", UUID),
-    ("workflow_node_executions", "process_data", TEXT),
-    ("workflow_node_executions", "execution_metadata", TEXT),
-    ("end_users", "session_id", TEXT),
+const READ_AS: [(&str, &str, Kind); 12] = [
+    ("apps", "id", Kind::Uuid),
+    ("apps", "tenant_id", Kind::Uuid),
+    ("apps", "name", Kind::Text),
+    ("apps", "mode", Kind::Text),
+    ("messages", "id", Kind::Uuid),
+    ("messages", "app_id", Kind::Uuid),
+    ("messages", "currency", Kind::Text),
+    ("workflow_runs", "app_id", Kind::Uuid),
+    ("workflow_node_executions", "id", Kind::Uuid),
+    ("workflow_node_executions", "process_data", Kind::Text),
+    ("workflow_node_executions", "execution_metadata", Kind::Text),
+    ("end_users", "session_id", Kind::Text),
 ];
 
 /// The problem with a column's type, if it is one the exporter cannot read.
-fn type_problem(check: &ColumnCheck) -> Option<String> {
+fn type_problem(check: &ColumnCheck, dialect: Dialect) -> Option<String> {
     let found = check.column_type.as_deref()?;
-    let (_, _, allowed) = READ_AS
+    let (_, _, kind) = READ_AS
         .iter()
         .find(|(t, c, _)| *t == check.table && *c == check.column)?;
+    let allowed = kind.types(dialect);
     (!allowed.contains(&found)).then(|| {
         format!(
             "column {}.{} has type {found}, where Dify writes {} (the exporter reads it as that)",
@@ -145,7 +196,7 @@ fn origin(table: &str, column: Option<&str>) -> Origin {
 }
 
 /// One message for everything wrong, or `None` when every table and column is readable.
-pub(super) fn verdict(checks: &[ColumnCheck], role: &str) -> Option<String> {
+pub(super) fn verdict(checks: &[ColumnCheck], reader: Reader<'_>) -> Option<String> {
     let mut missing_tables: Vec<&str> = Vec::new();
     let mut unreadable: Vec<&str> = Vec::new();
     let mut missing_columns: Vec<String> = Vec::new();
@@ -159,7 +210,7 @@ pub(super) fn verdict(checks: &[ColumnCheck], role: &str) -> Option<String> {
             if !unreadable.contains(&table) {
                 unreadable.push(table);
             }
-        } else if let Some(problem) = type_problem(check) {
+        } else if let Some(problem) = type_problem(check, reader.dialect) {
             missing_columns.push(problem);
         } else if !check.column_exists {
             let origin = origin(table, Some(&check.column));
@@ -188,9 +239,10 @@ pub(super) fn verdict(checks: &[ColumnCheck], role: &str) -> Option<String> {
     }
     if !unreadable.is_empty() {
         return Some(format!(
-            "the role {role} lacks SELECT on {}; run as an administrator: GRANT SELECT ON {} TO {role};",
+            "the role {} lacks SELECT on {}; run as an administrator: {}",
+            reader.role,
             unreadable.join(", "),
-            unreadable.join(", ")
+            reader.grant(&unreadable)
         ));
     }
     None
@@ -199,6 +251,12 @@ pub(super) fn verdict(checks: &[ColumnCheck], role: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const RO: Reader<'static> = Reader {
+        dialect: Dialect::Postgres,
+        role: "ro",
+        database: "dify",
+    };
 
     fn check(table: &str, column: &str, flags: (bool, bool, bool)) -> ColumnCheck {
         ColumnCheck {
@@ -222,7 +280,7 @@ mod tests {
                     (true, true, true),
                 )
             }],
-            "ro",
+            RO,
         )
         .unwrap();
         assert!(
@@ -240,7 +298,7 @@ mod tests {
                 check("apps", "mode", (true, true, true)),
                 check("messages", "invoke_from", (true, true, false)),
             ],
-            "ro",
+            RO,
         )
         .unwrap();
         assert!(
@@ -259,11 +317,55 @@ mod tests {
                 check("accounts", "id", (true, false, true)),
                 check("end_users", "id", (true, false, true)),
             ],
-            "ro",
+            RO,
         )
         .unwrap();
         assert!(
             message.ends_with("GRANT SELECT ON accounts, end_users TO ro;"),
+            "{message}"
+        );
+        let mysql = Reader {
+            dialect: Dialect::Mysql,
+            role: "'ro'@'%'",
+            database: "dify",
+        };
+        let message = verdict(&[check("accounts", "id", (true, false, true))], mysql).unwrap();
+        assert!(
+            message.ends_with("GRANT SELECT ON `dify`.`accounts` TO 'ro'@'%';"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_mysql_char_36_id_and_longtext_json_are_what_dify_writes_there() {
+        let mysql = Reader {
+            dialect: Dialect::Mysql,
+            role: "'ro'@'%'",
+            database: "dify",
+        };
+        let typed = |table: &str, column: &str, found: &str| ColumnCheck {
+            column_type: Some(found.into()),
+            ..check(table, column, (true, true, true))
+        };
+        assert!(
+            verdict(
+                &[
+                    typed("apps", "id", "char"),
+                    typed("workflow_node_executions", "process_data", "longtext")
+                ],
+                mysql
+            )
+            .is_none()
+        );
+        let message = verdict(
+            &[typed("workflow_node_executions", "process_data", "json")],
+            mysql,
+        )
+        .unwrap();
+        assert!(
+            message.contains(
+                "has type json, where Dify writes longtext or mediumtext or text or varchar"
+            ),
             "{message}"
         );
     }
@@ -273,7 +375,7 @@ mod tests {
         let (tables, columns) = required_pairs();
         assert_eq!(tables.len(), columns.len());
         assert_eq!(tables.len(), 38);
-        assert!(verdict(&[], "ro").is_none());
+        assert!(verdict(&[], RO).is_none());
         for (table, column, _) in READ_AS {
             assert!(
                 tables

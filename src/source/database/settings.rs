@@ -1,5 +1,6 @@
 //! `DIFY_DATABASE_URL` and `DIFY_WORKSPACE_ID` for the database source: what is accepted, what it
-//! means for the connection, and how it is shown (the password never is).
+//! means for the connection, and how it is shown (the password never is). The scheme picks the
+//! dialect: Dify runs on PostgreSQL by default and on MySQL (or OceanBase) since 1.11.
 
 use std::fmt;
 use std::time::Duration;
@@ -25,11 +26,21 @@ pub(crate) enum SslMode {
     VerifyFull,
 }
 
+/// The SQL dialect of the server, chosen by the URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// `postgres://`, `postgresql://`
+    Postgres,
+    /// `mysql://`: MySQL, MariaDB, OceanBase (Dify's `DB_TYPE=mysql`, `oceanbase`, `seekdb`)
+    Mysql,
+}
+
 /// Where the database is and which workspaces to read: the validated form of the variables.
 #[derive(Clone)]
 pub(crate) struct DatabaseSource {
     /// The URL as given, kept for display (masked) only.
     url: Url,
+    pub(crate) dialect: Dialect,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) user: String,
@@ -54,33 +65,38 @@ impl fmt::Debug for DatabaseSource {
 }
 
 impl DatabaseSource {
-    /// Parses `postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=…`. The error says what is wrong and
-    /// what is allowed; it never contains the password.
+    /// Parses `postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=…` or the same with `mysql://`. The
+    /// error says what is wrong and what is allowed; it never contains the password.
     pub(crate) fn parse(
         text: &str,
         workspace_id: Option<Uuid>,
         connect_timeout: Duration,
     ) -> Result<DatabaseSource, String> {
         let url = Url::parse(text).map_err(|e| {
-            format!("is not a URL ({e}); expected postgres://USER:PASSWORD@HOST:5432/DATABASE")
+            format!(
+                "is not a URL ({e}); expected postgres://USER:PASSWORD@HOST:5432/DATABASE or mysql://USER:PASSWORD@HOST:3306/DATABASE"
+            )
         })?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(format!(
-                "has scheme `{}`; only postgres:// and postgresql:// are read (MySQL is not supported yet)",
-                url.scheme()
-            ));
-        }
+        let (dialect, default_port) = match url.scheme() {
+            "postgres" | "postgresql" => (Dialect::Postgres, 5432),
+            "mysql" => (Dialect::Mysql, 3306),
+            other => {
+                return Err(format!(
+                    "has scheme `{other}`; allowed: postgres://, postgresql:// (PostgreSQL), mysql:// (MySQL, MariaDB, OceanBase)"
+                ));
+            }
+        };
         let host = match url.host_str() {
             Some(host) if !host.is_empty() => host.trim_matches(['[', ']']).to_owned(),
             _ => return Err("has no host".to_owned()),
         };
         let user = percent_decode(url.username());
         if user.is_empty() {
-            return Err("has no user name (postgres://USER:PASSWORD@HOST/DATABASE)".to_owned());
+            return Err("has no user name (SCHEME://USER:PASSWORD@HOST/DATABASE)".to_owned());
         }
         let database = percent_decode(url.path().trim_start_matches('/'));
         if database.is_empty() || database.contains('/') {
-            return Err("names no database (postgres://USER:PASSWORD@HOST/DATABASE)".to_owned());
+            return Err("names no database (SCHEME://USER:PASSWORD@HOST/DATABASE)".to_owned());
         }
         let mut ssl_mode = SslMode::Prefer;
         for (key, value) in url.query_pairs() {
@@ -97,8 +113,9 @@ impl DatabaseSource {
             })?;
         }
         Ok(DatabaseSource {
+            dialect,
             host,
-            port: url.port().unwrap_or(5432),
+            port: url.port().unwrap_or(default_port),
             user,
             password: url.password().map(|p| Secret::new(percent_decode(p))),
             database,
@@ -164,9 +181,26 @@ mod tests {
     }
 
     #[test]
+    fn a_mysql_url_chooses_the_mysql_dialect_with_port_3306() {
+        let source = parse("mysql://dify_ro:p%40ss@db.internal/dify?sslmode=require").unwrap();
+        assert_eq!(source.dialect, Dialect::Mysql);
+        assert_eq!((source.port, source.ssl_mode), (3306, SslMode::Require));
+        assert_eq!(source.password.as_ref().unwrap().expose(), "p@ss");
+        assert_eq!(
+            source.masked_url(),
+            "mysql://dify_ro:***@db.internal/dify?sslmode=require"
+        );
+        assert_eq!(
+            parse("postgres://u@h/dify").unwrap().dialect,
+            Dialect::Postgres
+        );
+    }
+
+    #[test]
     fn malformed_urls_say_what_is_allowed() {
         for (text, expected) in [
-            ("mysql://u:p@h/db", "only postgres:// and postgresql://"),
+            ("mysqlx://u:p@h/db", "allowed: postgres://, postgresql://"),
+            ("mysql://u:p@h", "names no database"),
             ("postgres://u:p@h", "names no database"),
             ("postgres://:p@h/db", "has no user name"),
             (

@@ -8,7 +8,8 @@
 //! - workflow runs (`workflow`, `advanced-chat` apps): `SUM(total_tokens)` of the `app-run` runs;
 //!   Dify keeps no price there.
 //!
-//! Read in one read-only snapshot, as a collection chunk is.
+//! Read in one read-only snapshot, as a collection chunk is; on MySQL the same sums in its SQL
+//! (`mysql::statistics`), messages' local times converted to UTC as the collection converts them.
 
 use anyhow::{Context as _, Result, anyhow};
 use chrono::NaiveDate;
@@ -17,9 +18,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::rules::Reading;
-use super::settings::DatabaseSource;
-use super::{AttemptError, postgres};
+use super::rules::{AppRow, Reading};
+use super::settings::{DatabaseSource, Dialect};
+use super::{AttemptError, mysql, postgres};
 use crate::run::window::Window;
 use crate::source::AppMode;
 
@@ -64,7 +65,21 @@ pub(crate) struct Statistics {
 /// Dify's statistics of `window` from its database; apps of a mode the collector does not read
 /// are left out, as the collector leaves them out.
 pub(crate) async fn read(source: &DatabaseSource, window: Window) -> Result<Statistics> {
-    let outcome = async {
+    let outcome = if source.dialect == Dialect::Mysql {
+        mysql::statistics(source, window).await
+    } else {
+        read_postgres(source, window).await
+    };
+    outcome
+        .map_err(|(AttemptError::Transient(e) | AttemptError::Fatal(e))| e)
+        .with_context(|| format!("Dify database {} (DIFY_DATABASE_URL)", source.address()))
+}
+
+async fn read_postgres(
+    source: &DatabaseSource,
+    window: Window,
+) -> Result<Statistics, AttemptError> {
+    async {
         let (mut client, connection) = postgres::connect(source).await?;
         let read = in_snapshot(&mut client, source, window);
         tokio::pin!(read);
@@ -74,10 +89,7 @@ pub(crate) async fn read(source: &DatabaseSource, window: Window) -> Result<Stat
             ended = connection => Err(postgres::connection_ended(ended)),
         }
     }
-    .await;
-    outcome
-        .map_err(|(AttemptError::Transient(e) | AttemptError::Fatal(e))| e)
-        .with_context(|| format!("Dify database {} (DIFY_DATABASE_URL)", source.address()))
+    .await
 }
 
 async fn in_snapshot(
@@ -87,22 +99,8 @@ async fn in_snapshot(
 ) -> Result<Statistics, AttemptError> {
     let transaction = postgres::snapshot(client).await?;
     postgres::check_schema(&transaction, &source.user).await?;
-    let mut statistics = Statistics::default();
-    let (mut by_runs, mut by_messages) = (Vec::new(), Vec::new());
-    for app in postgres::apps(&transaction, source.workspace_id).await? {
-        let runs = match app.reading() {
-            Some(Reading::Runs) => true,
-            Some(Reading::Messages) => false,
-            None => continue,
-        };
-        if runs { &mut by_runs } else { &mut by_messages }.push(app.id);
-        statistics.apps.push(StatisticApp {
-            id: app.id.to_string(),
-            mode: app.app_mode(),
-            name: app.name,
-            by_runs: runs,
-        });
-    }
+    let rows = postgres::apps(&transaction, source.workspace_id).await?;
+    let (mut statistics, by_runs, by_messages) = Statistics::of_apps(rows);
     let span = postgres::Span::of(window);
     for (query, ids) in [(MESSAGE_SUMS, &by_messages), (RUN_SUMS, &by_runs)] {
         let params: [&(dyn ToSql + Sync); 3] = [ids, &span.start, &span.end];
@@ -124,21 +122,53 @@ async fn in_snapshot(
 }
 
 fn statistic_day(row: &Row) -> Result<StatisticDay> {
-    let app_id: Uuid = row.get(0);
-    let tokens: i64 = row.get(2);
-    let price = row
-        .get::<_, Option<&str>>(3)
-        .map(|text| {
-            text.parse::<Decimal>().with_context(|| {
-                format!("the prices of app {app_id} sum to `{text}`, not a decimal")
+    StatisticDay::new(row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+impl StatisticDay {
+    /// One app-day's sums as the server returned them: `tokens` a whole number, `price` decimal text.
+    pub(super) fn new(
+        app_id: Uuid,
+        day: NaiveDate,
+        tokens: i64,
+        price: Option<&str>,
+    ) -> Result<StatisticDay> {
+        let price = price
+            .map(|text| {
+                text.parse::<Decimal>().with_context(|| {
+                    format!("the prices of app {app_id} sum to `{text}`, not a decimal")
+                })
             })
+            .transpose()?;
+        Ok(StatisticDay {
+            app_id: app_id.to_string(),
+            day,
+            tokens: u64::try_from(tokens)
+                .map_err(|_| anyhow!("the tokens of app {app_id} sum to {tokens}, below zero"))?,
+            price,
         })
-        .transpose()?;
-    Ok(StatisticDay {
-        app_id: app_id.to_string(),
-        day: row.get(1),
-        tokens: u64::try_from(tokens)
-            .map_err(|_| anyhow!("the tokens of app {app_id} sum to {tokens}, below zero"))?,
-        price,
-    })
+    }
+}
+
+impl Statistics {
+    /// The statistics' apps (those the collector reads), with the ids summed by runs and by messages.
+    pub(super) fn of_apps(rows: Vec<AppRow>) -> (Statistics, Vec<Uuid>, Vec<Uuid>) {
+        let mut statistics = Statistics::default();
+        let (mut by_runs, mut by_messages) = (Vec::new(), Vec::new());
+        for app in rows {
+            let runs = match app.reading() {
+                Some(Reading::Runs) => true,
+                Some(Reading::Messages) => false,
+                None => continue,
+            };
+            if runs { &mut by_runs } else { &mut by_messages }.push(app.id);
+            statistics.apps.push(StatisticApp {
+                id: app.id.to_string(),
+                mode: app.app_mode(),
+                name: app.name,
+                by_runs: runs,
+            });
+        }
+        (statistics, by_runs, by_messages)
+    }
 }
