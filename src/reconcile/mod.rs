@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::ledger::DecreasePolicy;
 use crate::source::AppMode;
-use crate::state::{LedgerLabel, State};
+use crate::state::{LedgerLabel, LedgerScan, State};
 
 pub(crate) use console::dify_figures as console_figures;
 pub(crate) use database::dify_figures as database_figures;
@@ -128,18 +128,22 @@ type LedgerSums = BTreeMap<(String, NaiveDate), (String, u64, Decimal)>;
 
 fn ledger_sums(state: &State, from: NaiveDate, to: NaiveDate) -> Result<LedgerSums> {
     let labels = [LedgerLabel::AppId, LedgerLabel::Day, LedgerLabel::AppName];
-    let parts = state.fold_ledger(from, to, &labels, LedgerSums::new, |sums, row| {
-        let (app_id, day, app_name) = (row.label(0)?, row.label(1)?, row.label(2)?);
-        let Ok(day) = day.parse::<NaiveDate>() else {
-            anyhow::bail!("a ledger row's day `{day}` is not a YYYY-MM-DD day");
-        };
-        let entry = sums
-            .entry((app_id.to_owned(), day))
-            .or_insert_with(|| (app_name.to_owned(), 0, Decimal::ZERO));
-        entry.1 += row.total_tokens;
-        entry.2 += row.cost;
-        Ok(())
-    })?;
+    let parts = state.fold_ledger(
+        LedgerScan::new(from, to, &labels),
+        LedgerSums::new,
+        |sums, row| {
+            let (app_id, day, app_name) = (row.label(0)?, row.label(1)?, row.label(2)?);
+            let Ok(day) = day.parse::<NaiveDate>() else {
+                anyhow::bail!("a ledger row's day `{day}` is not a YYYY-MM-DD day");
+            };
+            let entry = sums
+                .entry((app_id.to_owned(), day))
+                .or_insert_with(|| (app_name.to_owned(), 0, Decimal::ZERO));
+            entry.1 += row.total_tokens;
+            entry.2 += row.cost;
+            Ok(())
+        },
+    )?;
     let mut sums = LedgerSums::new();
     for part in parts {
         for (key, (app_name, tokens, cost)) in part {

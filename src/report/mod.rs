@@ -17,7 +17,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::state::{LedgerLabel, LedgerView, State};
+use crate::state::{LedgerLabel, LedgerScan, LedgerView, State};
 
 pub(crate) use html::{Page, TOP_ROWS, html};
 pub(crate) use table::{Width, table};
@@ -252,18 +252,22 @@ pub(crate) fn summarize_many(
         .any(|(keys, _)| keys.contains(&Key::App))
         .then(|| (position(LedgerLabel::AppId), position(LedgerLabel::AppName)));
     let init = || (groupings.clone(), HashMap::<String, String>::new());
-    let parts = state.fold_ledger(first, last, &labels, init, |(groupings, app_names), row| {
-        if let Some((id, name)) = names {
-            let id = row.label(id)?;
-            if !app_names.contains_key(id) {
-                app_names.insert(id.to_owned(), row.label(name)?.to_owned());
+    let parts = state.fold_ledger(
+        LedgerScan::new(first, last, &labels),
+        init,
+        |(groupings, app_names), row| {
+            if let Some((id, name)) = names {
+                let id = row.label(id)?;
+                if !app_names.contains_key(id) {
+                    app_names.insert(id.to_owned(), row.label(name)?.to_owned());
+                }
             }
-        }
-        for grouping in groupings.iter_mut() {
-            grouping.add(row);
-        }
-        Ok(())
-    })?;
+            for grouping in groupings.iter_mut() {
+                grouping.add(row);
+            }
+            Ok(())
+        },
+    )?;
     let mut parts = parts.into_iter();
     let (mut groupings, mut app_names) = parts.next().unwrap_or_else(init);
     for (part_groupings, part_names) in parts {

@@ -34,7 +34,7 @@ use rusqlite::{Connection, OpenFlags};
 pub(crate) use login_verdict::LoginVerdictRecord;
 pub(crate) use outbox::{Batch, BatchState, Counts, NewBatch};
 pub(crate) use runs::RunRecord;
-pub(crate) use scan::{LedgerLabel, LedgerView};
+pub(crate) use scan::{LedgerLabel, LedgerScan, LedgerView};
 
 use crate::environment::io_cause;
 

@@ -76,33 +76,45 @@ enum Part {
     Days(NaiveDate, NaiveDate),
 }
 
+/// What a scan reads: the ledger rows of the days `first..=last`, with the `labels` asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LedgerScan<'a> {
+    first: NaiveDate,
+    last: NaiveDate,
+    labels: &'a [LedgerLabel],
+    /// How many parts are read side by side at most: one per core, up to [`MAX_PARTS`].
+    parts: usize,
+}
+
+impl<'a> LedgerScan<'a> {
+    pub(crate) fn new(first: NaiveDate, last: NaiveDate, labels: &'a [LedgerLabel]) -> Self {
+        let cores = thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        LedgerScan {
+            first,
+            last,
+            labels,
+            parts: cores.min(MAX_PARTS),
+        }
+    }
+}
+
 impl State {
-    /// Folds every ledger row of the days `first..=last` into values made by `init`, one per part
-    /// of the window, reading only the `labels` asked for (each at most once) beside the currency and
-    /// the figures. The rows come in no particular order; the first error `fold` returns (a row it
-    /// cannot read) ends the scan. The caller merges the values.
+    /// Folds every row the scan reads into values made by `init`, one per part of the window,
+    /// reading only the labels asked for (each at most once) beside the currency and the figures.
+    /// The rows come in no particular order; the first error `fold` returns (a row it cannot read)
+    /// ends the scan. The caller merges the values.
     pub(crate) fn fold_ledger<T: Send>(
         &self,
-        first: NaiveDate,
-        last: NaiveDate,
-        labels: &[LedgerLabel],
+        asked: LedgerScan<'_>,
         init: impl Fn() -> T + Sync,
         fold: impl Fn(&mut T, &LedgerView<'_>) -> Result<()> + Sync,
     ) -> Result<Vec<T>> {
-        let cores = thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        self.fold_in_parts(cores.min(MAX_PARTS), first, last, labels, init, fold)
-    }
-
-    /// [`State::fold_ledger`] in at most `count` parts.
-    fn fold_in_parts<T: Send>(
-        &self,
-        count: usize,
-        first: NaiveDate,
-        last: NaiveDate,
-        labels: &[LedgerLabel],
-        init: impl Fn() -> T + Sync,
-        fold: impl Fn(&mut T, &LedgerView<'_>) -> Result<()> + Sync,
-    ) -> Result<Vec<T>> {
+        let LedgerScan {
+            first,
+            last,
+            labels,
+            parts: count,
+        } = asked;
         anyhow::ensure!(
             labels.len() <= LABELS,
             "at most {LABELS} ledger labels per scan"
@@ -347,18 +359,15 @@ mod tests {
         last: &str,
     ) -> (usize, u64, Decimal, usize) {
         let (first, last) = (first.parse().unwrap(), last.parse().unwrap());
+        let asked = LedgerScan {
+            parts: count,
+            ..LedgerScan::new(first, last, &[LedgerLabel::User])
+        };
         let parts = state
-            .fold_in_parts(
-                count,
-                first,
-                last,
-                &[LedgerLabel::User],
-                Vec::new,
-                |rows, row| {
-                    rows.push((row.total_tokens, row.cost, row.label(0)?.to_owned()));
-                    Ok(())
-                },
-            )
+            .fold_ledger(asked, Vec::new, |rows, row| {
+                rows.push((row.total_tokens, row.cost, row.label(0)?.to_owned()));
+                Ok(())
+            })
             .unwrap();
         let rows: Vec<_> = parts.iter().flatten().collect();
         let tokens = rows.iter().map(|row| row.0).sum();
