@@ -49,17 +49,9 @@ fn four_sessions_on_one_snapshot_print_the_records_of_one_byte_for_byte() {
     assert_eq!(four.stdout, one.stdout);
     assert_eq!(collect::records(&four), database_truth(&[&sim]));
 
-    let parts = log(&four, "database parts read")["context"].clone();
     // The messages, then the node executions in 2 ranges per session.
-    assert_eq!(
-        (parts["sessions"].as_u64(), parts["parts"].as_u64()),
-        (Some(4), Some(9))
-    );
-    let parts = log(&one, "database parts read")["context"].clone();
-    assert_eq!(
-        (parts["sessions"].as_u64(), parts["parts"].as_u64()),
-        (Some(1), Some(2))
-    );
+    assert_eq!(sessions_and_parts(&four), (4, 9));
+    assert_eq!(sessions_and_parts(&one), (1, 2));
     for finished in [&one, &four] {
         assert_eq!(warnings(finished), Vec::<String>::new());
     }
@@ -83,6 +75,24 @@ fn out_of_range_connections_are_refused_with_the_allowed_range() {
             format!("`{value}` is not a whole number from 1 to 16")
         );
     }
+}
+
+/// (sessions, parts) of the run's `database parts read` line.
+fn sessions_and_parts(finished: &Finished) -> (u64, u64) {
+    let parts = &log(finished, "database parts read")["context"];
+    (
+        parts["sessions"].as_u64().unwrap(),
+        parts["parts"].as_u64().unwrap(),
+    )
+}
+
+/// The context of the run's warning that its sessions could not share one snapshot.
+fn unshared_snapshot_warning(finished: &Finished) -> serde_json::Value {
+    log(
+        finished,
+        "the snapshot cannot be shared; reading through one connection",
+    )["context"]
+        .clone()
 }
 
 /// The messages of the run's `warn` lines.
@@ -126,11 +136,7 @@ fn behind_an_exhausted_pgbouncer_the_snapshot_is_read_through_one_session() {
     );
     finished.code(0);
     assert_eq!(collect::records(&finished), database_truth(&[&sim]));
-    let warning = log(
-        &finished,
-        "the snapshot cannot be shared; reading through one connection",
-    )["context"]
-        .clone();
+    let warning = unshared_snapshot_warning(&finished);
     assert_eq!(
         (warning["sessions"].as_u64(), warning["requested"].as_u64()),
         (Some(1), Some(3))
@@ -139,10 +145,7 @@ fn behind_an_exhausted_pgbouncer_the_snapshot_is_read_through_one_session() {
         warning["error"],
         "no answer within 1 s (HTTP_TIMEOUT, at most 10 s)"
     );
-    assert_eq!(
-        log(&finished, "database parts read")["context"]["sessions"],
-        1
-    );
+    assert_eq!(sessions_and_parts(&finished).0, 1);
     assert!(!finished.stderr.contains(PASSWORD));
 }
 
@@ -160,11 +163,7 @@ fn a_snapshot_that_cannot_be_exported_is_read_in_a_fresh_one_through_one_session
     );
     let finished = read(cluster, "plain_reader", &database, "4");
     assert_eq!(collect::records(&finished), database_truth(&[&sim]));
-    let warning = log(
-        &finished,
-        "the snapshot cannot be shared; reading through one connection",
-    )["context"]
-        .clone();
+    let warning = unshared_snapshot_warning(&finished);
     assert_eq!(
         warning["error"],
         "permission denied for function pg_export_snapshot (SQLSTATE 42501)"
