@@ -11,14 +11,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::SimState;
 use uuid::Uuid;
 
 use super::data::{Mode, Run};
 use super::routes::{
-    ApiResult, AppListing, Params, account_json, app_listing, end_user_json, run_facts,
+    ApiResult, AppListing, Params, account_json, app_listing, end_user_json, page_json, run_facts,
 };
 
 /// The id of a run's `workflow_archive_logs` row.
@@ -36,31 +36,21 @@ pub(crate) async fn workflow_archived_logs(
         app, page, limit, ..
     } = app_listing(&state, &headers, &app_id, &[Mode::Workflow], query)?;
     let ws = &state.workspace;
-    let total = app.archived_runs.len();
-    let data: Vec<Value> = app
-        .archived_runs
-        .iter()
-        .skip((page - 1).saturating_mul(limit))
-        .take(limit)
-        .map(|run| {
-            let facts = run_facts(ws, app, run);
-            json!({
-                "id": archive_log_id(run),
-                "workflow_run": {
-                    "id": run.id, "status": run.status.as_str(),
-                    "triggered_from": run.triggered_from.as_str(),
-                    "elapsed_time": facts.finished_at - run.created_at,
-                    "total_tokens": facts.total_tokens,
-                },
-                "trigger_metadata": {},
-                "created_by_account": account_json(ws, run.creator),
-                "created_by_end_user": end_user_json(ws, run.creator),
-                "created_at": run.created_at,
-            })
+    let (body, _) = page_json(&app.archived_runs, page, limit, |run| {
+        let facts = run_facts(ws, app, run);
+        json!({
+            "id": archive_log_id(run),
+            "workflow_run": {
+                "id": run.id, "status": run.status.as_str(),
+                "triggered_from": run.triggered_from.as_str(),
+                "elapsed_time": facts.finished_at - run.created_at,
+                "total_tokens": facts.total_tokens,
+            },
+            "trigger_metadata": {},
+            "created_by_account": account_json(ws, run.creator),
+            "created_by_end_user": end_user_json(ws, run.creator),
+            "created_at": run.created_at,
         })
-        .collect();
-    Ok(Json(json!({
-        "page": page, "limit": limit, "total": total,
-        "has_more": page.saturating_mul(limit) < total, "data": data,
-    })))
+    });
+    Ok(Json(body))
 }

@@ -26,7 +26,7 @@ use super::data::{
 use super::live::Live;
 use super::routes::{
     ApiError, ApiResult, AppListing, Params, app_listing, authorized_app, limit_param,
-    local_minute_param, params, price_str, usage_json,
+    local_minute_param, page_json, params, price_str, usage_json,
 };
 
 /// The modes the chat-conversation endpoints serve (a wrong mode's error lists them in this order).
@@ -400,26 +400,6 @@ fn listed_views<'a>(
         rows.sort_by_key(key);
     }
     rows
-}
-
-/// `db.paginate`'s answer: page `page` of `rows`, `total`, and `has_more` (`has_next`).
-fn page_json(
-    rows: &[View<'_>],
-    page: usize,
-    limit: usize,
-    row: impl Fn(&View<'_>) -> Value,
-) -> (Value, bool) {
-    let total = rows.len();
-    let data: Vec<Value> = rows
-        .iter()
-        .skip((page - 1).saturating_mul(limit))
-        .take(limit)
-        .map(row)
-        .collect();
-    let has_more = page.saturating_mul(limit) < total;
-    let body =
-        json!({"page": page, "limit": limit, "total": total, "has_more": has_more, "data": data});
-    (body, has_more)
 }
 
 /// `GET /apps/{id}/completion-conversations` as `CompletionConversationApi.get`: deleted ones never, newest

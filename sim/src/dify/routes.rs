@@ -179,6 +179,26 @@ pub(crate) struct AppListing<'s> {
     pub(crate) limit: usize,
 }
 
+/// `db.paginate`'s answer: page `page` of `rows`, `total`, and `has_more` (`has_next`).
+pub(crate) fn page_json<T>(
+    rows: &[T],
+    page: usize,
+    limit: usize,
+    row: impl Fn(&T) -> Value,
+) -> (Value, bool) {
+    let total = rows.len();
+    let data: Vec<Value> = rows
+        .iter()
+        .skip((page - 1).saturating_mul(limit))
+        .take(limit)
+        .map(row)
+        .collect();
+    let has_more = page.saturating_mul(limit) < total;
+    let body =
+        json!({"page": page, "limit": limit, "total": total, "has_more": has_more, "data": data});
+    (body, has_more)
+}
+
 pub(crate) fn app_listing<'s>(
     state: &'s SimState,
     headers: &HeaderMap,
@@ -276,16 +296,9 @@ async fn apps(State(state): State<Arc<SimState>>, headers: HeaderMap, query: Par
         .iter()
         .filter(|a| mode.is_none_or(|m| a.mode == m))
         .collect();
-    let total = matching.len();
-    let data: Vec<Value> = matching
-        .iter()
-        .skip((page - 1).saturating_mul(limit))
-        .take(limit)
-        .map(|a| app_json(ws, a))
-        .collect();
-    Ok(Json(json!({
-        "page": page, "limit": limit, "total": total, "has_more": page.saturating_mul(limit) < total, "data": data,
-    })))
+    Ok(Json(
+        page_json(&matching, page, limit, |a| app_json(ws, a)).0,
+    ))
 }
 
 async fn app_detail(
