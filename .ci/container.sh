@@ -122,19 +122,14 @@ echo "built in $((SECONDS - started)) s; image $((size / 1000000)) MB"
 cargo build --quiet --locked -p dify-sim --bins
 sims="$PWD/target/debug"
 
+source sim/wait-for-sim.sh
+
 # start_sim NAME ARGS...: starts a simulator and exports the variables it prints once it listens.
 start_sim() {
-    local name=$1 log="$work/$1.log"
+    local name=$1
     shift
-    "$sims/$name" "$@" >"$log" 2>&1 &
-    local pid=$!
-    for _ in $(seq 600); do
-        grep -q "listening on" "$log" && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    grep -q "listening on" "$log" || fail "$name did not start: $(cat "$log")"
-    eval "$(grep -E '^  [A-Z_]+=' "$log" | sed 's/^  /export /')"
+    "$sims/$name" "$@" >"$work/$name.log" 2>&1 &
+    wait_for_sim "$work/$name.log" $!
 }
 
 # exporter NAME ARGS...: `docker run` of the image as the CronJob runs it, detached; prints the container.

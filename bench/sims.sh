@@ -7,17 +7,7 @@ BIN="$PWD/target/release"
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-# Waits until the simulator wrote its address line, then exports the variables it printed.
-wait_for_sim() {
-  local log=$1 pid=$2
-  for _ in $(seq 600); do
-    grep -q "listening on" "$log" 2>/dev/null && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  grep -q "listening on" "$log" || { echo "simulator did not start: $(cat "$log")" >&2; exit 1; }
-  eval "$(grep -E '^  [A-Z_]+=' "$log" | sed 's/^  /export /')"
-}
+source sim/wait-for-sim.sh
 
 # start_dify ARGS...: a simulated Dify (1.9.2 login) with the given dify-sim flags.
 start_dify() {
