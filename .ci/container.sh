@@ -126,17 +126,18 @@ source sim/wait-for-sim.sh
 
 # start_sim NAME ARGS...: starts a simulator and exports the variables it prints once it listens.
 start_sim() {
-    local name=$1
+    local name=$1 log
     shift
-    "$sims/$name" "$@" >"$work/$name.log" 2>&1 &
-    wait_for_sim "$work/$name.log" $!
+    log=$(mktemp "$work/$name.XXXXXX.log")
+    "$sims/$name" "$@" >"$log" 2>&1 &
+    wait_for_sim "$log" $!
 }
 
-# exporter NAME ARGS...: `docker run` of the image as the CronJob runs it, detached; prints the container.
+# exporter NAME ARGS...: `docker run` of the image as the CronJob runs it, detached, STATE_DIR on a fresh named
+# volume NAME (Docker gives it the image's 65532 ownership); prints the container.
 exporter() {
     local name=$1
     shift
-    docker volume create "$name" >/dev/null
     docker run --detach --name "$name" --network host --read-only --user 65532 \
         --volume "$name:/var/lib/dify-usage-exporter" \
         --env DIFY_API_URL --env DIFY_EMAIL --env DIFY_PASSWORD --env EXTERNAL_API_URL \

@@ -553,16 +553,20 @@ fn sigterm_during_the_read_stops_at_once_and_queues_nothing() {
 pub(crate) const FIRST: &str = "2026-11-01";
 pub(crate) const LAST: &str = "2026-11-03";
 
-pub(crate) fn simulated(seed: u64) -> DifySim {
-    DifySim::start(SimConfig {
+/// The simulator's configuration of those worlds.
+pub(crate) fn world_config(seed: u64) -> SimConfig {
+    SimConfig {
         seed,
         first_day: FIRST.parse().unwrap(),
         days: 3,
         apps_per_mode: 2,
         runs_per_app_per_day: 8,
         ..SimConfig::default()
-    })
-    .unwrap()
+    }
+}
+
+pub(crate) fn simulated(seed: u64) -> DifySim {
+    DifySim::start(world_config(seed)).unwrap()
 }
 
 /// Loads `sim`'s world into `database`.

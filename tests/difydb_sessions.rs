@@ -10,6 +10,7 @@ use dify_sim::{DifySim, SimConfig};
 use crate::collect;
 use crate::difydb::{
     FIRST, LAST, console_exporter, database_truth, dry_run_days, exporter, load, log, simulated,
+    world_config,
 };
 use crate::pg::bouncer::Bouncer;
 use crate::pg::{self, Cluster, SUPERUSER};
@@ -179,13 +180,8 @@ fn a_snapshot_that_cannot_be_exported_is_read_in_a_fresh_one_through_one_session
 /// A world whose workflow runs before `LAST` are archived.
 pub(crate) fn archived_world(seed: u64) -> DifySim {
     DifySim::start(SimConfig {
-        seed,
-        first_day: FIRST.parse().unwrap(),
-        days: 3,
-        apps_per_mode: 2,
-        runs_per_app_per_day: 8,
         archived_before: Some(LAST.parse().unwrap()),
-        ..SimConfig::default()
+        ..world_config(seed)
     })
     .unwrap()
 }
